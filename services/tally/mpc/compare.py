@@ -1,0 +1,170 @@
+"""Comparison, equality, bit decomposition and bit conversion (DESIGN §6.1).
+
+All three comparisons start the same way: mask the shared value x with a
+fresh edaBit r (known arithmetically and as bits) and open c = x + r.  Since
+r is uniform over Z_2^64 (its low bits come from the edaBit, its high bits
+from each party's own random share), c is uniform and says nothing about x.
+The rest is a binary circuit between the public c and the shared bits of r,
+evaluated bit-sliced on ``(bits, words)`` planes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tally.mpc import bits
+from tally.mpc.arithmetic import open_values
+from tally.mpc.boolean import and_words, open_bits, xor_public
+from tally.mpc.party import Party
+from tally.mpc.ring import Shares, random_ring
+
+ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _masked_open(party: Party, values: Shares, width: int) -> tuple[Shares, Shares]:
+    """Open c = x + r for an edaBit r (width low bits) padded with random high bits.
+
+    Returns the public c and this party's XOR shares of the planes of r's low
+    ``width`` bits.  Rounds: 1.  Communication: 8 bytes per element per peer.
+    """
+    rows = values.shape[0]
+    arith, planes = party.tuples.edabits(rows, width)
+    if width < 64:
+        arith = arith + (random_ring(rows) << np.uint64(width))
+    (opened,) = open_values(party, [values + arith])
+    return opened, planes.reshape(width, bits.word_count(rows))
+
+
+def bits_to_arithmetic(party: Party, planes: Shares, rows: int) -> Shares:
+    """Convert XOR-shared bit planes ``(k, words)`` to arithmetic 0/1 shares ``(k, rows)``.
+
+    Steps, with a daBit s per bit (known as XOR and arithmetic shares):
+    (1) open t = b XOR s; (2) b = t + s - 2*t*s, local because t is public.
+    Rounds: 1.  Communication: 1 bit per converted bit to each peer.  t is b
+    under the one-time pad s.
+    """
+    planes = planes.reshape(-1, planes.shape[-1])
+    count, words = planes.shape
+    arith, binary = party.tuples.dabits(count * words * 64)
+    (opened,) = open_bits(party, [planes ^ binary.reshape(count, words)])
+    public = np.unpackbits(opened.view(np.uint8), axis=1, bitorder="little")[:, :rows]
+    public = public.astype(np.uint64)
+    mask = arith.reshape(count, words * 64)[:, :rows]
+    result = mask - (public * mask << np.uint64(1))
+    if party.is_leader:
+        result += public
+    return result
+
+
+def _prefix_tree(party: Party, generate: Shares, propagate: Shares) -> Shares:
+    """The borrow out of the top of ``k`` positions: log-depth tree of (G, P) pairs.
+
+    Combining a higher pair with a lower one: G = G_hi XOR (P_hi AND G_lo),
+    P = P_hi AND P_lo (2 ANDs per node, 1 where P is not needed any more).
+    Rounds: ceil(log2 k).
+    """
+    while generate.shape[0] > 1:
+        count = generate.shape[0]
+        pairs = count // 2
+        low_g, high_g = generate[0 : 2 * pairs : 2], generate[1 : 2 * pairs : 2]
+        low_p, high_p = propagate[0 : 2 * pairs : 2], propagate[1 : 2 * pairs : 2]
+        last_level = count <= 2
+        requests = [(high_p, low_g)] if last_level else [(high_p, low_g), (high_p, low_p)]
+        products = and_words(party, requests)
+        new_g = high_g ^ products[0]
+        new_p = products[1] if not last_level else high_p
+        if count % 2:
+            new_g = np.concatenate([new_g, generate[-1:]])
+            new_p = np.concatenate([new_p, propagate[-1:]])
+        generate, propagate = new_g, new_p
+    return generate[0]
+
+
+def _and_tree(party: Party, planes: Shares) -> Shares:
+    """AND of all planes, pairwise in ceil(log2 k) rounds (k - 1 ANDs per lane)."""
+    while planes.shape[0] > 1:
+        pairs = planes.shape[0] // 2
+        (product,) = and_words(party, [(planes[0 : 2 * pairs : 2], planes[1 : 2 * pairs : 2])])
+        planes = np.concatenate([product, planes[2 * pairs :]]) if planes.shape[0] % 2 else product
+    return planes[0]
+
+
+def less_than_zero(party: Party, values: Shares) -> Shares:
+    """[x < 0] for signed x in (-2^62, 2^62), as arithmetic 0/1 shares.
+
+    Steps: (1) open c = x + r for an edaBit r of 64 bits (1 round);
+    (2) leaves g_i = NOT c_i AND r_i, p_i = NOT (c_i XOR r_i) for i < 63,
+    local since c is public; (3) borrow = [c mod 2^63 < r mod 2^63] by a
+    prefix tree, 6 rounds, 2 ANDs per node; (4) sign = c_63 XOR r_63 XOR
+    borrow; (5) convert to arithmetic with a daBit (1 round).
+    Rounds: 8.  Communication per element to each peer: 8 bytes (c) +
+    about 118 AND gates at 2 bits (29.5 bytes) + 1 bit: about 38 bytes.
+    Opened: c (uniform, masked by r), the AND gates' d and e (masked by bit
+    triples) and t (masked by a daBit); none depends on x.
+    """
+    rows = values.shape[0]
+    if rows == 0:
+        return np.zeros(0, dtype=np.uint64)
+    opened, r_planes = _masked_open(party, values, 64)
+    c_planes = bits.to_planes(opened, 64)
+    not_c = ~c_planes[:63]
+    generate = r_planes[:63] & not_c
+    propagate = xor_public(party, r_planes[:63], not_c)
+    borrow = _prefix_tree(party, generate, propagate)
+    sign = xor_public(party, r_planes[63] ^ borrow, c_planes[63])
+    return bits_to_arithmetic(party, sign[None, :], rows)[0]
+
+
+def equal(party: Party, left: Shares, right: Shares, width: int = 64) -> Shares:
+    """[x == y] as arithmetic 0/1 shares, for |x - y| < 2^(width-1) (width 64: any values).
+
+    Steps: (1) open c = (x - y) + r for an edaBit r of ``width`` bits with
+    random high bits (1 round); (2) z_i = NOT (c_i XOR r_i) for i < width,
+    local; x == y iff every z_i is 1; (3) AND tree, ceil(log2 width) rounds,
+    width - 1 ANDs; (4) daBit conversion (1 round).
+    Rounds: 2 + ceil(log2 width) (8 for 64 bits).  Communication per element to
+    each peer: 8 bytes + (width - 1) * 2 bits + 1 bit (about 24 bytes for 64).
+    Opened: c (uniform), AND-gate masks and t (one-time pads).
+    """
+    rows = left.shape[0]
+    if rows == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if not 1 <= width <= 64:
+        raise ValueError("equality width must be 1..64")
+    opened, r_planes = _masked_open(party, left - right, width)
+    c_planes = bits.to_planes(opened, width)
+    same = xor_public(party, r_planes, ~c_planes)
+    return bits_to_arithmetic(party, _and_tree(party, same)[None, :], rows)[0]
+
+
+def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
+    """XOR-shared planes ``(width, words)`` of the low ``width`` bits of x.
+
+    Steps: (1) open c = x + r for an edaBit r (1 round); (2) x mod 2^width is
+    c - r mod 2^width: generate g_i = NOT c_i AND r_i and propagate
+    p_i = NOT (c_i XOR r_i) locally; (3) every borrow by a Kogge-Stone prefix,
+    ceil(log2 width) rounds, 2 ANDs per position per level; (4) bit i =
+    c_i XOR r_i XOR borrow_i, local.
+    Rounds: 1 + ceil(log2 width).  Communication per element to each peer:
+    8 bytes + about width * log2(width) * 4 bits.
+    Opened: c (uniform) and AND-gate masks.
+    """
+    rows = values.shape[0]
+    if not 1 <= width <= 64:
+        raise ValueError("bit width must be 1..64")
+    opened, r_planes = _masked_open(party, values, width)
+    c_planes = bits.to_planes(opened, width)
+    not_c = ~c_planes
+    generate = r_planes & not_c
+    propagate = xor_public(party, r_planes, not_c)
+    step = 1
+    while step < width:
+        products = and_words(
+            party, [(propagate[step:], generate[:-step]), (propagate[step:], propagate[:-step])]
+        )
+        generate = np.concatenate([generate[:step], generate[step:] ^ products[0]])
+        propagate = np.concatenate([propagate[:step], products[1]])
+        step *= 2
+    difference = xor_public(party, r_planes, c_planes)
+    difference[1:] ^= generate[:-1]
+    return difference

@@ -1,0 +1,116 @@
+"""The ring Z_2^64 and the encoding of integers and fixed-point numbers into it.
+
+Shares and encoded values are ``numpy.uint64`` arrays; numpy's unsigned
+arithmetic wraps modulo 2^64, which is exactly the ring.  Signed integers are
+two's complement.  Values that take part in comparisons must lie strictly
+inside (-2^62, 2^62) so that differences of two of them never wrap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+Shares = NDArray[np.uint64]
+"""One party's additive (or XOR) shares of a column."""
+
+BOUND = 1 << 62
+"""Encoded magnitudes must stay strictly below this."""
+
+DEFAULT_FRAC_BITS = 16
+
+
+class EncodingError(ValueError):
+    """A value cannot be encoded into the ring (out of range, NaN, infinite)."""
+
+
+def encode_int(values: Any) -> Shares:
+    """Encode integers as ring elements; refuses values outside (-2^62, 2^62)."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise EncodingError("integer column holds NaN or infinity")
+        if np.any(array != np.round(array)):
+            raise EncodingError("integer column holds non-integral values; use a fixed-point column")
+        array = array.astype(np.float64)
+        if array.size and np.max(np.abs(array)) >= float(BOUND):
+            raise EncodingError("integer value outside (-2^62, 2^62)")
+        array = array.astype(np.int64)
+    elif array.dtype.kind in "iub":
+        if array.dtype.kind == "u" and array.size and int(array.max()) >= BOUND:
+            raise EncodingError("integer value outside (-2^62, 2^62)")
+        array = array.astype(np.int64)
+    elif array.dtype == object:
+        python_ints = [int(v) for v in array.ravel()]
+        if any(abs(v) >= BOUND for v in python_ints):
+            raise EncodingError("integer value outside (-2^62, 2^62)")
+        array = np.array(python_ints, dtype=np.int64).reshape(array.shape)
+    else:
+        raise EncodingError(f"cannot encode values of dtype {array.dtype} as integers")
+    if array.size and (int(array.max()) >= BOUND or int(array.min()) <= -BOUND):
+        raise EncodingError("integer value outside (-2^62, 2^62)")
+    return array.astype(np.int64).view(np.uint64)
+
+
+def encode_fixed(values: Any, frac_bits: int = DEFAULT_FRAC_BITS) -> Shares:
+    """Encode reals as round(value * 2^frac_bits); refuses NaN, inf and overflow."""
+    array = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise EncodingError("fixed-point column holds NaN or infinity")
+    scaled = np.round(array * float(1 << frac_bits))
+    if scaled.size and np.max(np.abs(scaled)) >= float(BOUND):
+        raise EncodingError(
+            f"fixed-point value outside (-2^{62 - frac_bits}, 2^{62 - frac_bits}) "
+            f"with {frac_bits} fractional bits"
+        )
+    return scaled.astype(np.int64).view(np.uint64)
+
+
+def decode_int(encoded: Shares) -> NDArray[np.int64]:
+    """Ring elements back to signed 64-bit integers."""
+    return np.asarray(encoded, dtype=np.uint64).view(np.int64)
+
+
+def decode_fixed(encoded: Shares, frac_bits: int = DEFAULT_FRAC_BITS) -> NDArray[np.float64]:
+    """Ring elements back to floats."""
+    return decode_int(encoded).astype(np.float64) / float(1 << frac_bits)
+
+
+def split(
+    secret: Shares, parties: int, rng: np.random.Generator | None = None
+) -> list[Shares]:
+    """Split encoded values into additive shares (OS CSPRNG unless ``rng`` is given)."""
+    if parties < 1:
+        raise ValueError("need at least one party")
+    secret = np.asarray(secret, dtype=np.uint64)
+    shares = [random_ring(secret.shape, rng) for _ in range(parties - 1)]
+    last = secret.copy()
+    for share in shares:
+        last -= share
+    shares.append(last)
+    return shares
+
+
+def reconstruct(shares: list[Shares]) -> Shares:
+    """Sum additive shares."""
+    total = np.array(shares[0], dtype=np.uint64, copy=True)
+    for share in shares[1:]:
+        total += share
+    return total
+
+
+def random_ring(shape: int | tuple[int, ...], rng: np.random.Generator | None = None) -> Shares:
+    """Uniform ring elements; from the OS CSPRNG unless a seeded generator is given."""
+    if rng is None:
+        count = int(np.prod(shape))
+        raw = np.frombuffer(_os_random_bytes(8 * count), dtype=np.uint64)
+        return raw.reshape(shape).copy()
+    return rng.integers(0, 2**64, size=shape, dtype=np.uint64, endpoint=False)
+
+
+def _os_random_bytes(count: int) -> bytes:
+    import secrets
+
+    return secrets.token_bytes(count)

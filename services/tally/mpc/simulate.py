@@ -1,0 +1,48 @@
+"""Run all parties of a protocol in one process, one thread each (tests, demos, notebooks)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tally.mpc.party import Party
+from tally.mpc.transport import InProcessHub
+from tally.mpc.tuples import Dealer
+
+Result = TypeVar("Result")
+
+
+def run_parties(
+    parties: int,
+    program: Callable[[Party], Result],
+    seed: int | None = None,
+    timeout: float = 600.0,
+) -> list[Result]:
+    """Run ``program(party)`` at every party concurrently; return each party's result.
+
+    Parties talk through an :class:`InProcessHub` and draw tuples from one
+    shared :class:`Dealer` (seeded when ``seed`` is given).  The first
+    exception raised at any party is re-raised here.
+    """
+    hub = InProcessHub(parties, timeout=timeout)
+    dealer = Dealer(parties, seed=seed)
+    results: list[Any] = [None] * parties
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = program(Party(index, hub.transport(index), dealer.source(index)))
+        except BaseException as error:  # surfaced to the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    if any(thread.is_alive() for thread in threads):
+        raise TimeoutError(f"parties did not finish within {timeout} s")
+    return results
