@@ -186,6 +186,8 @@ class Dealer:
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[str, tuple[int | str, ...], list[object], set[int]]] = {}
         self._cursor = [0] * parties
+        self.requests: list[tuple[str, tuple[int | str, ...]]] = []
+        """Every batch kind and size asked for so far, in order (a plan for :meth:`prefetch`)."""
 
     def source(self, party: int) -> DealerSource:
         """The ``TupleSource`` through which ``party`` consumes this dealer's batches."""
@@ -214,6 +216,8 @@ class Dealer:
             if entry is None:
                 entry = (kind, params, self._generate(batch, kind, params), set())
                 self._pending[batch] = entry
+            if batch == len(self.requests):
+                self.requests.append((kind, params))
             if (entry[0], entry[1]) != (kind, params):
                 raise TupleReuseError(
                     f"party {party} asked batch {batch} for {kind}{params}; "
@@ -227,6 +231,23 @@ class Dealer:
             if len(served) == self.parties or self.only_party is not None:
                 del self._pending[batch]
             return share
+
+    def prefetch(self, plan: list[tuple[str, tuple[int | str, ...]]]) -> None:
+        """Generate the next batches ahead of time, following a plan of (kind, params).
+
+        The online phase then only hands out stored shares.  A dealer serving
+        one party keeps only that party's shares.
+        """
+        with self._lock:
+            start = max(self._cursor)
+            for offset, (kind, params) in enumerate(plan):
+                batch = start + offset
+                if batch in self._pending:
+                    continue
+                shares = self._generate(batch, kind, params)
+                if self.only_party is not None:
+                    shares = [s if p == self.only_party else None for p, s in enumerate(shares)]
+                self._pending[batch] = (kind, params, shares, set())
 
     def _generate(self, batch: int, kind: str, params: tuple[int | str, ...]) -> list[object]:
         rng = None

@@ -1,0 +1,175 @@
+"""Benchmarks: each party in its own OS process over loopback TCP, one JSON line per run.
+
+    python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer]
+                             [--partitions P] [--key-bits L]
+
+Every line carries ``case, parties, rows, groups, tuples, online_seconds,
+offline_seconds, baseline_seconds, bytes_per_party, rounds, correct``.
+The case runs twice: a first run records the tuple plan (and warms up), then
+every party's dealer generates exactly that plan (``offline_seconds``,
+``tuple_bytes``) and the second run is timed (``online_seconds``).  The
+baseline is the same computation in plain numpy/pandas, timed in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+
+from cases import CASES, Case  # noqa: E402
+
+from tally.mpc.party import Party  # noqa: E402
+from tally.mpc.transport import SocketTransport  # noqa: E402
+from tally.mpc.tuples import Dealer  # noqa: E402
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@dataclass
+class PartyReport:
+    output: Any
+    online_seconds: float
+    offline_seconds: float
+    tuple_bytes: int
+    bytes_sent: int
+    rounds: int
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "__dict__"):
+        return sum(_nbytes(v) for v in vars(value).values())
+    return 0
+
+
+def party_main(
+    index: int,
+    addresses: list[tuple[str, int]],
+    case: Case,
+    inputs: list[Any],
+    seed: int,
+    pipe: Any,
+) -> None:
+    try:
+        transport = SocketTransport(index, addresses)
+        record = Dealer(len(addresses), seed=seed, only_party=index)
+        party = Party(index, transport, record.source(index))
+        case.run(party, inputs[index])  # warm-up, records the tuple plan
+        dealer = Dealer(len(addresses), seed=seed + 1, only_party=index)
+        started = time.perf_counter()
+        dealer.prefetch(record.requests)
+        offline = time.perf_counter() - started
+        tuple_bytes = sum(_nbytes(entry[2][index]) for entry in dealer._pending.values())
+        party = Party(index, transport, dealer.source(index))
+        transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
+        sent, rounds = transport.bytes_sent, transport.rounds
+        started = time.perf_counter()
+        output = case.run(party, inputs[index])
+        online = time.perf_counter() - started
+        pipe.send(
+            PartyReport(
+                output,
+                online,
+                offline,
+                tuple_bytes,
+                transport.bytes_sent - sent,
+                transport.rounds - rounds,
+            )
+        )
+        transport.close()
+    except BaseException as error:
+        pipe.send(error)
+        raise
+
+
+def run_case(name: str, parties: int, rows: int, groups: int, partitions: int, key_bits: int,
+             seed: int) -> dict[str, Any]:
+    case = CASES[name](rows=rows, groups=groups, partitions=partitions, key_bits=key_bits)
+    rng = np.random.default_rng(seed)
+    plain = case.make_input(rng)
+    inputs = case.share(plain, parties, rng)
+    started = time.perf_counter()
+    expected = case.baseline(plain)
+    baseline = time.perf_counter() - started
+
+    ports = free_ports(parties)
+    addresses = [("127.0.0.1", port) for port in ports]
+    context = mp.get_context("fork")
+    pipes, processes = [], []
+    for index in range(parties):
+        parent, child = context.Pipe(duplex=False)
+        process = context.Process(
+            target=party_main, args=(index, addresses, case, inputs, seed, child)
+        )
+        process.start()
+        pipes.append(parent)
+        processes.append(process)
+    reports = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join()
+    for report in reports:
+        if isinstance(report, BaseException):
+            raise report
+    correct = case.check([r.output for r in reports], expected, plain)
+    return {
+        "case": name,
+        "parties": parties,
+        "rows": rows,
+        "groups": groups,
+        "partitions": partitions,
+        "tuples": "dealer",
+        "online_seconds": round(max(r.online_seconds for r in reports), 4),
+        "offline_seconds": round(max(r.offline_seconds for r in reports), 4),
+        "tuple_bytes_per_party": max(r.tuple_bytes for r in reports),
+        "baseline_seconds": round(baseline, 6),
+        "ratio_to_baseline": round(max(r.online_seconds for r in reports) / max(baseline, 1e-9), 1),
+        "bytes_per_party": max(r.bytes_sent for r in reports),
+        "bytes_per_row_per_party": round(max(r.bytes_sent for r in reports) / max(rows, 1), 2),
+        "rounds": max(r.rounds for r in reports),
+        "rows_per_second": round(rows / max(max(r.online_seconds for r in reports), 1e-9)),
+        "correct": bool(correct),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--parties", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--groups", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--key-bits", type=int, default=0, help="0: just enough for --groups")
+    parser.add_argument("--tuples", choices=["dealer"], default="dealer")
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    result = run_case(
+        args.case, args.parties, args.rows, args.groups, args.partitions, args.key_bits, args.seed
+    )
+    print(json.dumps(result), flush=True)
+    return 0 if result["correct"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
