@@ -5,7 +5,5 @@ function over :class:`~tally.mpc.table.SecretTable` objects as an analytics
 program that every party runs identically.
 """
 
-
-
 __all__: list[str] = []
 __version__ = "0.1.0"

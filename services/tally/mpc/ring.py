@@ -21,6 +21,9 @@ BOUND = 1 << 62
 
 DEFAULT_FRAC_BITS = 16
 
+MINUS_ONE = np.uint64(0xFFFFFFFFFFFFFFFF)
+"""-1 in the ring."""
+
 
 class EncodingError(ValueError):
     """A value cannot be encoded into the ring (out of range, NaN, infinite)."""
@@ -33,7 +36,9 @@ def encode_int(values: Any) -> Shares:
         if not np.all(np.isfinite(array)):
             raise EncodingError("integer column holds NaN or infinity")
         if np.any(array != np.round(array)):
-            raise EncodingError("integer column holds non-integral values; use a fixed-point column")
+            raise EncodingError(
+                "integer column holds non-integral values; use a fixed-point column"
+            )
         array = array.astype(np.float64)
         if array.size and np.max(np.abs(array)) >= float(BOUND):
             raise EncodingError("integer value outside (-2^62, 2^62)")
@@ -78,9 +83,7 @@ def decode_fixed(encoded: Shares, frac_bits: int = DEFAULT_FRAC_BITS) -> NDArray
     return decode_int(encoded).astype(np.float64) / float(1 << frac_bits)
 
 
-def split(
-    secret: Shares, parties: int, rng: np.random.Generator | None = None
-) -> list[Shares]:
+def split(secret: Shares, parties: int, rng: np.random.Generator | None = None) -> list[Shares]:
     """Split encoded values into additive shares (OS CSPRNG unless ``rng`` is given)."""
     if parties < 1:
         raise ValueError("need at least one party")

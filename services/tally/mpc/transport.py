@@ -14,6 +14,7 @@ it sent and the rounds it took part in.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import struct
@@ -70,7 +71,7 @@ class Transport(ABC):
         self, outgoing: Mapping[int, Message], expect: list[int]
     ) -> dict[int, list[NDArray[np.generic]]]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default, not an abstract method
         """Release connections; the default has none."""
 
 
@@ -111,11 +112,11 @@ class InProcessTransport(Transport):
         received = {}
         for peer in expect:
             try:
-                received[peer] = self._hub._boxes[(peer, self.party)].get(
-                    timeout=self._hub.timeout
-                )
+                received[peer] = self._hub._boxes[(peer, self.party)].get(timeout=self._hub.timeout)
             except queue.Empty:
-                raise TransportError(f"party {peer} sent nothing for {self._hub.timeout} s") from None
+                raise TransportError(
+                    f"party {peer} sent nothing for {self._hub.timeout} s"
+                ) from None
         return received
 
 
@@ -234,7 +235,7 @@ class SocketTransport(Transport):
                 for array in arrays:
                     contiguous = np.ascontiguousarray(array)
                     if contiguous.nbytes:
-                        sock.sendall(memoryview(contiguous).cast("B"))
+                        sock.sendall(contiguous.data.cast("B"))
                 done.put(None)
             except BaseException as error:  # reported to the protocol thread
                 done.put(error)
@@ -269,7 +270,7 @@ class SocketTransport(Transport):
                 offset += 8 * ndim
                 array = np.empty(shape, dtype=np.dtype(code[:1].decode()))
                 if array.nbytes:
-                    _recv_exact(sock, memoryview(array).cast("B"))
+                    _recv_exact(sock, array.data.cast("B"))
                 arrays.append(array)
             return arrays
         except (OSError, struct.error) as error:
@@ -279,7 +280,5 @@ class SocketTransport(Transport):
         for outbox in self._outboxes.values():
             outbox.put(None)
         for sock in self._sockets.values():
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass

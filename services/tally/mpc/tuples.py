@@ -19,6 +19,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,7 +76,10 @@ class TupleSource(ABC):
 
     @abstractmethod
     def edabits(self, count: int, width: int) -> tuple[Shares, Shares]:
-        """Random r < 2^width: arithmetic shares ``(count,)``, XOR shares of ``(width, words)`` planes."""
+        """Random r < 2^width.
+
+        Returns arithmetic shares ``(count,)`` and XOR shares of the ``(width, words)`` planes.
+        """
 
     @abstractmethod
     def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
@@ -174,7 +178,9 @@ class Dealer:
     anyone with the seed can rebuild every share.
     """
 
-    def __init__(self, parties: int, seed: int | None = None, only_party: int | None = None) -> None:
+    def __init__(
+        self, parties: int, seed: int | None = None, only_party: int | None = None
+    ) -> None:
         if parties < 1:
             raise ValueError("a dealer needs at least one party")
         if only_party is not None and seed is None:
@@ -274,21 +280,21 @@ class DealerSource(TupleSource):
             self.generation_seconds += time.perf_counter() - started
 
     def triples(self, count: int) -> tuple[Shares, Shares, Shares]:
-        a, b, c = self._take("triples", count)  # type: ignore[misc]
+        a, b, c = cast(tuple[Shares, Shares, Shares], self._take("triples", count))
         return a, b, c
 
     def bit_triples(self, words: int) -> tuple[Shares, Shares, Shares]:
-        a, b, c = self._take("bit_triples", words)  # type: ignore[misc]
+        a, b, c = cast(tuple[Shares, Shares, Shares], self._take("bit_triples", words))
         return a, b, c
 
     def dabits(self, count: int) -> tuple[Shares, Shares]:
-        arith, binary = self._take("dabits", count)  # type: ignore[misc]
+        arith, binary = cast(tuple[Shares, Shares], self._take("dabits", count))
         return arith, binary
 
     def edabits(self, count: int, width: int) -> tuple[Shares, Shares]:
         if not 1 <= width <= 64:
             raise ValueError("edaBit width must be 1..64")
-        arith, binary = self._take("edabits", count, width)  # type: ignore[misc]
+        arith, binary = cast(tuple[Shares, Shares], self._take("edabits", count, width))
         return arith, binary
 
     def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
