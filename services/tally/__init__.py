@@ -5,5 +5,7 @@ function over :class:`~tally.mpc.table.SecretTable` objects as an analytics
 program that every party runs identically.
 """
 
-__all__: list[str] = []
+from tally.mpc.program import program
+
+__all__ = ["program"]
 __version__ = "0.1.0"

@@ -1,0 +1,90 @@
+# Tally: make install | test | lint | bench | demo
+#
+# Everything runs from the virtualenv in .venv at the repository root, which
+# `make install` creates on first use and refreshes whenever pyproject.toml changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+LINT_PATHS := $(wildcard services tests bench)
+
+BENCH_CASES ?= mul ltz eq shuffle
+BENCH_ROWS ?= 10000 100000 1000000
+BENCH_PARTIES ?= 2 3
+BENCH_OUT := bench/results/latest.jsonl
+
+.PHONY: help install test lint bench demo clean
+
+help:
+	@echo "make install  create .venv and install tally with its dev tools (editable)"
+	@echo "make test     run the test suite"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc, import-linter"
+	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
+	@echo "make demo     run the engine demo (three parties, checked against numpy)"
+	@echo "make clean    remove .venv and caches"
+
+install: $(INSTALLED)
+
+# The stamp is newer than pyproject.toml once its dependencies are installed, so a
+# second `make install` does nothing.  `python3 -m venv` needs ensurepip, which some
+# distributions package separately (python3-venv); without it, virtualenv from PyPI
+# is fetched into a temporary directory and builds the environment instead.
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "tally needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
+	       "Run: make PYTHON=python3.11 (or newer) $(MAKECMDGOALS)" >&2; exit 1; }
+	@if [ ! -x $(BIN)/python ]; then \
+	  echo "creating $(VENV) with $(PYTHON)"; \
+	  if ! $(PYTHON) -m venv $(VENV) 2>/dev/null; then \
+	    echo "$(PYTHON) -m venv is unavailable here; bootstrapping with virtualenv from PyPI"; \
+	    rm -rf $(VENV); \
+	    bootstrap=$$(mktemp -d); \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --target "$$bootstrap" virtualenv; \
+	    PYTHONPATH="$$bootstrap" $(PYTHON) -m virtualenv --quiet $(VENV); \
+	    rm -rf "$$bootstrap"; \
+	  fi; \
+	fi
+	@echo "installing tally (editable) with dev extras into $(VENV)"
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+test: install
+	@status=0; $(BIN)/python -m pytest || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+# Every check runs even when an earlier one fails, so one run shows every problem.
+lint: install
+	@status=0; \
+	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
+	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
+	echo "mypy --strict -p tally.mpc"; $(BIN)/mypy --strict -p tally.mpc || status=1; \
+	echo "lint-imports"; $(BIN)/lint-imports || status=1; \
+	if [ $$status -ne 0 ]; then echo "make lint: failed (see above)" >&2; fi; \
+	exit $$status
+
+# One JSON line per run, also collected in $(BENCH_OUT).
+bench: install
+	@mkdir -p $(dir $(BENCH_OUT)); : > $(BENCH_OUT); \
+	for case in $(BENCH_CASES); do \
+	  for parties in $(BENCH_PARTIES); do \
+	    for rows in $(BENCH_ROWS); do \
+	      $(BIN)/python bench/run.py $$case --parties $$parties --rows $$rows --tuples dealer \
+	        | tee -a $(BENCH_OUT); \
+	    done; \
+	  done; \
+	done
+
+demo: install
+	@$(BIN)/python -m tally.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	find services tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
