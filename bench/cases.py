@@ -30,6 +30,15 @@ class Case:
         encoded = encode_int(plain)
         return split(encoded, parties, rng)
 
+    def share_partitions(self, plain: Any, parties: int, rng: np.random.Generator) -> list[Any]:
+        """One list of per-party inputs per partition (a single partition by default)."""
+        if self.partitions != 1:
+            raise SystemExit(f"{type(self).__name__.lower()} does not support --partitions")
+        return [self.share(plain, parties, rng)]
+
+    def check_partitions(self, outputs: list[list[Any]], expected: Any, plain: Any) -> bool:
+        return self.check(outputs[0], expected, plain)
+
     def run(self, party: Party, shares: Any) -> Any:
         raise NotImplementedError
 
@@ -160,6 +169,23 @@ class GroupBy(Case):
 
         frame = pd.DataFrame(plain)
         return frame.groupby("key").agg(total=("value", "sum"), n=("value", "count")).reset_index()
+
+    def share_partitions(self, plain: Any, parties: int, rng: np.random.Generator) -> list[Any]:
+        from tally.mpc.partition import split_partitions
+        from tally.mpc.table import share_table
+
+        if self.partitions == 1:
+            return [self.share(plain, parties, rng)]
+        parts = split_partitions(plain, ["key"], self.partitions, b"bench-consortium-key-2026")
+        return [
+            share_table(columns, self._specs(), parties, valid=valid, rng=rng)
+            for columns, valid in parts
+        ]
+
+    def check_partitions(self, outputs: list[list[Any]], expected: Any, plain: Any) -> bool:
+        joined = np.hstack([reconstruct(part) for part in outputs])
+        order = np.argsort(joined[0], kind="stable")
+        return self.check([joined[:, order]], expected, plain)
 
     def check(self, outputs: list[Any], expected: Any, plain: Any) -> bool:
         got = decode_int(reconstruct(outputs))

@@ -19,7 +19,6 @@ import multiprocessing as mp
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,6 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 
 from cases import CASES, Case  # noqa: E402
-
 from tally.mpc.party import Party  # noqa: E402
 from tally.mpc.transport import SocketTransport  # noqa: E402
 from tally.mpc.tuples import Dealer  # noqa: E402
@@ -54,14 +52,26 @@ class PartyReport:
     rounds: int
 
 
-def _nbytes(value: Any) -> int:
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v) for v in value)
-    if hasattr(value, "__dict__"):
-        return sum(_nbytes(v) for v in vars(value).values())
-    return 0
+PREFETCH_LIMIT = 2 << 30
+"""Per-party tuple bytes above which the timed run generates tuples lazily."""
+
+
+def plan_bytes(plan: list[tuple[str, tuple[Any, ...]]], parties: int) -> int:
+    """Bytes of one party's shares for a recorded tuple plan (the permuting party's view)."""
+    total = 0
+    for kind, params in plan:
+        if kind == "triples" or kind == "bit_triples":
+            total += 24 * int(params[0])
+        elif kind == "dabits":
+            total += 8 * int(params[0]) + int(params[0]) // 8
+        elif kind == "edabits":
+            total += 8 * int(params[0]) + int(params[0]) * int(params[1]) // 8
+        elif kind == "shuffle":
+            rows, width = int(params[0]), len(str(params[1]))
+            total += 8 * rows * (1 + width) + 16 * rows * width * (parties - 1)
+        elif kind == "input_masks":
+            total += 8 * int(params[0])
+    return total
 
 
 def party_main(
@@ -78,16 +88,24 @@ def party_main(
         party = Party(index, transport, record.source(index))
         case.run(party, inputs[index])  # warm-up, records the tuple plan
         dealer = Dealer(len(addresses), seed=seed + 1, only_party=index)
+        tuple_bytes = plan_bytes(record.requests, len(addresses))
+        # Pre-generate the whole plan when it fits in memory; otherwise generate
+        # lazily and subtract this party's generation time from its wall time.
+        lazy = tuple_bytes > PREFETCH_LIMIT
         started = time.perf_counter()
-        dealer.prefetch(record.requests)
+        if not lazy:
+            dealer.prefetch(record.requests)
         offline = time.perf_counter() - started
-        tuple_bytes = sum(_nbytes(entry[2][index]) for entry in dealer._pending.values())
-        party = Party(index, transport, dealer.source(index))
+        source = dealer.source(index)
+        party = Party(index, transport, source)
         transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
         sent, rounds = transport.bytes_sent, transport.rounds
         started = time.perf_counter()
         output = case.run(party, inputs[index])
         online = time.perf_counter() - started
+        if lazy:
+            online -= source.generation_seconds
+            offline = source.generation_seconds
         pipe.send(
             PartyReport(
                 output,
@@ -104,35 +122,49 @@ def party_main(
         raise
 
 
-def run_case(name: str, parties: int, rows: int, groups: int, partitions: int, key_bits: int,
-             seed: int) -> dict[str, Any]:
+def run_case(
+    name: str, parties: int, rows: int, groups: int, partitions: int, key_bits: int, seed: int
+) -> dict[str, Any]:
     case = CASES[name](rows=rows, groups=groups, partitions=partitions, key_bits=key_bits)
     rng = np.random.default_rng(seed)
     plain = case.make_input(rng)
-    inputs = case.share(plain, parties, rng)
     started = time.perf_counter()
     expected = case.baseline(plain)
     baseline = time.perf_counter() - started
 
-    ports = free_ports(parties)
-    addresses = [("127.0.0.1", port) for port in ports]
+    shared_parts = case.share_partitions(plain, parties, rng)
     context = mp.get_context("fork")
     pipes, processes = [], []
-    for index in range(parties):
-        parent, child = context.Pipe(duplex=False)
-        process = context.Process(
-            target=party_main, args=(index, addresses, case, inputs, seed, child)
-        )
-        process.start()
-        pipes.append(parent)
-        processes.append(process)
-    reports = [pipe.recv() for pipe in pipes]
+    for part_inputs in shared_parts:
+        addresses = [("127.0.0.1", port) for port in free_ports(parties)]
+        for index in range(parties):
+            parent, child = context.Pipe(duplex=False)
+            process = context.Process(
+                target=party_main, args=(index, addresses, case, part_inputs, seed, child)
+            )
+            process.start()
+            pipes.append(parent)
+            processes.append(process)
+    all_reports = [pipe.recv() for pipe in pipes]
     for process in processes:
         process.join()
-    for report in reports:
+    for report in all_reports:
         if isinstance(report, BaseException):
             raise report
-    correct = case.check([r.output for r in reports], expected, plain)
+    by_part = [all_reports[k * parties : (k + 1) * parties] for k in range(len(shared_parts))]
+    outputs = [[r.output for r in part] for part in by_part]
+    correct = case.check_partitions(outputs, expected, plain)
+    reports = [
+        PartyReport(
+            None,
+            max(part[i].online_seconds for part in by_part),
+            max(part[i].offline_seconds for part in by_part),
+            sum(part[i].tuple_bytes for part in by_part),
+            sum(part[i].bytes_sent for part in by_part),
+            max(part[i].rounds for part in by_part),
+        )
+        for i in range(parties)
+    ]
     return {
         "case": name,
         "parties": parties,

@@ -87,10 +87,12 @@ class SecretColumn:
         return SecretColumn(self.party, np.uint64(0) - self.shares, self.frac_bits)
 
     def __sub__(self, other: Any) -> SecretColumn:
-        return self + (-other if isinstance(other, SecretColumn) else -np.asarray(other))
+        if isinstance(other, SecretColumn):
+            return self + (-other)
+        return self + (-np.asarray(other))
 
     def __rsub__(self, other: Any) -> SecretColumn:
-        return (-self) + other
+        return (-self).__add__(other)
 
     def __mul__(self, other: Any) -> SecretColumn:
         if isinstance(other, SecretColumn):
@@ -116,6 +118,9 @@ class SecretColumn:
         encoded, frac = self._encode_public(other)
         return add_public(self.party, self.rescaled(frac).shares, np.uint64(0) - encoded)
 
+    def _not(self, bit: SecretColumn) -> SecretColumn:
+        return SecretColumn(self.party, add_public(self.party, np.uint64(0) - bit.shares, 1), 0)
+
     def _bit(self, shares: Shares) -> SecretColumn:
         return SecretColumn(self.party, shares, 0)
 
@@ -127,10 +132,10 @@ class SecretColumn:
         return self._bit(compare.less_than_zero(self.party, difference))
 
     def __le__(self, other: Any) -> SecretColumn:
-        return 1 - (self > other)
+        return self._not(self > other)
 
     def __ge__(self, other: Any) -> SecretColumn:
-        return 1 - (self < other)
+        return self._not(self < other)
 
     def __eq__(self, other: Any) -> SecretColumn:  # type: ignore[override]
         difference = self._difference(other)
@@ -138,7 +143,7 @@ class SecretColumn:
         return self._bit(compare.equal(self.party, difference, zero))
 
     def __ne__(self, other: Any) -> SecretColumn:  # type: ignore[override]
-        return 1 - (self == other)
+        return self._not(self == other)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -77,7 +77,8 @@ def _prefix_tree(party: Party, generate: Shares, propagate: Shares) -> Shares:
             new_g = np.concatenate([new_g, generate[-1:]])
             new_p = np.concatenate([new_p, propagate[-1:]])
         generate, propagate = new_g, new_p
-    return generate[0]
+    top: Shares = generate[0]
+    return top
 
 
 def _and_tree(party: Party, planes: Shares) -> Shares:
@@ -86,7 +87,8 @@ def _and_tree(party: Party, planes: Shares) -> Shares:
         pairs = planes.shape[0] // 2
         (product,) = and_words(party, [(planes[0 : 2 * pairs : 2], planes[1 : 2 * pairs : 2])])
         planes = np.concatenate([product, planes[2 * pairs :]]) if planes.shape[0] % 2 else product
-    return planes[0]
+    result: Shares = planes[0]
+    return result
 
 
 def less_than_zero(party: Party, values: Shares) -> Shares:
@@ -112,7 +114,8 @@ def less_than_zero(party: Party, values: Shares) -> Shares:
     propagate = xor_public(party, r_planes[:63], not_c)
     borrow = _prefix_tree(party, generate, propagate)
     sign = xor_public(party, r_planes[63] ^ borrow, c_planes[63])
-    return bits_to_arithmetic(party, sign[None, :], rows)[0]
+    converted: Shares = bits_to_arithmetic(party, sign[None, :], rows)[0]
+    return converted
 
 
 def equal(party: Party, left: Shares, right: Shares, width: int = 64) -> Shares:
@@ -134,7 +137,8 @@ def equal(party: Party, left: Shares, right: Shares, width: int = 64) -> Shares:
     opened, r_planes = _masked_open(party, left - right, width)
     c_planes = bits.to_planes(opened, width)
     same = xor_public(party, r_planes, ~c_planes)
-    return bits_to_arithmetic(party, _and_tree(party, same)[None, :], rows)[0]
+    converted: Shares = bits_to_arithmetic(party, _and_tree(party, same)[None, :], rows)[0]
+    return converted
 
 
 def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
@@ -149,7 +153,6 @@ def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
     8 bytes + about width * log2(width) * 4 bits.
     Opened: c (uniform) and AND-gate masks.
     """
-    rows = values.shape[0]
     if not 1 <= width <= 64:
         raise ValueError("bit width must be 1..64")
     opened, r_planes = _masked_open(party, values, width)

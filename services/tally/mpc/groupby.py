@@ -66,7 +66,9 @@ def _check(table: SecretTable, keys: Sequence[str], aggregations: Mapping[str, A
             raise ValueError(f"aggregation {name!r} must be a (column, function) pair")
         column, function = spec
         if function not in FUNCTIONS:
-            raise ValueError(f"unknown aggregation {function!r} for {name!r}; use one of {FUNCTIONS}")
+            raise ValueError(
+                f"unknown aggregation {function!r} for {name!r}; use one of {FUNCTIONS}"
+            )
         table.spec(column)
         if name in keys:
             raise ValueError(f"output name {name!r} collides with a key column")
@@ -85,7 +87,9 @@ def _pad_with_domain(table: SecretTable, keys: Sequence[str], domain: Sequence[A
             dummy = public_to_shares(party, table.specs[name].encode(plain))
         else:
             dummy = np.zeros(extra, dtype=np.uint64)
-        columns[name] = SecretColumn(party, np.concatenate([column.shares, dummy]), column.frac_bits)
+        columns[name] = SecretColumn(
+            party, np.concatenate([column.shares, dummy]), column.frac_bits
+        )
     valid = np.concatenate([table.valid.shares, np.zeros(extra, dtype=np.uint64)])
     return table.with_columns(columns, table.specs, SecretColumn(party, valid))
 
@@ -114,7 +118,8 @@ def _extremes(
 
 def _differences(running: Shares) -> Shares:
     previous = np.concatenate([np.zeros(1, dtype=np.uint64), running[:-1]])
-    return running - previous
+    differences: Shares = running - previous
+    return differences
 
 
 def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) -> SecretTable:
@@ -148,12 +153,16 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         party,
         [(v, s.sort_width, s.kind == "key") for v, s in zip(key_values, specs, strict=True)],
     )
-    last = np.concatenate([one_minus(party, same), public_to_shares(party, np.ones(min(rows, 1), np.uint64))])
+    last = np.concatenate(
+        [one_minus(party, same), public_to_shares(party, np.ones(min(rows, 1), np.uint64))]
+    )
 
     running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
-    payload = np.stack(
-        key_values + running + [extremes[r] for r in extreme_requests] + [last], axis=1
-    ) if rows else np.zeros((0, len(keys) + len(running) + len(extreme_requests) + 1), np.uint64)
+    payload = (
+        np.stack(key_values + running + [extremes[r] for r in extreme_requests] + [last], axis=1)
+        if rows
+        else np.zeros((0, len(keys) + len(running) + len(extreme_requests) + 1), np.uint64)
+    )
     if rows:
         destinations = bit_destinations(party, one_minus(party, last))
         payload = apply_destinations(party, destinations, payload, "a" * payload.shape[1])
@@ -191,7 +200,9 @@ def _assemble(
     count = _differences(payload[:, width])
     totals = {c: _differences(payload[:, width + 1 + i]) for i, c in enumerate(summed)}
     base = width + 1 + len(summed)
-    extremes = {r: np.ascontiguousarray(payload[:, base + i]) for i, r in enumerate(extreme_requests)}
+    extremes = {
+        r: np.ascontiguousarray(payload[:, base + i]) for i, r in enumerate(extreme_requests)
+    }
     if padded:
         columns_to_mask = key_values + [count] + list(totals.values()) + list(extremes.values())
         masked = multiply(party, [(c, ends) for c in columns_to_mask])
@@ -206,7 +217,10 @@ def _assemble(
     columns: dict[str, SecretColumn] = {}
     specs: dict[str, ColumnSpec] = {}
     for name, values in zip(keys, key_values, strict=True):
-        columns[name], specs[name] = SecretColumn(party, values, table.spec(name).frac_bits), table.spec(name)
+        columns[name], specs[name] = (
+            SecretColumn(party, values, table.spec(name).frac_bits),
+            table.spec(name),
+        )
     derived: dict[str, tuple[str, ...]] = {}
     count_name = "__count"
     columns[count_name], specs[count_name] = SecretColumn(party, count), ColumnSpec("int")
@@ -216,7 +230,10 @@ def _assemble(
         if function == "count":
             columns[name], specs[name] = SecretColumn(party, count), ColumnSpec("int")
         elif function == "sum":
-            columns[name], specs[name] = SecretColumn(party, totals[column], spec.frac_bits), value_spec
+            columns[name], specs[name] = (
+                SecretColumn(party, totals[column], spec.frac_bits),
+                value_spec,
+            )
         elif function == "mean":
             helper = f"__sum_{column}"
             columns[helper] = SecretColumn(party, totals[column], spec.frac_bits)

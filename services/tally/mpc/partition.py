@@ -30,7 +30,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def partition_ids(keys: Sequence[NDArray[Any]], partitions: int, hash_key: bytes) -> NDArray[np.int64]:
+def partition_ids(
+    keys: Sequence[NDArray[Any]], partitions: int, hash_key: bytes
+) -> NDArray[np.int64]:
     """Partition of every row: keyed BLAKE2b of the row's key values, modulo P."""
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
@@ -39,13 +41,23 @@ def partition_ids(keys: Sequence[NDArray[Any]], partitions: int, hash_key: bytes
     if partitions == 1:
         return np.zeros(len(keys[0]) if keys else 0, dtype=np.int64)
     columns = [np.asarray(k) for k in keys]
-    rows = len(columns[0])
-    out = np.empty(rows, dtype=np.int64)
-    for row in range(rows):  # provider-side, plain data: once per upload
-        message = "\x1f".join(str(c[row]) for c in columns).encode()
+    codes = np.zeros(len(columns[0]), dtype=np.int64)
+    uniques: list[NDArray[Any]] = []
+    for column in columns:  # hash each distinct key once, then map rows to it
+        values, inverse = np.unique(column, return_inverse=True)
+        codes = codes * len(values) + inverse.reshape(-1)
+        uniques.append(values)
+    distinct, row_to_distinct = np.unique(codes, return_inverse=True)
+    assigned = np.empty(len(distinct), dtype=np.int64)
+    for index, code in enumerate(distinct.tolist()):
+        parts = []
+        for values in reversed(uniques):
+            code, position = divmod(code, len(values))
+            parts.append(str(values[position]))
+        message = "\x1f".join(reversed(parts)).encode()
         digest = hashlib.blake2b(message, key=hash_key[:64], digest_size=8).digest()
-        out[row] = int.from_bytes(digest, "little") % partitions
-    return out
+        assigned[index] = int.from_bytes(digest, "little") % partitions
+    return assigned[row_to_distinct.reshape(-1)]
 
 
 def split_partitions(
@@ -67,7 +79,9 @@ def split_partitions(
     counts = np.bincount(ids, minlength=partitions)
     target = int(counts.max()) if size is None else size
     if target < int(counts.max()):
-        raise ValueError(f"partition size {size} is smaller than the largest partition ({counts.max()})")
+        raise ValueError(
+            f"partition size {size} is smaller than the largest partition ({counts.max()})"
+        )
     out = []
     for part in range(partitions):
         rows = np.flatnonzero(ids == part)

@@ -19,7 +19,9 @@ def _only_input(tables: Mapping[str, SecretTable]) -> SecretTable:
     return next(iter(tables.values()))
 
 
-def _scalar_table(table: SecretTable, name: str, value: SecretColumn, spec: ColumnSpec) -> SecretTable:
+def _scalar_table(
+    table: SecretTable, name: str, value: SecretColumn, spec: ColumnSpec
+) -> SecretTable:
     from tally.mpc.arithmetic import public_to_shares
 
     valid = SecretColumn(table.party, public_to_shares(table.party, np.ones(1, np.uint64)))
@@ -57,7 +59,9 @@ def total(tables: Mapping[str, SecretTable], *, column: str) -> dict[str, Secret
     """Sum of one column over valid rows."""
     table = _only_input(tables)
     spec = table.spec(column)
-    out_spec = ColumnSpec("fixed", frac_bits=spec.frac_bits) if spec.kind == "fixed" else ColumnSpec("int")
+    out_spec = (
+        ColumnSpec("fixed", frac_bits=spec.frac_bits) if spec.kind == "fixed" else ColumnSpec("int")
+    )
     return {"result": _scalar_table(table, column, table.sum(column), out_spec)}
 
 

@@ -55,7 +55,9 @@ def shuffle_columns(party: Party, columns: Shares, kinds: str | None = None) -> 
             party.transport.exchange({permuter: [combine(share, part.mask)]}, [])
             share = part.output
         else:
-            received = party.transport.exchange({}, [p for p in range(party.parties) if p != permuter])
+            received = party.transport.exchange(
+                {}, [p for p in range(party.parties) if p != permuter]
+            )
             total = share
             for arrays in received.values():
                 total = combine(total, arrays[0].view(np.uint64).reshape(rows, width))

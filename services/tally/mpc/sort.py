@@ -88,9 +88,7 @@ def bit_destinations(party: Party, bit: Shares) -> Shares:
     return dest_zero + choice
 
 
-def apply_destinations(
-    party: Party, destinations: Shares, columns: Shares, kinds: str
-) -> Shares:
+def apply_destinations(party: Party, destinations: Shares, columns: Shares, kinds: str) -> Shares:
     """Move row r of ``columns`` (``(rows, width)``) to position ``destinations[r]``, obliviously.
 
     Shuffle (destinations, columns) together, open the shuffled destinations,
@@ -143,7 +141,10 @@ def digit_destinations(party: Party, low: Shares, high: Shares) -> Shares:
 def _digit_bits(party: Party, key: SortKey, position: int, step: int, rows: int) -> list[Shares]:
     """Bits position .. position+step-1 of a key as arithmetic 0/1 shares (1 round)."""
     planes = np.stack(
-        [bits.pack_lanes((key.words >> np.uint64(position + j)) & np.uint64(1)) for j in range(step)]
+        [
+            bits.pack_lanes((key.words >> np.uint64(position + j)) & np.uint64(1))
+            for j in range(step)
+        ]
     )
     converted = bits_to_arithmetic(party, planes, rows)
     if key.descending:

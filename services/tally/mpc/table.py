@@ -143,7 +143,9 @@ class SecretTable:
         try:
             return self.columns[name]
         except KeyError:
-            raise KeyError(f"unknown column {name!r}; the table has {sorted(self.columns)}") from None
+            raise KeyError(
+                f"unknown column {name!r}; the table has {sorted(self.columns)}"
+            ) from None
 
     def __bool__(self) -> bool:
         raise TypeError("a secret table has no truth value")
@@ -154,11 +156,20 @@ class SecretTable:
             raise KeyError(f"unknown column {name!r}; the table has {sorted(self.specs)}")
         return self.specs[name]
 
-    def with_columns(self, columns: Mapping[str, SecretColumn], specs: Mapping[str, ColumnSpec],
-                     valid: SecretColumn | None = None) -> SecretTable:
+    def with_columns(
+        self,
+        columns: Mapping[str, SecretColumn],
+        specs: Mapping[str, ColumnSpec],
+        valid: SecretColumn | None = None,
+    ) -> SecretTable:
         """A new table with the given columns (same party)."""
-        return replace(self, columns=dict(columns), specs=dict(specs),
-                       valid=valid if valid is not None else self.valid, derived={})
+        return replace(
+            self,
+            columns=dict(columns),
+            specs=dict(specs),
+            valid=valid if valid is not None else self.valid,
+            derived={},
+        )
 
     def sort_by(self, keys: str | Sequence[str], descending: bool = False) -> SecretTable:
         """Stable oblivious sort by one or several columns; see :mod:`tally.mpc.sort`."""
@@ -199,7 +210,9 @@ class SecretTable:
         from tally.mpc.arithmetic import open_values
 
         names = list(self.columns)
-        opened = open_values(self.party, [self.columns[n].shares for n in names] + [self.valid.shares])
+        opened = open_values(
+            self.party, [self.columns[n].shares for n in names] + [self.valid.shares]
+        )
         keep = opened[-1].view(np.int64) != 0 if drop_invalid else np.ones(len(self), bool)
         plain = {n: self.specs[n].decode(o)[keep] for n, o in zip(names, opened, strict=False)}
         if not drop_invalid:
@@ -241,7 +254,7 @@ class GroupBy:
     max_groups: int | None
 
     def agg(self, dp: Any = None, **aggregations: tuple[str, str]) -> SecretTable:
-        """``agg(total=("views", "sum"), n=("views", "count"), ...)``; see :mod:`tally.mpc.groupby`."""
+        """``agg(total=("views", "sum"), n=("views", "count"), ...)``: see ``tally.mpc.groupby``."""
         from tally.mpc.groupby import aggregate
 
         return aggregate(self, aggregations, dp)
