@@ -18,7 +18,14 @@ from tally.mpc import bits, compare
 from tally.mpc.arithmetic import add_public, multiply, open_values, public_to_shares
 from tally.mpc.boolean import and_words, open_bits, xor_public
 from tally.mpc.party import Party
-from tally.mpc.ring import Shares, decode_fixed, decode_int, encode_fixed, encode_int
+from tally.mpc.ring import (
+    EncodingError,
+    Shares,
+    decode_fixed,
+    decode_int,
+    encode_fixed,
+    encode_int,
+)
 
 
 class SecretColumn:
@@ -57,7 +64,15 @@ class SecretColumn:
         if array.dtype.kind == "f" and not np.all(array == np.round(array)):
             frac = max(self.frac_bits, 16)
             return encode_fixed(array, frac), frac
-        return encode_int(array) << np.uint64(self.frac_bits), self.frac_bits
+        encoded = encode_int(array)
+        limit = 1 << (62 - self.frac_bits)
+        signed = encoded.view(np.int64)
+        if self.frac_bits and signed.size and (signed.max() >= limit or signed.min() <= -limit):
+            raise EncodingError(
+                f"public value outside (-2^{62 - self.frac_bits}, 2^{62 - self.frac_bits}) "
+                f"for a column with {self.frac_bits} fractional bits"
+            )
+        return np.atleast_1d(encoded) << np.uint64(self.frac_bits), self.frac_bits
 
     def _aligned(self, other: SecretColumn) -> tuple[Shares, Shares, int]:
         frac = max(self.frac_bits, other.frac_bits)

@@ -14,11 +14,15 @@ Steps, for a table of m rows:
    min - carrying only the value; groups occupy the same rows as in step 3, so
    the last row of each group holds its extreme valid value.
 7. Compaction: a one-bit stable sort on 1 - last moves the group ends, in key
-   order, to the front.  Without padding the number of groups g = sum(last) is
-   opened (it is revealed, by design); with ``domain`` or ``max_groups`` the
-   first G rows are kept and multiplied by last, so rows that are not group
-   ends come out as padding (valid = 0, zero values): the output shape is
-   fixed and reveals neither which keys occur nor how many.
+   order, to the front.  Without padding the number of distinct keys
+   g = sum(last) is opened (revealed by design; keys of a provider's dummy rows
+   count towards it); with ``domain`` or ``max_groups`` the first G rows are
+   kept and multiplied by last, so rows that are not group ends come out as
+   padding (valid = 0, zero values): the output shape is fixed and reveals
+   neither which keys occur nor how many.  Except with ``domain`` (whose
+   absent keys come out with count 0), an output row is valid only if its
+   count is positive (one comparison per output row), so keys held only by
+   dummy rows are no group, as in pandas.
 8. Sums and counts are differences of consecutive running totals (local);
    means are opened as sum and count and divided by the recipient.
 9. Optional DP noise (:mod:`tally.mpc.dp`) on sums and counts before any
@@ -46,6 +50,7 @@ from tally.mpc.analytics import (
 )
 from tally.mpc.arithmetic import multiply, open_values, public_to_shares
 from tally.mpc.columns import SecretColumn
+from tally.mpc.compare import less_than_zero
 from tally.mpc.dp import DP, add_noise
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
@@ -180,7 +185,10 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
             payload = np.vstack([payload, filler])
         ends = np.ascontiguousarray(payload[:, -1])
         padded = True
-    return _assemble(table, keys, aggregations, summed, extreme_requests, payload, ends, padded, dp)
+    keep_empty = group.domain is not None
+    return _assemble(
+        table, keys, aggregations, summed, extreme_requests, payload, ends, padded, keep_empty, dp
+    )
 
 
 def _assemble(
@@ -192,6 +200,7 @@ def _assemble(
     payload: Shares,
     ends: Shares,
     padded: bool,
+    keep_empty: bool,
     dp: DP | None,
 ) -> SecretTable:
     party: Party = table.party
@@ -210,6 +219,10 @@ def _assemble(
         count = masked[width]
         totals = dict(zip(totals, masked[width + 1 : width + 1 + len(totals)], strict=True))
         extremes = dict(zip(extremes, masked[width + 1 + len(totals) :], strict=True))
+    if not keep_empty:
+        # A key held only by dummy rows is no group: valid = [count > 0] (which
+        # implies a group end, since count is already zero elsewhere).
+        ends = less_than_zero(party, np.uint64(0) - count)
     if dp is not None:
         count = add_noise(party, count, dp)
         totals = {c: add_noise(party, t, dp, table.spec(c).frac_bits) for c, t in totals.items()}
