@@ -29,12 +29,17 @@ def sort_keys(table: SecretTable, names: Sequence[str], descending: bool = False
         key_from_values(party, table[n].shares, s.sort_width, s.sort_offset, descending)
         for n, s in zip(names, specs, strict=True)
     ]
+    return merge_keys(keys)
+
+
+def merge_keys(keys: Sequence[SortKey]) -> list[SortKey]:
+    """Pack adjacent keys of the same direction into one word while they fit in 64 bits."""
     merged: list[SortKey] = []
     for key in keys:
-        if merged and merged[-1].width + key.width <= 64:
-            high = merged[-1]
+        high = merged[-1] if merged else None
+        if high and high.descending == key.descending and high.width + key.width <= 64:
             words = (high.words << np.uint64(key.width)) | key.words
-            merged[-1] = SortKey(words, high.width + key.width, descending)
+            merged[-1] = SortKey(words, high.width + key.width, key.descending)
         else:
             merged.append(key)
     return merged

@@ -63,7 +63,7 @@ class SecretColumn:
         array = np.asarray(value)
         if array.dtype.kind == "f" and not np.all(array == np.round(array)):
             frac = max(self.frac_bits, 16)
-            return encode_fixed(array, frac), frac
+            return np.atleast_1d(encode_fixed(array, frac)), frac
         encoded = encode_int(array)
         limit = 1 << (62 - self.frac_bits)
         signed = encoded.view(np.int64)

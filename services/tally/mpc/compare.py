@@ -43,8 +43,10 @@ def bits_to_arithmetic(party: Party, planes: Shares, rows: int) -> Shares:
     Rounds: 1.  Communication: 1 bit per converted bit to each peer.  t is b
     under the one-time pad s.
     """
-    planes = planes.reshape(-1, planes.shape[-1])
+    planes = planes.reshape(-1, planes.shape[-1]) if planes.ndim != 2 else planes
     count, words = planes.shape
+    if rows == 0 or words == 0:
+        return np.zeros((count, rows), dtype=np.uint64)
     arith, binary = party.tuples.dabits(count * words * 64)
     (opened,) = open_bits(party, [planes ^ binary.reshape(count, words)])
     public = np.unpackbits(opened.view(np.uint8), axis=1, bitorder="little")[:, :rows]

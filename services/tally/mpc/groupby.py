@@ -7,16 +7,19 @@ Steps, for a table of m rows:
 2. Weights: every summed column is multiplied by ``valid`` (1 round).
 3. Sort by the keys (:mod:`tally.mpc.sort`), carrying keys, ``valid`` and the
    weighted columns.
-4. Group ends: last_i = 1 - [key_i == key_{i+1}], last_{m-1} = 1 (one
-   equality of width total-key-bits + 1 when the keys pack into 62 bits).
+   The sort key ends with a ``present`` bit (``valid``, or 1 for a domain row),
+   so the last row of a group is present whenever any row of it is.
+4. Group ends: last_i = (1 - [key_i == key_{i+1}]) * present_i, last_{m-1} =
+   present_{m-1} (one equality of width total-key-bits + 1 when the keys pack
+   into 62 bits, one product).  A key held only by dummy rows is no group.
 5. Running totals of weighted values and of ``valid``: local prefix sums.
 6. min / max: one more radix sort by (keys, valid, value) - value descending for
    min - carrying only the value; groups occupy the same rows as in step 3, so
    the last row of each group holds its extreme valid value.
 7. Compaction: a one-bit stable sort on 1 - last moves the group ends, in key
    order, to the front.  Without padding the number of distinct keys
-   g = sum(last) is opened (revealed by design; keys of a provider's dummy rows
-   count towards it); with ``domain`` or ``max_groups`` the first G rows are
+   g = sum(last) is opened (revealed by design; keys held only by a provider's
+   dummy rows do not count); with ``domain`` or ``max_groups`` the first G rows are
    kept and multiplied by last, so rows that are not group ends come out as
    padding (valid = 0, zero values): the output shape is fixed and reveals
    neither which keys occur nor how many.  Except with ``domain`` (whose
@@ -42,6 +45,7 @@ import numpy as np
 from tally.mpc.analytics import (
     adjacent_equal,
     bit_key,
+    merge_keys,
     one_minus,
     prefix_sum,
     radix_sort_columns,
@@ -50,7 +54,6 @@ from tally.mpc.analytics import (
 )
 from tally.mpc.arithmetic import multiply, open_values, public_to_shares
 from tally.mpc.columns import SecretColumn
-from tally.mpc.compare import less_than_zero
 from tally.mpc.dp import DP, add_noise
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
@@ -79,7 +82,10 @@ def _check(table: SecretTable, keys: Sequence[str], aggregations: Mapping[str, A
             raise ValueError(f"output name {name!r} collides with a key column")
 
 
-def _pad_with_domain(table: SecretTable, keys: Sequence[str], domain: Sequence[Any]) -> SecretTable:
+def _pad_with_domain(
+    table: SecretTable, keys: Sequence[str], domain: Sequence[Any]
+) -> tuple[SecretTable, Shares]:
+    """The table plus one dummy row per domain key, and the ``present`` flags (valid or domain)."""
     party = table.party
     values = [tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in domain]
     if any(len(v) != len(keys) for v in values):
@@ -96,7 +102,9 @@ def _pad_with_domain(table: SecretTable, keys: Sequence[str], domain: Sequence[A
             party, np.concatenate([column.shares, dummy]), column.frac_bits
         )
     valid = np.concatenate([table.valid.shares, np.zeros(extra, dtype=np.uint64)])
-    return table.with_columns(columns, table.specs, SecretColumn(party, valid))
+    ones = public_to_shares(party, np.ones(extra, np.uint64))
+    present = np.concatenate([table.valid.shares, ones])
+    return table.with_columns(columns, table.specs, SecretColumn(party, valid)), present
 
 
 def _extremes(
@@ -138,7 +146,9 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     if group.domain is not None:
         if len(set(map(str, group.domain))) != len(group.domain):
             raise ValueError("domain values must be distinct")
-        table = _pad_with_domain(table, keys, group.domain)
+        table, present = _pad_with_domain(table, keys, group.domain)
+    else:
+        present = table.valid.shares
     out_rows = len(group.domain) if group.domain is not None else group.max_groups
     party = table.party
 
@@ -147,10 +157,13 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     weights = weighted(table, summed) if summed else []
 
     extremes = _extremes(table, keys, extreme_requests)
-    key_list = sort_keys(table, keys)
-    carried = [table[k].shares for k in keys] + [table.valid.shares] + [w.shares for w in weights]
-    ordered = radix_sort_columns(party, key_list, carried)
-    key_values, valid, sums = ordered[: len(keys)], ordered[len(keys)], ordered[len(keys) + 1 :]
+    # Sort by (keys, present): a group's last row is present whenever any of its rows is.
+    key_list = merge_keys([*sort_keys(table, keys), bit_key(party, present)])
+    carried = [table[k].shares for k in keys] + [table.valid.shares, present]
+    ordered = radix_sort_columns(party, key_list, carried + [w.shares for w in weights])
+    width = len(keys)
+    key_values, valid, present = ordered[:width], ordered[width], ordered[width + 1]
+    sums = ordered[width + 2 :]
 
     rows = valid.shape[0]
     specs = [table.spec(k) for k in keys]
@@ -161,6 +174,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     last = np.concatenate(
         [one_minus(party, same), public_to_shares(party, np.ones(min(rows, 1), np.uint64))]
     )
+    (last,) = multiply(party, [(last, present)])  # ends of groups with a present row
 
     running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
     payload = (
@@ -185,10 +199,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
             payload = np.vstack([payload, filler])
         ends = np.ascontiguousarray(payload[:, -1])
         padded = True
-    keep_empty = group.domain is not None
-    return _assemble(
-        table, keys, aggregations, summed, extreme_requests, payload, ends, padded, keep_empty, dp
-    )
+    return _assemble(table, keys, aggregations, summed, extreme_requests, payload, ends, padded, dp)
 
 
 def _assemble(
@@ -200,7 +211,6 @@ def _assemble(
     payload: Shares,
     ends: Shares,
     padded: bool,
-    keep_empty: bool,
     dp: DP | None,
 ) -> SecretTable:
     party: Party = table.party
@@ -219,10 +229,6 @@ def _assemble(
         count = masked[width]
         totals = dict(zip(totals, masked[width + 1 : width + 1 + len(totals)], strict=True))
         extremes = dict(zip(extremes, masked[width + 1 + len(totals) :], strict=True))
-    if not keep_empty:
-        # A key held only by dummy rows is no group: valid = [count > 0] (which
-        # implies a group end, since count is already zero elsewhere).
-        ends = less_than_zero(party, np.uint64(0) - count)
     if dp is not None:
         count = add_noise(party, count, dp)
         totals = {c: add_noise(party, t, dp, table.spec(c).frac_bits) for c, t in totals.items()}

@@ -48,7 +48,7 @@ def encode_int(values: Any) -> Shares:
             raise EncodingError("integer value outside (-2^62, 2^62)")
         array = array.astype(np.int64)
     elif array.dtype == object:
-        python_ints = [int(v) for v in array.ravel()]
+        python_ints = [_exact_int(v) for v in array.ravel()]
         if any(abs(v) >= BOUND for v in python_ints):
             raise EncodingError("integer value outside (-2^62, 2^62)")
         array = np.array(python_ints, dtype=np.int64).reshape(array.shape)
@@ -71,6 +71,21 @@ def encode_fixed(values: Any, frac_bits: int = DEFAULT_FRAC_BITS) -> Shares:
             f"with {frac_bits} fractional bits"
         )
     return scaled.astype(np.int64).view(np.uint64)
+
+
+def _exact_int(value: Any) -> int:
+    """One element of an object array as an exact integer, or an EncodingError."""
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            raise EncodingError("integer column holds NaN or infinity")
+        if value != round(value):
+            raise EncodingError(
+                "integer column holds non-integral values; use a fixed-point column"
+            )
+    try:
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise EncodingError(f"cannot encode {type(value).__name__} values as integers") from error
 
 
 def decode_int(encoded: Shares) -> NDArray[np.int64]:

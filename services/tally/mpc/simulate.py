@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tally.mpc.party import Party
-from tally.mpc.transport import InProcessHub
+from tally.mpc.transport import InProcessHub, TransportError
 from tally.mpc.tuples import Dealer
 
 Result = TypeVar("Result")
@@ -35,6 +35,7 @@ def run_parties(
             results[index] = program(Party(index, hub.transport(index), dealer.source(index)))
         except BaseException as error:  # surfaced to the caller below
             errors.append(error)
+            hub.aborted.set()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(parties)]
     for thread in threads:
@@ -42,7 +43,8 @@ def run_parties(
     for thread in threads:
         thread.join(timeout)
     if errors:
-        raise errors[0]
+        first = [e for e in errors if not isinstance(e, TransportError)] or errors
+        raise first[0]
     if any(thread.is_alive() for thread in threads):
         raise TimeoutError(f"parties did not finish within {timeout} s")
     return results

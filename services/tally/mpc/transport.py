@@ -87,6 +87,8 @@ class InProcessHub:
             for dst in range(parties)
             if src != dst
         }
+        self.aborted = threading.Event()
+        """Set when one party failed: the others stop waiting at once."""
 
     def transport(self, party: int) -> InProcessTransport:
         """The transport of one party."""
@@ -109,26 +111,34 @@ class InProcessTransport(Transport):
     ) -> dict[int, list[NDArray[np.generic]]]:
         for peer, arrays in outgoing.items():
             self._hub._boxes[(self.party, peer)].put([np.array(a, copy=True) for a in arrays])
-        received = {}
-        for peer in expect:
+        return {peer: self._receive(peer) for peer in expect}
+
+    def _receive(self, peer: int) -> list[NDArray[np.generic]]:
+        deadline = time.monotonic() + self._hub.timeout
+        box = self._hub._boxes[(peer, self.party)]
+        while True:
+            if self._hub.aborted.is_set():
+                raise TransportError("another party failed; this run is aborted")
             try:
-                received[peer] = self._hub._boxes[(peer, self.party)].get(timeout=self._hub.timeout)
+                return box.get(timeout=0.2)
             except queue.Empty:
-                raise TransportError(
-                    f"party {peer} sent nothing for {self._hub.timeout} s"
-                ) from None
-        return received
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"party {peer} sent nothing for {self._hub.timeout} s"
+                    ) from None
 
 
 _LENGTH = struct.Struct("<Q")
-_ARRAY_HEAD = struct.Struct("<2sB")
+_ARRAY_HEAD = struct.Struct("<16sB")
 
 
 def _encode_header(round_number: int, arrays: Message) -> bytes:
     parts = [struct.pack("<QI", round_number, len(arrays))]
     for array in arrays:
         dtype = np.asarray(array).dtype
-        code = dtype.char.encode() + bytes([dtype.itemsize])
+        code = dtype.str.encode()
+        if len(code) > 16 or dtype.hasobject:
+            raise TransportError(f"cannot send arrays of dtype {dtype}")
         parts.append(_ARRAY_HEAD.pack(code, array.ndim))
         parts.append(struct.pack(f"<{array.ndim}Q", *array.shape))
     return b"".join(parts)
@@ -268,7 +278,7 @@ class SocketTransport(Transport):
                 offset += _ARRAY_HEAD.size
                 shape = struct.unpack_from(f"<{ndim}Q", header, offset)
                 offset += 8 * ndim
-                array = np.empty(shape, dtype=np.dtype(code[:1].decode()))
+                array = np.empty(shape, dtype=np.dtype(code.rstrip(b"\0").decode()))
                 if array.nbytes:
                     _recv_exact(sock, array.data.cast("B"))
                 arrays.append(array)

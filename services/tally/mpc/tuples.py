@@ -209,6 +209,8 @@ class Dealer:
 
     def take(self, party: int, batch: int, kind: str, params: tuple[int | str, ...]) -> object:
         """Hand ``party`` its share of batch number ``batch``; refuses anything not next in line."""
+        if self.only_party is not None and party != self.only_party:
+            raise ValueError(f"this dealer serves party {self.only_party} only")
         with self._lock:
             if batch < self._cursor[party]:
                 raise TupleReuseError(
