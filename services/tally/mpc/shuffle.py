@@ -24,6 +24,37 @@ from tally.mpc.ring import Shares
 from tally.mpc.tuples import HelperShare
 
 
+def _runs(kinds: str) -> list[tuple[int, int, bool]]:
+    """Maximal runs of equal column kinds as (start, stop, is_xor)."""
+    runs: list[tuple[int, int, bool]] = []
+    for index, kind in enumerate(kinds):
+        if runs and runs[-1][2] == (kind == "x"):
+            runs[-1] = (runs[-1][0], index + 1, runs[-1][2])
+        else:
+            runs.append((index, index + 1, kind == "x"))
+    return runs
+
+
+def _apply_runs(
+    left: Shares, right: Shares, runs: list[tuple[int, int, bool]], subtract: bool
+) -> Shares:
+    """left (+|-|XOR) right column run by column run, without temporaries per kind."""
+    if len(runs) == 1:
+        if runs[0][2]:
+            return left ^ right
+        return left - right if subtract else left + right
+    out = np.empty_like(left)
+    for start, stop, is_xor in runs:
+        target = out[:, start:stop]
+        if is_xor:
+            np.bitwise_xor(left[:, start:stop], right[:, start:stop], out=target)
+        elif subtract:
+            np.subtract(left[:, start:stop], right[:, start:stop], out=target)
+        else:
+            np.add(left[:, start:stop], right[:, start:stop], out=target)
+    return out
+
+
 def shuffle_columns(party: Party, columns: Shares, kinds: str | None = None) -> Shares:
     """Shuffle the rows of ``columns`` (shape ``(rows, width)``) with a fresh secret permutation."""
     columns = np.ascontiguousarray(columns, dtype=np.uint64)
@@ -31,22 +62,13 @@ def shuffle_columns(party: Party, columns: Shares, kinds: str | None = None) -> 
     kinds = kinds or "a" * width
     if len(kinds) != width:
         raise ValueError("one kind per column")
-    xor = np.array([k == "x" for k in kinds], dtype=bool)
-    all_xor, any_xor = bool(xor.all()), bool(xor.any())
+    runs = _runs(kinds)
 
     def combine(left: Shares, right: Shares) -> Shares:
-        if all_xor:
-            return left ^ right
-        if not any_xor:
-            return left + right
-        return np.where(xor, left ^ right, left + right)
+        return _apply_runs(left, right, runs, subtract=False)
 
     def remove(left: Shares, right: Shares) -> Shares:
-        if all_xor:
-            return left ^ right
-        if not any_xor:
-            return left - right
-        return np.where(xor, left ^ right, left - right)
+        return _apply_runs(left, right, runs, subtract=True)
 
     correlation = party.tuples.shuffle(rows, kinds)
     share = columns
