@@ -20,13 +20,14 @@ BENCH_ROWS ?= 10000 100000 1000000
 BENCH_PARTIES ?= 2 3
 BENCH_OUT := bench/results/latest.jsonl
 
-.PHONY: help install test lint bench demo clean
+.PHONY: help install test lint bench bench-analytics demo clean
 
 help:
 	@echo "make install  create .venv and install tally with its dev tools (editable)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc, import-linter"
 	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
+	@echo "make bench-analytics  sort and group-by benchmarks (issue 3)"
 	@echo "make demo     run the engine demo (three parties, checked against numpy)"
 	@echo "make clean    remove .venv and caches"
 
@@ -80,6 +81,23 @@ bench: install
 	        | tee -a $(BENCH_OUT); \
 	    done; \
 	  done; \
+	done
+
+# Issue 3's analytics benchmarks: sort and group-by across sizes, groups, parties, partitions.
+bench-analytics: install
+	@mkdir -p $(dir $(BENCH_OUT)); \
+	for parties in 2 3; do \
+	  for rows in 10000 100000 1000000; do \
+	    $(BIN)/python bench/run.py sort --parties $$parties --rows $$rows | tee -a $(BENCH_OUT); \
+	    for groups in 10 100 1000; do \
+	      $(BIN)/python bench/run.py groupby --parties $$parties --rows $$rows --groups $$groups \
+	        | tee -a $(BENCH_OUT); \
+	    done; \
+	  done; \
+	done; \
+	for partitions in 1 2 4; do \
+	  $(BIN)/python bench/run.py groupby --parties 3 --rows 1000000 --groups 1000 \
+	    --partitions $$partitions | tee -a $(BENCH_OUT); \
 	done
 
 demo: install
