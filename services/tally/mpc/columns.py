@@ -6,6 +6,12 @@
 ``< <= > >= == !=``, which return secret 0/1 columns.  :class:`BitColumn`
 holds XOR shares of bit-sliced planes.  Neither can be used as a Python
 bool: control flow on a secret would leak it, so ``bool()`` raises.
+
+Mixing an integer column with a fixed-point one scales the integers by
+2^frac_bits locally; the shares give no way to check their range, so the
+integers must stay below 2^(62 - frac_bits) in magnitude (2^46 with the
+default 16 bits), which :class:`~tally.mpc.table.ColumnSpec` can declare with
+``bits``.  Public operands are range-checked.
 """
 
 from __future__ import annotations
