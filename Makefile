@@ -13,19 +13,19 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-LINT_PATHS := $(wildcard services tests bench)
+LINT_PATHS := $(wildcard services operator tests bench)
 
 BENCH_CASES ?= mul ltz eq shuffle
 BENCH_ROWS ?= 10000 100000 1000000
 BENCH_PARTIES ?= 2 3
 BENCH_OUT := bench/results/latest.jsonl
 
-.PHONY: help install test lint bench bench-analytics demo clean
+.PHONY: help install test lint bench bench-analytics demo clean postgres-server
 
 help:
 	@echo "make install  create .venv and install tally with its dev tools (editable)"
 	@echo "make test     run the test suite"
-	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc, import-linter"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc and tally_operator, import-linter"
 	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
 	@echo "make bench-analytics  sort and group-by benchmarks (issue 3)"
 	@echo "make demo     run the engine demo (three parties, checked against numpy)"
@@ -37,7 +37,7 @@ install: $(INSTALLED)
 # second `make install` does nothing.  `python3 -m venv` needs ensurepip, which some
 # distributions package separately (python3-venv); without it, virtualenv from PyPI
 # is fetched into a temporary directory and builds the environment instead.
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml scripts/gen_protos.py $(wildcard proto/tally/v1/*.proto)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "tally needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
 	       "Run: make PYTHON=python3.11 (or newer) $(MAKECMDGOALS)" >&2; exit 1; }
@@ -54,9 +54,21 @@ $(INSTALLED): pyproject.toml
 	fi
 	@echo "installing tally (editable) with dev extras into $(VENV)"
 	$(PIP) install --quiet -e '.[dev]'
+	$(BIN)/python scripts/gen_protos.py
 	@touch $@
 
-test: install
+# The storage tests start a throwaway PostgreSQL cluster (initdb + pg_ctl); install
+# the server where it is missing (Debian/Ubuntu; root or sudo), or point the tests at
+# a running one with TALLY_TEST_POSTGRES_URL.
+postgres-server:
+	@if [ -z "$${TALLY_TEST_POSTGRES_URL:-}" ] && ! command -v initdb >/dev/null 2>&1 \
+	    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing the PostgreSQL server for the storage tests (apt-get)"; \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql; \
+	fi
+
+test: install postgres-server
 	@status=0; $(BIN)/python -m pytest || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -67,6 +79,7 @@ lint: install
 	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
 	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
 	echo "mypy --strict -p tally.mpc"; $(BIN)/mypy --strict -p tally.mpc || status=1; \
+	echo "mypy --strict operator/tally_operator"; $(BIN)/mypy --strict operator/tally_operator || status=1; \
 	echo "lint-imports"; $(BIN)/lint-imports || status=1; \
 	if [ $$status -ne 0 ]; then echo "make lint: failed (see above)" >&2; fi; \
 	exit $$status
@@ -105,4 +118,4 @@ demo: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
-	find services tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+	find services operator tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true

@@ -2,6 +2,9 @@
 
     python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer]
                              [--partitions P] [--key-bits L]
+    python bench/run.py gen-triples --tuples hm3   (offline phase; see tuples_bench.py)
+    python bench/run.py job-groupby [--rows N] [--groups G]   (services; see job_bench.py)
+    python bench/run.py store-upload | store-meta   (the secret-store; see store.py)
 
 Every line carries ``case, parties, rows, groups, tuples, online_seconds,
 offline_seconds, baseline_seconds, bytes_per_party, rounds, correct``.
@@ -186,6 +189,19 @@ def run_case(
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["gen-triples"]:  # the offline phase: three tuple-services
+        import tuples_bench
+
+        return tuples_bench.main(arguments[1:])
+    if arguments[:1] in (["store-upload"], ["store-meta"]):  # the secret-store; see store.py
+        import store
+
+        return store.main(arguments)
+    if arguments[:1] == ["job-groupby"]:  # the execution services; see job_bench.py
+        import job_bench
+
+        return job_bench.cli(arguments[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("--parties", type=int, default=3)

@@ -4,11 +4,16 @@ Every MPC property test runs a whole multi-party protocol per example, so the
 default profile keeps the example count modest and turns off the per-example
 deadline (thread start-up and dealer generation vary with machine load).
 Select the heavier profile with ``pytest --hypothesis-profile=ci``.
+
+``tests.servers`` provides the real PostgreSQL and S3 servers that the service
+tests share.
 """
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["tests.servers"]
 
 settings.register_profile(
     "dev",

@@ -152,6 +152,70 @@ def _digit_bits(party: Party, key: SortKey, position: int, step: int, rows: int)
     return [converted[j] for j in range(step)]
 
 
+@dataclass
+class RadixProgress:
+    """A radix sort between two passes (what a checkpoint of a running sort holds).
+
+    ``pending``: the keys not yet finished, most significant first (their XOR words
+    already in the current row order); ``position``: the bits of the last pending key
+    done so far; ``payload``: the carried columns in the current row order.
+    """
+
+    pending: list[SortKey]
+    position: int
+    payload: Shares
+    kinds: str
+
+    @property
+    def done(self) -> bool:
+        """Whether every key bit has been sorted on."""
+        return not self.pending
+
+
+def radix_start(
+    keys: Sequence[SortKey], payload: Shares, payload_kinds: str | None = None
+) -> RadixProgress:
+    """A radix sort of ``payload`` (``(rows, width)``) by ``keys``, before its first pass."""
+    payload = np.ascontiguousarray(payload, dtype=np.uint64)
+    kinds = payload_kinds or "a" * payload.shape[1]
+    pending = list(keys) if payload.shape[0] > 1 else []
+    return RadixProgress(pending, 0, payload, kinds)
+
+
+def radix_passes(widths: Sequence[int], rows: int) -> int:
+    """How many passes a radix sort of ``rows`` rows by keys of these widths takes."""
+    return sum((width + 1) // 2 for width in widths) if rows > 1 else 0
+
+
+def radix_pass(party: Party, progress: RadixProgress) -> RadixProgress:
+    """One pass: the next one or two bits of the last pending key.  Rounds: n + 4 or n + 3."""
+    key = progress.pending[-1]
+    rows = progress.payload.shape[0]
+    step = min(2, key.width - progress.position)
+    digit = _digit_bits(party, key, progress.position, step, rows)
+    if step == 2:
+        destinations = digit_destinations(party, digit[0], digit[1])
+    else:
+        destinations = bit_destinations(party, digit[0])
+    position = progress.position + step
+    finished = position >= key.width
+    carried = progress.pending[:-1] if finished else progress.pending
+    key_columns = [k.words for k in carried]
+    payload = progress.payload
+    columns = np.column_stack([*key_columns, payload]) if key_columns else payload
+    moved = apply_destinations(party, destinations, columns, "x" * len(carried) + progress.kinds)
+    pending = [
+        SortKey(np.ascontiguousarray(moved[:, i]), k.width, k.descending)
+        for i, k in enumerate(carried)
+    ]
+    return RadixProgress(
+        pending,
+        0 if finished else position,
+        np.ascontiguousarray(moved[:, len(carried) :]),
+        progress.kinds,
+    )
+
+
 def radix_sort(
     party: Party, keys: Sequence[SortKey], payload: Shares, payload_kinds: str | None = None
 ) -> Shares:
@@ -160,30 +224,10 @@ def radix_sort(
     Least significant digits first, two key bits per pass (radix 4; a single
     bit for the last pass of an odd-width key).  Each pass carries the keys
     not yet finished (as XOR words) and the payload.  Returns the sorted payload.
+    The passes are :func:`radix_pass`, so a caller may also run them one at a time
+    (e.g. to checkpoint between them).
     """
-    payload = np.ascontiguousarray(payload, dtype=np.uint64)
-    rows = payload.shape[0]
-    kinds = payload_kinds or "a" * payload.shape[1]
-    if rows <= 1 or not keys:
-        return payload
-    pending = list(keys)
-    while pending:
-        position, width = 0, pending[-1].width
-        while position < width:
-            step = min(2, width - position)
-            digit = _digit_bits(party, pending[-1], position, step, rows)
-            if step == 2:
-                destinations = digit_destinations(party, digit[0], digit[1])
-            else:
-                destinations = bit_destinations(party, digit[0])
-            position += step
-            carried = pending[:-1] if position >= width else pending
-            key_columns = [k.words for k in carried]
-            columns = np.column_stack([*key_columns, payload]) if key_columns else payload
-            moved = apply_destinations(party, destinations, columns, "x" * len(carried) + kinds)
-            pending = [
-                SortKey(np.ascontiguousarray(moved[:, i]), k.width, k.descending)
-                for i, k in enumerate(carried)
-            ]
-            payload = np.ascontiguousarray(moved[:, len(carried) :])
-    return payload
+    progress = radix_start(keys, payload, payload_kinds)
+    while not progress.done:
+        progress = radix_pass(party, progress)
+    return progress.payload

@@ -1,0 +1,1 @@
+"""Pure manifest builders: plain data in, Kubernetes manifests (dicts) out, no I/O."""

@@ -1,0 +1,322 @@
+"""Creating and deleting an AnalyticsJob.
+
+Creation, in order (each step idempotent, so kopf may retry the handler):
+
+1. validate the spec — an invalid one gets ``phase: Failed`` and a ``Valid=False``
+   condition listing every problem, a Warning event, and no retries;
+2. choose the zone: ``spec.scheduling.zone``, else the zone of the node running this
+   party's secret-store, else the configured default (recorded in status);
+3. submit the job to the execution service (a repeated submit finds the same job);
+4. create the Indexed worker Job (an existing one is kept);
+5. record jobId, zone, phase and conditions in status, post an event.
+
+Deletion (kopf's finalizer) cancels the job at the execution service, which releases
+its tuple reservation, and deletes the worker Job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from tally_operator.builders.job import (
+    Owner,
+    WorkerTemplate,
+    build_worker_job,
+    consortium_configmap_name,
+    worker_job_name,
+)
+from tally_operator.builders.scheduling import Placement
+from tally_operator.builders.status import (
+    ConditionType,
+    Phase,
+    condition,
+    merge_conditions,
+    now_iso,
+    progress_text,
+)
+from tally_operator.execution import (
+    ExecutionJobState,
+    ExecutionRejected,
+    ExecutionUnavailable,
+)
+from tally_operator.handlers import events
+from tally_operator.kube import KubeConflict, KubeNotFound, KubeUnavailable, path_of
+from tally_operator.resources import ZONE_LABEL
+from tally_operator.runtime import Runtime
+from tally_operator.settings import OperatorConfig
+from tally_operator.spec import InvalidSpecError, SpecLimits, parse_analytics_job_spec
+
+RETRY_DELAY = 10.0
+CANCEL_ATTEMPTS = 12
+LEGACY_ZONE_LABEL = "failure-domain.beta.kubernetes.io/zone"
+
+
+def phase_of(state: ExecutionJobState) -> Phase:
+    """The AnalyticsJob phase for an execution-service phase (Cancelled is a failure)."""
+    if state.phase == "Cancelled":
+        return Phase.FAILED
+    return Phase(state.phase)
+
+
+def spec_limits(config: OperatorConfig) -> SpecLimits:
+    """The spec bounds and defaults set by the operator's configuration."""
+    return SpecLimits(
+        max_partitions=config.max_partitions,
+        default_max_restarts=config.default_max_restarts,
+        default_consortium=config.default_consortium,
+    )
+
+
+def worker_template(config: OperatorConfig) -> WorkerTemplate:
+    """The worker settings taken from the operator's configuration."""
+    return WorkerTemplate(
+        image=config.worker_image,
+        command=config.worker_command,
+        party_id=config.party_id,
+        execution_url=config.execution_url,
+        service_account=config.worker_service_account,
+        resources=config.worker_resources,
+        backoff_limit=config.worker_backoff_limit,
+        ttl_seconds=config.worker_ttl_seconds,
+        spot_tolerations=config.spot_tolerations,
+        spot_node_labels=config.spot_node_labels,
+        env_configmap=config.worker_env_configmap,
+        env_secret=config.worker_env_secret,
+        partylink_tls_secret=config.partylink_tls_secret,
+        priority_class=config.worker_priority_class,
+    )
+
+
+async def create_job(
+    *,
+    body: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    uid: str,
+    patch: kopf.Patch,
+    runtime: Runtime,
+) -> None:
+    """Validate, place, submit, create the workers, and record it all in status."""
+    now = now_iso()
+    try:
+        job_spec = parse_analytics_job_spec(spec, name=name, limits=spec_limits(runtime.config))
+    except InvalidSpecError as exc:
+        _reject(body, patch, reason="InvalidSpec", message=f"invalid spec: {exc}", now=now)
+        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+
+    await _require_consortium(job_spec.consortium, namespace, patch, runtime, now=now)
+    zone, zone_source = await choose_zone(job_spec.scheduling.zone, runtime)
+    placement = Placement(zone=zone, spot=job_spec.scheduling.spot)
+
+    try:
+        state = await runtime.execution.submit(job_spec.execution_request())
+    except ExecutionUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+    except ExecutionRejected as exc:
+        _reject(body, patch, reason="Rejected", message=str(exc), now=now)
+        raise kopf.PermanentError(str(exc)) from exc
+
+    manifest = build_worker_job(
+        owner=Owner(name=name, namespace=namespace, uid=uid),
+        spec=job_spec,
+        placement=placement,
+        template=worker_template(runtime.config),
+    )
+    try:
+        await runtime.kube.create(path_of("batch/v1", "jobs", namespace=namespace), manifest)
+    except KubeConflict:
+        pass  # created by an earlier attempt of this handler
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(
+            f"cannot create the worker Job: {exc}", delay=RETRY_DELAY
+        ) from exc
+
+    phase = phase_of(state)
+    where = f"zone {zone} (from {zone_source})" if zone else "any zone (none configured)"
+    patch.status.update(
+        {
+            "phase": str(phase),
+            "jobId": job_spec.job_id,
+            "workerJob": manifest["metadata"]["name"],
+            "partitions": job_spec.partitions,
+            "zone": zone,
+            "zoneSource": zone_source,
+            "spot": job_spec.scheduling.spot,
+            "maxRestarts": job_spec.scheduling.max_restarts,
+            "restarts": 0,
+            "progress": progress_text(state.stage, state.stages),
+            "stage": state.stage,
+            "stages": state.stages,
+            "startTime": now,
+            "message": None,
+            "conditions": merge_conditions(
+                [],
+                [
+                    condition(ConditionType.VALID, True, "SpecValid", "the spec is valid", now=now),
+                    condition(
+                        ConditionType.SUBMITTED,
+                        True,
+                        "Submitted",
+                        f"the execution service accepted job {job_spec.job_id}",
+                        now=now,
+                    ),
+                    condition(
+                        ConditionType.WORKERS_CREATED,
+                        True,
+                        "WorkersCreated",
+                        f"{job_spec.partitions} worker(s) in {where}",
+                        now=now,
+                    ),
+                ],
+            ),
+        }
+    )
+    spot = "spot nodes allowed" if placement.spot else "no spot nodes"
+    events.post(
+        body,
+        [
+            events.normal(
+                "Submitted",
+                f"job {job_spec.job_id}: {job_spec.partitions} worker(s) in {where}, {spot}",
+            ),
+            events.normal(str(phase), f"job {job_spec.job_id} is {str(phase).lower()}"),
+        ],
+    )
+
+
+def _reject(
+    body: Mapping[str, Any], patch: kopf.Patch, *, reason: str, message: str, now: str
+) -> None:
+    """Fail the job for good: an invalid spec, or one the execution service refused."""
+    if reason == "InvalidSpec":
+        verdict = [condition(ConditionType.VALID, False, reason, message, now=now)]
+    else:
+        verdict = [
+            condition(ConditionType.VALID, True, "SpecValid", "the spec is valid", now=now),
+            condition(ConditionType.SUBMITTED, False, reason, message, now=now),
+        ]
+    patch.status.update(
+        {
+            "phase": str(Phase.FAILED),
+            "message": message,
+            "completionTime": now,
+            "conditions": merge_conditions(
+                [], [*verdict, condition(ConditionType.FAILED, True, reason, message, now=now)]
+            ),
+        }
+    )
+    events.post(body, [events.warning(reason, message)])
+
+
+async def _require_consortium(
+    consortium: str, namespace: str, patch: kopf.Patch, runtime: Runtime, *, now: str
+) -> None:
+    """Wait (retrying) until the operator has rendered the job's Consortium."""
+    configmap = consortium_configmap_name(consortium)
+    try:
+        await runtime.kube.get(path_of("v1", "configmaps", namespace=namespace, name=configmap))
+    except KubeNotFound:
+        message = (
+            f"waiting for Consortium {consortium!r}: its ConfigMap {configmap!r} does not exist "
+            f"yet (kubectl get consortia -n {namespace})"
+        )
+        patch.status.update(
+            {
+                "phase": str(Phase.PENDING),
+                "message": message,
+                "conditions": merge_conditions(
+                    [],
+                    [
+                        condition(
+                            ConditionType.VALID, True, "SpecValid", "the spec is valid", now=now
+                        ),
+                        condition(
+                            ConditionType.SUBMITTED, False, "WaitingForConsortium", message, now=now
+                        ),
+                    ],
+                ),
+            }
+        )
+        raise kopf.TemporaryError(message, delay=RETRY_DELAY) from None
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(f"cannot read {configmap!r}: {exc}", delay=RETRY_DELAY) from exc
+
+
+async def choose_zone(requested: str | None, runtime: Runtime) -> tuple[str | None, str]:
+    """The zone of a job's workers and where it came from (spec, secret-store, default)."""
+    if requested:
+        return requested, "spec"
+    try:
+        zone = await secret_store_zone(runtime)
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(
+            f"cannot find the secret-store's zone: {exc}", delay=RETRY_DELAY
+        ) from exc
+    if zone:
+        return zone, "secret-store"
+    if runtime.config.default_zone:
+        return runtime.config.default_zone, "default"
+    return None, "none"
+
+
+async def secret_store_zone(runtime: Runtime) -> str | None:
+    """The zone label of the node running this party's secret-store, if any."""
+    pods = await runtime.kube.list_items(
+        path_of("v1", "pods", namespace=runtime.config.namespace),
+        label_selector=runtime.config.secret_store_selector,
+    )
+    scheduled = [p for p in pods if p.get("spec", {}).get("nodeName")]
+    scheduled.sort(key=lambda p: (p.get("status", {}).get("phase") != "Running", _name(p)))
+    for pod in scheduled:
+        try:
+            node = await runtime.kube.get(path_of("v1", "nodes", name=pod["spec"]["nodeName"]))
+        except KubeNotFound:
+            continue
+        labels = node.get("metadata", {}).get("labels", {})
+        zone = labels.get(ZONE_LABEL) or labels.get(LEGACY_ZONE_LABEL)
+        if zone:
+            return str(zone)
+    return None
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+async def delete_job(
+    *,
+    body: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    status: Mapping[str, Any],
+    retry: int,
+    runtime: Runtime,
+    logger: kopf.Logger,
+) -> None:
+    """Cancel at the execution service (releasing tuples), delete the workers."""
+    job_id = status.get("jobId")
+    if job_id and status.get("phase") != Phase.SUCCEEDED:
+        try:
+            await runtime.execution.cancel(str(job_id))
+        except ExecutionUnavailable as exc:
+            if retry + 1 < CANCEL_ATTEMPTS:
+                raise kopf.TemporaryError(f"cannot cancel job {job_id}: {exc}", delay=5) from exc
+            logger.error(f"giving up cancelling job {job_id} after {retry + 1} attempts: {exc}")
+            events.post(body, [events.warning("CancelFailed", f"could not cancel job {job_id}")])
+        except ExecutionRejected as exc:
+            logger.warning(f"the execution service refused to cancel job {job_id}: {exc}")
+    try:
+        await runtime.kube.delete(
+            path_of("batch/v1", "jobs", namespace=namespace, name=worker_job_name(name))
+        )
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(f"cannot delete the worker Job: {exc}", delay=5) from exc
+    runtime.losses.forget((namespace, name))
+    events.post(
+        body,
+        [events.normal("CleanedUp", f"job {job_id or name} cancelled and its workers deleted")],
+    )

@@ -1,0 +1,24 @@
+"""Run one party's execution service: ``python -m tally.execution --port 8300``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from tally.execution.app import create_app
+
+
+def main() -> None:
+    """Serve the REST API (and the PartyControl gRPC server from the settings)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8300)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

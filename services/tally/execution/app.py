@@ -1,0 +1,214 @@
+"""The execution service's REST API (FastAPI) and its PartyControl gRPC server.
+
+    uvicorn --factory tally.execution.app:create_app --port 8300
+
+Routes (errors are ``{"error": code, "detail": text}``):
+
+* ``POST /v1/jobs``: submit a job (the same id and spec at every party);
+* ``GET /v1/jobs/{id}``: phase, stage k of K, restarts, timings, bytes, rounds, reason;
+* ``GET /v1/jobs/{id}/result``: this party's shares of the ``open`` outputs, for
+  their recipients only (the client adds every party's shares: nothing is opened
+  to any party);
+* ``DELETE /v1/jobs/{id}``: cancel everywhere;
+* ``/healthz``, ``/readyz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from tally.common.auth import Principal, TokenAuthenticator
+from tally.common.errors import ApiError, error_responses, install_error_handlers
+from tally.execution.checkpoint import decode_state
+from tally.execution.control import ControlClient, start_control_server
+from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, encode_array
+from tally.execution.ports import InputError
+from tally.execution.service import JobConflict, JobManager
+from tally.execution.settings import ExecutionSettings, load_tls
+from tally.execution.worker import build_stores
+
+PHASES = ("Pending", "Reserving", "Running", "Succeeded", "Failed", "Cancelled")
+
+
+class _Metrics:
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs = Gauge("tally_jobs", "jobs by phase", ["phase"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "tally_job_stage_seconds",
+            "duration of finished job stages",
+            ["program"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.round_bytes = Histogram(
+            "tally_partylink_bytes_per_round",
+            "bytes sent per round (average over a stage), per party",
+            buckets=(1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        counts = self.manager.stats()
+        for phase in PHASES:
+            self.jobs.labels(phase).set(counts.get(phase, 0))
+        observed, self.manager.observed = self.manager.observed, []
+        for program, seconds, per_round in observed:
+            self.stage_seconds.labels(program).observe(seconds)
+            self.round_bytes.observe(per_round)
+        return generate_latest(self.registry)
+
+
+def current_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller, from its bearer token."""
+    authenticator: TokenAuthenticator = request.app.state.authenticator
+    return authenticator.authenticate(authorization)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
+    """The execution service of one party."""
+    settings = settings or ExecutionSettings()
+    for module in settings.program_modules:
+        __import__(module)
+    tls = load_tls(settings)
+    blobs, inputs, _, tuples = build_stores(settings)
+    authenticator = TokenAuthenticator(settings.tokens, settings.env)
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        control = ControlClient(settings.party, settings.peers, tls)
+        manager = JobManager(settings, inputs, tuples, control)
+        bind = settings.peers[settings.party].rsplit(":", 1)[1]
+        server, _ = await start_control_server(
+            manager, tls, settings.parties, f"{settings.control_host}:{bind}"
+        )
+        state.update(manager=manager, metrics=_Metrics(manager), server=server)
+        orphans = asyncio.create_task(manager.release_orphans())
+        try:
+            yield
+        finally:
+            orphans.cancel()
+            await manager.shutdown()
+            await server.stop(grace=1.0)
+            await control.close()
+
+    app = FastAPI(
+        title="Tally execution service",
+        version="0.1.0",
+        description="Runs analytics jobs across the parties over PartyLink (gRPC).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.state.authenticator = authenticator
+
+    def manager() -> JobManager:
+        value: JobManager = state["manager"]
+        return value
+
+    def visible(job_id: str, who: Principal) -> Any:
+        record = manager().jobs.get(job_id)
+        readers = set()
+        if record is not None:
+            readers = {r for o in record.spec.outputs.values() for r in o.recipients}
+        if record is None or (who.identity != record.submitter and who.identity not in readers):
+            raise ApiError(404, "not_found", f"no job {job_id!r} visible to you")
+        return record
+
+    @app.post("/v1/jobs", status_code=201, responses=error_responses(401, 403, 404, 409, 422))
+    async def submit_job(spec: JobCreate, who: CurrentPrincipal, response: Response) -> JobPublic:
+        """Submit a job; it starts once every party accepted the same spec."""
+        try:
+            stages = await asyncio.to_thread(manager().validate, spec, who.identity)
+            record, created = manager().submit(spec, who.identity, stages)
+        except InputError as error:
+            raise ApiError(error.status, error.code, error.detail) from None
+        except JobConflict as error:
+            raise ApiError(409, "job_conflict", str(error)) from None
+        if not created:
+            response.status_code = 200
+        return record.public()
+
+    @app.get("/v1/jobs/{job_id}", responses=error_responses(401, 404))
+    def get_job(job_id: str, who: CurrentPrincipal) -> JobPublic:
+        """A job's phase and progress at this party."""
+        return visible(job_id, who).public()  # type: ignore[no-any-return]
+
+    @app.delete("/v1/jobs/{job_id}", responses=error_responses(401, 403, 404))
+    async def cancel_job(job_id: str, who: CurrentPrincipal) -> JobPublic:
+        """Cancel a job at every party."""
+        record = visible(job_id, who)
+        if who.identity != record.submitter:
+            raise ApiError(403, "forbidden", "only the submitter may cancel a job")
+        if record.phase not in FINAL_PHASES:
+            await manager().cancel(job_id)
+        return record.public()  # type: ignore[no-any-return]
+
+    @app.get("/v1/jobs/{job_id}/result", responses=error_responses(401, 403, 404, 409))
+    def get_result(job_id: str, who: CurrentPrincipal) -> dict[str, Any]:
+        """This party's shares of the job's opened outputs (recipients only)."""
+        record = visible(job_id, who)
+        mine = [n for n, o in record.spec.outputs.items() if o.kind == "open"]
+        mine = [n for n in mine if who.identity in record.spec.outputs[n].recipients]
+        if not mine:
+            raise ApiError(403, "forbidden", "you are not a recipient of an opened output")
+        if record.phase != "Succeeded":
+            raise ApiError(409, "not_ready", f"the job is {record.phase}")
+        outputs = {}
+        for name in mine:
+            parts = []
+            for worker in range(record.spec.partitions):
+                table = decode_state(blobs.get(f"results/{job_id}/{name}/w{worker}"))
+                parts.append(
+                    {
+                        "columns": {
+                            key[4:]: encode_array(values)
+                            for key, values in table.arrays.items()
+                            if key.startswith("col:")
+                        },
+                        "valid": encode_array(table.arrays["valid"]),
+                    }
+                )
+            outputs[name] = {
+                "specs": table.public["specs"],
+                "derived": table.public["derived"],
+                "order": table.public["order"],
+                "partitions": parts,
+            }
+        return {"job_id": job_id, "party": settings.party, "outputs": outputs}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=error_responses(503))
+    def readyz() -> dict[str, str]:
+        """The blob store is usable and the PartyControl server is serving."""
+        try:
+            blobs.ping()
+        except Exception as error:
+            raise ApiError(503, "unavailable", f"blob store: {error}") from None
+        if "server" not in state:
+            raise ApiError(503, "unavailable", "PartyControl server not started")
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics: jobs by phase, stage durations, bytes per round."""
+        return Response(state["metrics"].render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,372 @@
+"""Tuples from the party's tuple-service: a job's reservation as a chain of leases per kind.
+
+Party 0 reserves, at its tuple-service, which pushes the same chunk ranges to every
+follower's tuple-service (DESIGN §4); every party then streams its own shares of the
+same tuples.  A job needs one reservation per worker when the estimate is right, and
+more when it is not, so the material of one worker is a sequence of *leases* — each
+one tuple-service reservation — that every party walks in the same order:
+
+1. **Plan.** In the ``Reserving`` phase party 0 reserves, for each worker, the
+   estimated needs of the whole run (:mod:`tally.execution.planning`) under the id
+   :func:`plan_id` (job, worker).  Every party's epoch-0 source starts each kind with
+   this reservation, if it holds at least the first request of that kind.
+2. **Extension.** When a request of a kind does not fit in what is left of the kind's
+   current lease, the source moves to the kind's next lease, number n = 0, 1, 2, …, id
+   :func:`lease_id` (job, worker, epoch, kind, n).  Party 0 reserves it (``max(request,
+   lease_min · 2^n)`` tuples, capped at ``lease_max``) with that client-chosen id; the
+   followers wait until their tuple-service holds it.  The point is deterministic —
+   every party makes the same requests in the same order against leases of the same
+   size — so nobody is told anything: the ids say it all.  The rest of the old lease
+   is left untouched and goes back to the pool on release.
+3. **Resume.** Each mesh opens a new *epoch* (:mod:`tally.execution.ledger`); the
+   epoch is part of every extension lease id, so a resumed stage draws only from
+   reservations no earlier epoch touched.  The tuple-service enforces it as well: it
+   never serves a range of a reservation below what it already served, and a chunk
+   it served is consumed for good.
+4. **Release.** When the job ends (succeeded, failed or cancelled) party 0 releases
+   every reservation of the job; chunks no party touched return to the pool.
+
+Every batch is written to the worker's ledger before it is read, so tests can map
+each party's consumption onto the tuple-service's chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tally.execution.ledger import TupleLedger
+from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleServiceError
+from tally.mpc.ring import Shares
+from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = uuid.UUID("a3c9e0b2-6a55-4c55-8f1e-2b7d9f0c4e61")
+Result = TypeVar("Result")
+
+
+def plan_id(job_id: str, worker: int) -> str:
+    """Id of the reservation party 0 makes for a worker before it starts (equal everywhere)."""
+    return uuid.uuid5(LEASE_NAMESPACE, f"plan/{job_id}/{worker}").hex
+
+
+def lease_id(job_id: str, worker: int, epoch: int, kind: str, number: int) -> str:
+    """Id of extension lease ``number`` of ``kind`` in ``epoch`` (equal everywhere)."""
+    return uuid.uuid5(LEASE_NAMESPACE, f"lease/{job_id}/{worker}/{epoch}/{kind}/{number}").hex
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+class TupleServiceClient:
+    """The tuple-service REST calls the execution service makes (httpx, keep-alive)."""
+
+    def __init__(self, base_url: str, token: str = "", timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise TupleServiceError(
+                f"tuple-service at {self.base_url} unreachable: {error}"
+            ) from None
+
+    def ready(self) -> None:
+        """Raise unless the tuple-service answers ``/readyz``."""
+        response = self._request("GET", "/readyz")
+        if response.status_code != 200:
+            raise TupleServiceError(
+                f"tuple-service at {self.base_url} is not ready: {_detail(response)}"
+            )
+
+    def view(self, reservation_id: str) -> dict[str, Any] | None:
+        """A reservation as this party's tuple-service holds it, or None."""
+        response = self._request("GET", f"/v1/reservations/{reservation_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TupleServiceError(f"tuple-service: {_detail(response)}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait(self, reservation_id: str, timeout: float, what: str) -> dict[str, Any]:
+        """The reservation once it is active here; raises after ``timeout`` or if released."""
+        deadline, pause = time.monotonic() + timeout, 0.002
+        while True:
+            view = self.view(reservation_id)
+            if view is not None and view["state"] == "active":
+                return view
+            if view is not None and view["state"] not in ("pending",):
+                raise TupleServiceError(f"{what} is {view['state']}: the job is over here")
+            if time.monotonic() > deadline:
+                raise TupleServiceError(f"{what} did not arrive within {timeout:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def reserve(
+        self, reservation_id: str, job_id: str, wants: Mapping[str, int], timeout: float
+    ) -> dict[str, Any]:
+        """Leader: reserve ``wants`` under ``reservation_id`` at every party (idempotent)."""
+        body = {
+            "job_id": job_id,
+            "tuples": dict(wants),
+            "generate_missing": True,
+            "reservation_id": reservation_id,
+        }
+        attempts = 0
+        while True:
+            response = self._request("POST", "/v1/reservations", json=body)
+            if response.status_code in (200, 201):
+                return self.wait(reservation_id, timeout, f"reservation {reservation_id}")
+            detail, attempts = _detail(response), attempts + 1
+            # another job took the chunks generated for this one: generate again
+            if response.status_code == 409 and "are free" in detail and attempts < 4:
+                continue
+            raise TupleServiceError(f"tuple reservation refused ({response.status_code}): {detail}")
+
+    def job_reservations(self, job_id: str, state: str) -> list[str]:
+        """Ids of the job's reservations in ``state`` at this party."""
+        response = self._request(
+            "GET", "/v1/reservations", params={"state": state, "job_id": job_id}
+        )
+        if response.status_code != 200:
+            raise TupleServiceError(f"tuple-service: {_detail(response)}")
+        return list(response.json())
+
+    def release(self, reservation_id: str) -> None:
+        """Leader: release a reservation at every party (its unconsumed chunks)."""
+        response = self._request("POST", f"/v1/reservations/{reservation_id}/release")
+        if response.status_code not in (200, 404):
+            raise TupleServiceError(f"tuple-service: {_detail(response)}")
+
+    def read(self, reservation_id: str, kind: str, offset: int, count: int) -> bytes:
+        """This party's sections of tuples [offset, offset + count) of a reservation."""
+        path = f"/v1/reservations/{reservation_id}/tuples/{kind}"
+        return self._bytes(path, {"offset": offset, "count": count})
+
+    def shuffle(self, reservation_id: str, index: int, rows: int, kinds: str) -> bytes:
+        """This party's shuffle correlation ``index`` of a reservation, encoded."""
+        path = f"/v1/reservations/{reservation_id}/shuffles/{index}"
+        return self._bytes(path, {"rows": rows, "kinds": kinds})
+
+    def _bytes(self, path: str, params: Mapping[str, Any]) -> bytes:
+        response = self._request("GET", path, params=params)
+        if response.status_code == 200:
+            return response.content
+        detail = _detail(response)
+        if response.status_code == 409 and "tuples_reused" in response.text:
+            raise TupleReuseError(detail)
+        raise TupleServiceError(f"tuple-service answered {response.status_code}: {detail}")
+
+
+class _LeaseReader:
+    """``tally.mpc.reserved.TupleReader`` for one reservation, over a shared client."""
+
+    def __init__(self, client: TupleServiceClient, reservation_id: str) -> None:
+        self.client = client
+        self.reservation_id = reservation_id
+
+    def read(self, kind: str, offset: int, count: int) -> bytes:
+        return self.client.read(self.reservation_id, kind, offset, count)
+
+    def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
+        return self.client.shuffle(self.reservation_id, index, rows, kinds)
+
+
+@dataclass
+class _Lease:
+    """One reservation serving one kind: its size and its reader's cursor."""
+
+    id: str
+    kind: str
+    count: int
+    source: ReservedSource
+
+    @property
+    def used(self) -> int:
+        return self.source.cursors.get(self.kind, 0)
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """Sizes of extension leases, and how long followers wait for one."""
+
+    minimum: int = 1 << 16
+    maximum: int = 1 << 24
+    wait_s: float = 300.0
+
+    def size(self, number: int, request: int) -> int:
+        """Tuples in extension lease ``number`` when the request that needs it is ``request``."""
+        return max(request, min(self.minimum << min(number, 40), self.maximum))
+
+
+class LeasedSource(TupleSource):
+    """One worker's tuples in one epoch at this party, lease after lease (module docstring)."""
+
+    def __init__(
+        self,
+        party: int,
+        parties: int,
+        client: TupleServiceClient,
+        ledger: TupleLedger,
+        job_id: str,
+        worker: int,
+        epoch: int,
+        policy: LeasePolicy,
+    ) -> None:
+        self.party = party
+        self.parties = parties
+        self.client = client
+        self.ledger = ledger
+        self.job_id = job_id
+        self.worker = worker
+        self.epoch = epoch
+        self.policy = policy
+        self.leads = party == 0
+        self.generation_seconds = 0.0
+        """Seconds spent waiting for the tuple-service (leases and reads)."""
+        self._current: dict[str, _Lease] = {}
+        self._numbers: dict[str, int] = {}
+        self._plan: dict[str, Any] | None = None
+
+    def _reservation(self, reservation_id: str, wants: Mapping[str, int]) -> dict[str, Any]:
+        if self.leads:
+            return self.client.reserve(reservation_id, self.job_id, wants, self.policy.wait_s)
+        return self.client.wait(
+            reservation_id, self.policy.wait_s, f"party 0's tuple lease {reservation_id}"
+        )
+
+    def _lease(self, reservation_id: str, kind: str, view: Mapping[str, Any]) -> _Lease:
+        count = int(view["kinds"][kind]["count"])
+        reader = _LeaseReader(self.client, reservation_id)
+        return _Lease(reservation_id, kind, count, ReservedSource(self.party, self.parties, reader))
+
+    def _next_lease(self, kind: str, request: int) -> _Lease:
+        if self.epoch == 0 and kind not in self._numbers:
+            if self._plan is None:
+                self._plan = self._reservation(plan_id(self.job_id, self.worker), {})
+            planned = self._plan["kinds"].get(kind)
+            self._numbers[kind] = 0
+            if planned is not None and int(planned["count"]) >= request:
+                return self._lease(self._plan["reservation_id"], kind, self._plan)
+        number = self._numbers.get(kind, 0)
+        self._numbers[kind] = number + 1
+        reservation_id = lease_id(self.job_id, self.worker, self.epoch, kind, number)
+        view = self._reservation(reservation_id, {kind: self.policy.size(number, request)})
+        return self._lease(reservation_id, kind, view)
+
+    def _take(self, kind: str, count: int, read: Callable[[ReservedSource], Result]) -> Result:
+        started = time.perf_counter()
+        try:
+            lease = self._current.get(kind)
+            if lease is None or lease.count - lease.used < count:
+                lease = self._current[kind] = self._next_lease(kind, count)
+            entry = {"epoch": self.epoch, "lease": lease.id, "kind": kind}
+            self.ledger.append({**entry, "offset": lease.used, "count": count})
+            return read(lease.source)
+        finally:
+            self.generation_seconds += time.perf_counter() - started
+
+    def triples(self, count: int) -> tuple[Shares, Shares, Shares]:
+        return self._take("triples", count, lambda source: source.triples(count))
+
+    def bit_triples(self, words: int) -> tuple[Shares, Shares, Shares]:
+        return self._take("bit_triples", words, lambda source: source.bit_triples(words))
+
+    def dabits(self, count: int) -> tuple[Shares, Shares]:
+        return self._take("dabits", count, lambda source: source.dabits(count))
+
+    def edabits(self, count: int, width: int) -> tuple[Shares, Shares]:
+        if not 1 <= width <= 64:
+            raise ValueError("edaBit width must be 1..64")
+        kind = f"edabits:{width}"
+        return self._take(kind, count, lambda source: source.edabits(count, width))
+
+    def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
+        return self._take(SHUFFLE, 1, lambda source: source.shuffle(rows, kinds))
+
+    def input_masks(self, count: int) -> Shares:
+        return self._take("input_masks", count, lambda source: source.input_masks(count))
+
+    def position(self) -> dict[str, int]:
+        """The epoch (the checkpoint records it; a resume opens a later one anyway)."""
+        return {"epoch": self.epoch}
+
+    def close(self) -> None:
+        """Close the ledger."""
+        self.ledger.close()
+
+
+class TupleServiceProvider:
+    """``TupleProvider`` over this party's tuple-service (party 0 leads; module docstring)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        root: Path,
+        party: int,
+        parties: int,
+        token: str = "",
+        policy: LeasePolicy | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        self.client = TupleServiceClient(base_url, token, timeout)
+        self.root = Path(root)
+        self.party = party
+        self.parties = parties
+        self.policy = policy or LeasePolicy()
+        self.leads = party == 0
+
+    def reserve(self, job_id: str, workers: int, needs: Mapping[str, int]) -> None:
+        """Check the tuple-service; party 0 reserves each worker's estimated needs."""
+        self.client.ready()
+        if not self.leads:
+            return
+        wants = {kind: count for kind, count in needs.items() if count > 0}
+        for worker in range(workers):
+            self.client.reserve(plan_id(job_id, worker), job_id, wants, self.policy.wait_s)
+
+    def release(self, job_id: str) -> None:
+        """Party 0: release every reservation of the job at every party."""
+        if not self.leads:
+            return
+        for reservation_id in self.client.job_reservations(job_id, "active"):
+            try:
+                self.client.release(reservation_id)
+            except TupleServiceError as error:  # the tuple-service retries releasing ones
+                log.warning("releasing reservation %s of job %s: %s", reservation_id, job_id, error)
+
+    def ledger(self, job_id: str, worker: int) -> list[dict[str, Any]]:
+        """Every batch handed out for the worker here, over all epochs."""
+        return TupleLedger(self.root, job_id, worker).entries()
+
+    def next_free(self, job_id: str, worker: int) -> dict[str, int]:
+        return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
+
+    def open(self, job_id: str, worker: int, start: Mapping[str, int]) -> TupleSource:
+        epoch = int(start.get("epoch", 0))
+        ledger = TupleLedger(self.root, job_id, worker)
+        ledger.open_epoch(epoch)
+        return LeasedSource(
+            self.party, self.parties, self.client, ledger, job_id, worker, epoch, self.policy
+        )

@@ -1,0 +1,127 @@
+"""How many tuples one worker of a job will consume: a dry plan at two small sizes.
+
+The leader reserves a job's tuples before its workers start (DESIGN §7 ``Reserving``),
+so it needs the count per kind.  The engine asks its ``TupleSource`` for the same
+batches whatever the values are, so the count is found by running the job's stages
+on zero shares of the same schema, all parties in this process, with a recording
+dealer.  At full size that would cost as much as the job, so it runs twice, at
+``DRY_ROWS`` rows: the built-ins consume a + b·rows tuples of every kind (radix
+sort passes depend on key widths, not on rows), and the line through the two dry
+runs, taken at the row count rounded up to whole 64-row words (bit-sliced steps
+consume per word), bounds the count at the real size; one tuple per request is
+added for rounding.
+
+What it cannot see is consumption that depends on the data: the number of groups
+of a group-by without padding (``max_groups``/``domain``) is opened during the run,
+and what follows scales with it.  Custom programs may differ anyway.  Neither is a
+problem for correctness: the leases of :mod:`tally.execution.leases` extend a short
+reservation at a point every party agrees on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tally.execution.stages import build_stages, initial_state
+from tally.mpc.party import Party
+from tally.mpc.program import Program
+from tally.mpc.table import ColumnSpec, SecretTable
+from tally.mpc.transport import InProcessHub
+from tally.mpc.tuples import Dealer
+
+log = logging.getLogger(__name__)
+
+DRY_ROWS = (128, 256)
+"""Rows of the largest input in the two dry runs (smaller inputs scale with it)."""
+WORD = 64
+
+InputsMeta = Mapping[str, tuple[Mapping[str, ColumnSpec], int]]
+
+
+def kind_name(kind: str, params: tuple[int | str, ...]) -> str:
+    """The tuple-service kind of a dealer request (``edabits`` carry their width)."""
+    return f"edabits:{params[1]}" if kind == "edabits" else kind
+
+
+def dry_run(
+    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(tuples per kind, requests per kind) of one run on zero shares of these sizes."""
+    staged = build_stages(program, inputs, params)
+    hub = InProcessHub(parties, timeout=120.0)
+    dealer = Dealer(parties, seed=0)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        party = Party(index, hub.transport(index), dealer.source(index))
+        try:
+            tables = {
+                name: SecretTable.from_shares(
+                    party,
+                    {column: np.zeros(rows, np.uint64) for column in specs},
+                    specs,
+                    np.zeros(rows, np.uint64),
+                )
+                for name, (specs, rows) in inputs.items()
+            }
+            state = initial_state(program, tables)
+            for stage in staged.stages:
+                state = stage.run(party, state)
+            staged.finish(party, state)
+        except BaseException as error:  # re-raised by the caller's thread
+            errors.append(error)
+            hub.aborted.set()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    counts: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    for kind, request in dealer.requests:
+        name = kind_name(kind, request)
+        counts[name] = counts.get(name, 0) + (1 if kind == "shuffle" else int(request[0]))
+        calls[name] = calls.get(name, 0) + 1
+    return counts, calls
+
+
+def _scaled(inputs: InputsMeta, rows: int, largest: int) -> dict[str, tuple[Any, int]]:
+    return {
+        name: (specs, max(1, round(count * rows / largest)) if count else 0)
+        for name, (specs, count) in inputs.items()
+    }
+
+
+def estimate_tuples(
+    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+) -> dict[str, int]:
+    """Tuples per kind one worker needs (see the module docstring); {} if the plan fails."""
+    largest = max((rows for _, rows in inputs.values()), default=0)
+    try:
+        if largest <= DRY_ROWS[1]:
+            return dry_run(program, inputs, params, parties)[0]
+        small, large = (
+            dry_run(program, _scaled(inputs, r, largest), params, parties) for r in DRY_ROWS
+        )
+    except Exception as error:  # the leases extend what the plan misses
+        log.warning("no tuple estimate for program %s: %s", program.name, error)
+        return {}
+    # Bit-sliced steps consume per 64-row word: extrapolate to whole words (an upper bound).
+    target = -(-largest // WORD) * WORD
+    estimate = {}
+    for kind in sorted(set(small[0]) | set(large[0])):
+        low, high = small[0].get(kind, 0), large[0].get(kind, 0)
+        slope = (high - low) / (DRY_ROWS[1] - DRY_ROWS[0])
+        value = low + slope * (target - DRY_ROWS[0])
+        margin = 0 if kind == "shuffle" else max(small[1].get(kind, 0), large[1].get(kind, 0))
+        estimate[kind] = max(0, math.ceil(value)) + margin
+    return estimate

@@ -1,0 +1,394 @@
+"""The job manager of one party's execution service: agreement, reservation, workers, faults.
+
+Per job, one asyncio task drives the phases (never any MPC work on the event loop):
+
+* ``Pending``: ask every peer (``PartyControl.Propose``) which spec hash it accepted
+  for this job id; all equal → go on; a different hash → Failed ("spec mismatch");
+  a peer that does not accept within ``accept_timeout_s`` → Failed.
+* ``Reserving``: the tuple reservation for all P workers (party 0 reserves each
+  worker's needs, estimated by a dry plan: :mod:`tally.execution.planning`).
+* ``Running``: P worker processes (:mod:`tally.execution.worker`), supervised: a
+  worker killed by a signal is restarted (``restarts`` += 1, up to ``max_restarts``
+  per worker) and resumes from the checkpoints; a worker that reports failure
+  fails the job; all P done → Succeeded.
+* Failed or Cancelled: workers stopped, the reservation's unconsumed part
+  released, the peers told (``PartyControl.Abandon``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from tally.execution.control import ControlClient
+from tally.execution.jobs import (
+    FINAL_PHASES,
+    JobCreate,
+    JobFiles,
+    JobRecord,
+    WorkerStatus,
+    spec_hash,
+)
+from tally.execution.planning import estimate_tuples
+from tally.execution.ports import InputError, InputStore, ServiceError, TupleProvider
+from tally.execution.programs import check_params, describe_inputs, resolve_program
+from tally.execution.settings import ExecutionSettings
+from tally.execution.stages import build_stages
+from tally.execution.worker import FAILED_EXIT
+from tally.mpc.reserved import TupleServiceError
+from tally.mpc.table import ColumnSpec
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+
+
+class JobConflict(Exception):
+    """The job id exists here with another spec."""
+
+
+def _params(spec: JobCreate) -> dict[str, Any]:
+    """The program's parameters, with the job's differential privacy settings."""
+    return dict(spec.params, **({"dp": spec.dp} if spec.dp else {}))
+
+
+class JobManager:
+    """All jobs of this party (implements the PartyControl handler)."""
+
+    def __init__(
+        self,
+        settings: ExecutionSettings,
+        inputs: InputStore,
+        tuples: TupleProvider,
+        control: ControlClient,
+    ) -> None:
+        self.settings = settings
+        self.inputs = inputs
+        self.tuples = tuples
+        self.control = control
+        self.jobs: dict[str, JobRecord] = {}
+        self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._restarts: dict[tuple[str, int], int] = {}
+        self._finishing: set[str] = set()
+        self.observed: list[tuple[str, float, int]] = []
+        """(program, stage seconds, bytes per round) per finished stage, for /metrics."""
+        self.orphans: list[str] = []
+        """Jobs found unfinished at start-up, whose tuples are still to be released."""
+        self._load()
+
+    def _load(self) -> None:
+        root = self.settings.state_dir / "jobs"
+        if not root.is_dir():
+            return
+        for path in root.iterdir():
+            files = JobFiles(self.settings.state_dir, path.name)
+            try:
+                record = files.load_record()
+            except (OSError, ValueError):
+                continue
+            if record.phase not in FINAL_PHASES:
+                record.phase, record.reason = "Failed", "the execution service restarted mid-job"
+                files.save_record(record)
+                self.orphans.append(record.spec.id)
+            self.jobs[record.spec.id] = record
+
+    async def release_orphans(self) -> None:
+        """Release the tuples of jobs this service failed when it restarted mid-job."""
+        while self.orphans:
+            job_id = self.orphans.pop()
+            try:
+                await asyncio.to_thread(self.tuples.release, job_id)
+            except Exception as error:  # the tuple-service may be down: say so, go on
+                log.warning("could not release the tuples of job %s: %s", job_id, error)
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def validate(self, spec: JobCreate, submitter: str) -> int:
+        """Every check that needs no peer; returns the number of stages.  Raises ``InputError``."""
+        program = resolve_program(spec.program, self.settings)
+        if spec.partitions > self.settings.max_partitions:
+            raise InputError(
+                422, "bad_partitions", f"at most {self.settings.max_partitions} partitions"
+            )
+        if spec.dp is not None and program.name != "groupby":
+            raise InputError(422, "bad_params", "dp applies to the groupby program only")
+        meta = self._worker_inputs(spec, submitter)
+        for columns, _ in meta.values():
+            check_params(program, columns, spec.params)
+        try:
+            staged = build_stages(program, meta, _params(spec))
+        except (TypeError, ValueError, KeyError) as error:
+            raise InputError(
+                422, "bad_params", f"the program rejects its params: {error}"
+            ) from None
+        return len(staged.stages)
+
+    def _worker_inputs(
+        self, spec: JobCreate, submitter: str
+    ) -> dict[str, tuple[dict[str, ColumnSpec], int]]:
+        """Per input: its column specs and the rows one worker gets (public metadata)."""
+        described = describe_inputs(self.inputs, spec, submitter)
+        return {
+            name: (
+                dict(infos[0].columns),
+                sum(i.rows_per_partition if spec.partitions > 1 else i.rows for i in infos),
+            )
+            for name, infos in described.items()
+        }
+
+    def _tuple_needs(self, record: JobRecord) -> dict[str, int]:
+        """Party 0: the tuples one worker of the job will consume (a dry plan's estimate)."""
+        program = resolve_program(record.spec.program, self.settings)
+        meta = self._worker_inputs(record.spec, record.submitter)
+        return estimate_tuples(program, meta, _params(record.spec), self.settings.parties)
+
+    def submit(self, spec: JobCreate, submitter: str, stages_total: int) -> tuple[JobRecord, bool]:
+        """Record a validated job and start driving it; (record, created)."""
+        digest = spec_hash(spec)
+        existing = self.jobs.get(spec.id)
+        if existing is not None:
+            if existing.spec_hash != digest:
+                raise JobConflict(
+                    f"job {spec.id!r} exists here with another spec (hash {existing.spec_hash})"
+                )
+            return existing, False
+        record = JobRecord(
+            spec=spec,
+            spec_hash=digest,
+            submitter=submitter,
+            stages_total=stages_total,
+            timings={"submitted": time.time()},
+            workers=[WorkerStatus() for _ in range(spec.partitions)],
+        )
+        self.jobs[spec.id] = record
+        self._files(spec.id).save_record(record)
+        self._tasks[spec.id] = asyncio.create_task(self._drive(spec.id))
+        return record, True
+
+    def _files(self, job_id: str) -> JobFiles:
+        return JobFiles(self.settings.state_dir, job_id)
+
+    def _save(self, record: JobRecord) -> None:
+        self._files(record.spec.id).save_record(record)
+
+    # -- driving a job ---------------------------------------------------------------------------
+
+    async def _drive(self, job_id: str) -> None:
+        record = self.jobs[job_id]
+        try:
+            await self._agree(record)
+            if record.phase in FINAL_PHASES or job_id in self._finishing:
+                return
+            record.phase = "Reserving"
+            self._save(record)
+            needs = await asyncio.to_thread(self._tuple_needs, record) if self.tuples.leads else {}
+            await asyncio.to_thread(self.tuples.reserve, job_id, record.spec.partitions, needs)
+            record.timings["reserved"] = time.time()
+            if record.phase in FINAL_PHASES or job_id in self._finishing:
+                return
+            record.phase = "Running"
+            self._save(record)
+            await self._supervise(record)
+        except asyncio.CancelledError:
+            raise
+        except (ServiceError, TupleServiceError, InputError) as error:
+            reason = error.detail if isinstance(error, InputError) else str(error)
+            await self.finish(record, "Failed", reason)
+        except Exception as error:  # a bug or an unreachable dependency: fail loudly
+            log.exception("job %s failed", job_id)
+            await self.finish(record, "Failed", f"{type(error).__name__}: {error}")
+
+    async def _agree(self, record: JobRecord) -> None:
+        job_id, digest = record.spec.id, record.spec_hash
+        deadline = time.monotonic() + self.settings.accept_timeout_s
+        peers = [p for p in range(self.settings.parties) if p != self.settings.party]
+        while record.phase not in FINAL_PHASES and job_id not in self._finishing:
+            replies = await asyncio.gather(
+                *(self.control.propose(peer, job_id, digest) for peer in peers),
+                return_exceptions=True,
+            )
+            waiting = []
+            for peer, reply in zip(peers, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    details = getattr(reply, "details", None)
+                    detail = details() if callable(details) else str(reply)
+                    waiting.append(f"party {peer} unreachable ({detail})")
+                elif not reply.known:
+                    waiting.append(f"party {peer} has not accepted it")
+                elif reply.spec_hash != digest:
+                    await self.finish(
+                        record,
+                        "Failed",
+                        f"spec mismatch: party {peer} accepted job {job_id!r} with spec hash "
+                        f"{reply.spec_hash}, party {self.settings.party} with {digest}",
+                    )
+                    return
+                elif reply.phase in ("Failed", "Cancelled"):
+                    await self.finish(
+                        record, reply.phase, f"party {peer}: {reply.reason}", notify=False
+                    )
+                    return
+            if not waiting:
+                record.timings["accepted"] = time.time()
+                return
+            if time.monotonic() > deadline:
+                await self.finish(
+                    record,
+                    "Failed",
+                    f"not every party accepted the job within {self.settings.accept_timeout_s:.0f}"
+                    f" s: {'; '.join(waiting)}",
+                )
+                return
+            await asyncio.sleep(0.2)
+
+    def _spawn(self, record: JobRecord, worker: int) -> None:
+        files = self._files(record.spec.id)
+        log_file = files.log_path(worker).open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tally.execution.worker", str(files.dir), str(worker)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+        log_file.close()
+        self._procs[(record.spec.id, worker)] = process
+
+    async def _supervise(self, record: JobRecord) -> None:
+        job_id, files = record.spec.id, self._files(record.spec.id)
+        for worker in range(record.spec.partitions):
+            self._spawn(record, worker)
+        record.timings["started"] = time.time()
+        done: set[int] = set()
+        while record.phase == "Running":
+            await asyncio.sleep(POLL_SECONDS)
+            if job_id in self._finishing:
+                return
+            for worker in range(record.spec.partitions):
+                status = files.load_worker(worker)
+                if status is not None:
+                    record.workers[worker] = status
+                process = self._procs.get((job_id, worker))
+                code = process.poll() if process is not None else None
+                if worker in done or code is None:
+                    continue
+                if code == 0:
+                    done.add(worker)
+                elif code == FAILED_EXIT:
+                    reason = status.reason if status else "the worker failed"
+                    await self.finish(record, "Failed", reason)
+                    return
+                else:
+                    key = (job_id, worker)
+                    if self._restarts.get(key, 0) >= self.settings.max_restarts:
+                        await self.finish(
+                            record,
+                            "Failed",
+                            f"worker {worker} crashed (exit {code}) after "
+                            f"{self._restarts.get(key, 0)} restarts",
+                        )
+                        return
+                    self._restarts[key] = self._restarts.get(key, 0) + 1
+                    record.restarts += 1
+                    log.warning("job %s worker %d died (exit %s): restarting", job_id, worker, code)
+                    self._spawn(record, worker)
+            if len(done) == record.spec.partitions:
+                await self.finish(record, "Succeeded", "")
+                return
+            self._save(record)
+
+    async def finish(self, record: JobRecord, phase: str, reason: str, notify: bool = True) -> None:
+        """End a job here: stop workers, release tuples, record, and tell the peers."""
+        if record.phase in FINAL_PHASES or record.spec.id in self._finishing:
+            return
+        self._finishing.add(record.spec.id)
+        for worker in range(record.spec.partitions):
+            await asyncio.to_thread(self._stop_worker, record.spec.id, worker)
+            status = self._files(record.spec.id).load_worker(worker)
+            if status is not None:
+                record.workers[worker] = status
+                self.observed += [
+                    (record.spec.program, s, b)
+                    for s, b in zip(status.stage_seconds, status.bytes_per_round, strict=False)
+                ]
+        try:
+            await asyncio.to_thread(self.tuples.release, record.spec.id)
+        except Exception as error:  # the tuple-service retries releases it has begun
+            log.warning("could not release the tuples of job %s: %s", record.spec.id, error)
+        # The phase changes last: whoever sees it final sees workers stopped, tuples released.
+        record.phase, record.reason = phase, reason  # type: ignore[assignment]
+        record.timings["finished"] = time.time()
+        self._save(record)
+        log.info("job %s %s %s", record.spec.id, phase, reason)
+        if notify and phase != "Succeeded":
+            peers = [p for p in range(self.settings.parties) if p != self.settings.party]
+            await asyncio.gather(
+                *(self.control.abandon(p, record.spec.id, phase, reason) for p in peers),
+                return_exceptions=True,
+            )
+
+    def _stop_worker(self, job_id: str, worker: int) -> None:
+        process = self._procs.pop((job_id, worker), None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5.0)
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job everywhere (DELETE)."""
+        record = self.jobs[job_id]
+        await self.finish(record, "Cancelled", "cancelled by its submitter")
+        return record
+
+    async def shutdown(self) -> None:
+        """Stop every running job's workers (the service is stopping)."""
+        for task in self._tasks.values():
+            task.cancel()
+        for job_id, worker in list(self._procs):
+            await asyncio.to_thread(self._stop_worker, job_id, worker)
+
+    # -- PartyControl handler ------------------------------------------------------------------
+
+    def proposal(self, job_id: str) -> tuple[bool, str, str, str]:
+        record = self.jobs.get(job_id)
+        if record is None:
+            return False, "", "", ""
+        return True, record.spec_hash, record.phase, record.reason
+
+    def locate(self, job_id: str, worker: int) -> tuple[str, str]:
+        record = self.jobs.get(job_id)
+        if record is None:
+            return "", ""
+        process = self._procs.get((job_id, worker))
+        status = self._files(job_id).load_worker(worker)
+        alive = process is not None and process.poll() is None
+        if alive and status is not None and status.pid == process.pid and status.address:
+            return status.address, record.phase
+        return "", record.phase
+
+    def abandon(self, job_id: str, sender: int, phase: str, reason: str) -> bool:
+        record = self.jobs.get(job_id)
+        if record is None:
+            return False
+        final = phase if phase in ("Failed", "Cancelled") else "Failed"
+        asyncio.get_running_loop().create_task(
+            self.finish(record, final, f"party {sender}: {reason}", notify=False)
+        )
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Jobs by phase (for /metrics)."""
+        counts: dict[str, int] = {}
+        for record in self.jobs.values():
+            counts[record.phase] = counts.get(record.phase, 0) + 1
+        return counts

@@ -1,0 +1,192 @@
+"""Settings of one party's execution service, read once at start-up from ``TALLY_EXECUTION_*``.
+
+Lists and objects are JSON, e.g.::
+
+    TALLY_EXECUTION_PARTY=1
+    TALLY_EXECUTION_PEERS='["10.0.0.1:7100", "10.0.1.1:7100", "10.0.2.1:7100"]'
+    TALLY_EXECUTION_TLS_CA=/etc/tally/ca.pem  (with TLS_CERT and TLS_KEY)
+    TALLY_EXECUTION_TOKENS='[{"identity": "alice", "sha256": "9f86…"}]'
+    TALLY_EXECUTION_INPUTS=secret-store
+    TALLY_EXECUTION_SECRET_STORE_URL=http://127.0.0.1:8100
+    TALLY_EXECUTION_SECRET_STORE_TOKEN=…   (the party's service credential there)
+    TALLY_EXECUTION_TUPLES=service
+    TALLY_EXECUTION_TUPLES_URL=http://127.0.0.1:8200
+
+Development defaults are ``inputs=local`` and ``tuples=dealer``; production mode
+refuses both (and plaintext PartyLink).
+
+Job workers are separate processes started by the service; they read the same
+environment, so they see the same settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tally.common.auth import TokenSpec
+from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
+from tally.execution.tls import PartyTLS
+
+
+class ExecutionSettings(BaseSettings):
+    """Configuration of one party's execution service and its job workers."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLY_EXECUTION_", extra="ignore")
+
+    env: Environment = ENV_FIELD
+    party: int = Field(default=0, ge=0, description="this party's index")
+    peers: list[str] = Field(
+        default_factory=list,
+        description="host:port of every party's PartyControl gRPC endpoint, by party index "
+        "(this party's own entry is where it listens)",
+    )
+    control_host: str = Field(default="127.0.0.1", description="address the gRPC server binds")
+    worker_host: str = Field(
+        default="127.0.0.1", description="address job workers bind and advertise to peers"
+    )
+
+    tls_ca: Path | None = Field(default=None, description="PEM of the consortium CA")
+    tls_cert: Path | None = Field(default=None, description="PEM of this party's certificate")
+    tls_key: Path | None = Field(default=None, description="PEM of this party's private key")
+
+    state_dir: Path = Field(
+        default=Path("./data/execution"), description="job records, worker status, results"
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="checkpoint blob directory (default: state_dir/blobs)"
+    )
+
+    inputs: Literal["local", "secret-store"] = Field(
+        default="local",
+        description="where inputs and result datasets live: 'secret-store' (this party's "
+        "secret-store, over its intra-party REST routes) or 'local' (datasets in the blob "
+        "store; development only, refused in production)",
+    )
+    secret_store_url: str = Field(
+        default="", description="base URL of this party's secret-store, e.g. http://127.0.0.1:8100"
+    )
+    secret_store_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="this party's service credential at its secret-store (a token configured "
+        "there with service: true)",
+    )
+
+    tuples: Literal["dealer", "service"] = Field(
+        default="dealer",
+        description="where tuples come from: 'service' (reservations from this party's "
+        "tuple-service; party 0 reserves for everyone) or 'dealer' (seeded development "
+        "dealer with a consumption ledger; refused in production)",
+    )
+    tuples_url: str = Field(
+        default="", description="base URL of this party's tuple-service REST API"
+    )
+    tuples_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="bearer token for the tuple-service, sent when set (the tuple-service "
+        "does not check tokens yet)",
+    )
+    tuple_lease_min: int = Field(
+        default=1 << 16,
+        gt=0,
+        description="tuples of one kind in the first extension lease; lease n holds "
+        "max(request, min · 2^n) up to tuple_lease_max",
+    )
+    tuple_lease_max: int = Field(
+        default=1 << 24, gt=0, description="largest extension lease (unless one request is larger)"
+    )
+    tuple_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a worker at a follower party waits for party 0's lease (party 0 "
+        "may be generating the tuples)",
+    )
+    service_timeout_s: float = Field(
+        default=300.0, gt=0, description="HTTP timeout for secret-store and tuple-service calls"
+    )
+    dealer_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="development dealer: a secret shared by the consortium's parties",
+    )
+
+    tokens: list[TokenSpec] = Field(default_factory=list, description="bearer tokens")
+    allowed_programs: list[str] = Field(
+        default_factory=list,
+        description="SHA-256 digests of custom programs this party allows (built-ins always)",
+    )
+    program_modules: list[str] = Field(
+        default_factory=list, description="modules imported at start to register custom programs"
+    )
+
+    accept_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long every party has to accept the same job"
+    )
+    peer_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long a lost peer may stay away before the job fails"
+    )
+    io_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for one round")
+    max_restarts: int = Field(default=3, ge=0, description="worker restarts per job and worker")
+    max_partitions: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExecutionSettings:
+        if self.peers and not 0 <= self.party < len(self.peers):
+            raise ConfigurationError(
+                f"party {self.party} has no entry in PEERS ({len(self.peers)} parties)"
+            )
+        tls = [self.tls_ca, self.tls_cert, self.tls_key]
+        if any(tls) and not all(tls):
+            raise ConfigurationError("give all of TLS_CA, TLS_CERT and TLS_KEY, or none")
+        if self.inputs == "secret-store" and not (
+            self.secret_store_url and self.secret_store_token.get_secret_value()
+        ):
+            raise ConfigurationError(
+                "inputs=secret-store needs SECRET_STORE_URL and SECRET_STORE_TOKEN (this "
+                "party's service credential at its secret-store)"
+            )
+        if self.tuples == "service" and not self.tuples_url:
+            raise ConfigurationError("tuples=service needs TUPLES_URL (this party's tuple-service)")
+        if self.env == "production":
+            if not all(tls):
+                raise ConfigurationError(
+                    "production mode needs mutual TLS for PartyLink: set TLS_CA, TLS_CERT, TLS_KEY"
+                )
+            if self.tuples == "dealer":
+                raise ConfigurationError(
+                    "the development dealer is refused in production; set TUPLES=service and "
+                    "TUPLES_URL (this party's tuple-service)"
+                )
+            if self.inputs == "local":
+                raise ConfigurationError(
+                    "local datasets are for development; production needs INPUTS=secret-store "
+                    "with SECRET_STORE_URL and SECRET_STORE_TOKEN"
+                )
+            check_secret(
+                "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
+            )
+            for spec in self.tokens:
+                if spec.token is not None:
+                    check_secret(
+                        f"token of {spec.identity!r}", spec.token.get_secret_value(), "production"
+                    )
+        return self
+
+    @property
+    def parties(self) -> int:
+        """How many parties the consortium has."""
+        return len(self.peers)
+
+    @property
+    def blobs_root(self) -> Path:
+        """Where checkpoint (and, with local inputs, dataset) blobs live."""
+        return self.blob_dir or self.state_dir / "blobs"
+
+
+def load_tls(settings: ExecutionSettings) -> PartyTLS | None:
+    """The party's TLS material, or None (development mode: plaintext, with a warning)."""
+    if settings.tls_ca and settings.tls_cert and settings.tls_key:
+        return PartyTLS.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
+    return None

@@ -1,0 +1,74 @@
+"""Intra-party routes: the party's execution service reads job inputs and writes results.
+
+Only the party's service credential is accepted. Reads name the identity the job runs
+for and the program; the dataset must be that identity's, or carry a ``use`` grant
+covering the program. Results are created here with an owner and readers, then
+uploaded and committed through the ordinary dataset routes with the same credential.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
+
+from tally.common.auth import Principal
+from tally.common.errors import error_responses
+from tally.secret_store import datasets, uploads
+from tally.secret_store.api.datasets import stream_download
+from tally.secret_store.api.deps import (
+    OCTET_RESPONSE,
+    ColumnName,
+    DatasetId,
+    ServicePrincipal,
+    StoreDep,
+)
+from tally.secret_store.schemas import DatasetPublic, Identity, ProgramName, ResultDatasetCreate
+
+router = APIRouter(
+    prefix="/v1/internal", tags=["intra-party"], responses=error_responses(401, 403, 404)
+)
+
+OnBehalfOf = Annotated[Identity, Query(description="the identity the job runs for")]
+Program = Annotated[ProgramName, Query(description="the program that will read the input")]
+
+
+@router.post("/datasets", status_code=201, responses=error_responses(409, 422))
+def create_result(
+    body: ResultDatasetCreate, store: StoreDep, service: ServicePrincipal, response: Response
+) -> DatasetPublic:
+    """Create a pending result dataset owned by a job's recipient."""
+    dataset, created = datasets.create_dataset(store, service, body)
+    if not created:
+        response.status_code = 200
+    return dataset
+
+
+@router.get("/datasets/{dataset_id}")
+def get_input(
+    dataset_id: DatasetId,
+    identity: OnBehalfOf,
+    program: Program,
+    store: StoreDep,
+    service: ServicePrincipal,
+) -> DatasetPublic:
+    """Get an input's metadata if the identity may use it for the program."""
+    return datasets.get_usable_dataset(store, Principal(identity), str(dataset_id), program)
+
+
+@router.get("/datasets/{dataset_id}/columns/{column}", responses=OCTET_RESPONSE)
+def read_input(
+    dataset_id: DatasetId,
+    column: ColumnName,
+    identity: OnBehalfOf,
+    program: Program,
+    store: StoreDep,
+    service: ServicePrincipal,
+    partition: Annotated[int | None, Query(ge=0, le=1 << 16)] = None,
+) -> StreamingResponse:
+    """Stream an input column's shares for a job."""
+    download = uploads.prepare_download(
+        store, Principal(identity), str(dataset_id), column, partition, program=program
+    )
+    return stream_download(store, download)

@@ -1,0 +1,146 @@
+"""TupleLink plumbing: the engine's ``Transport`` over gRPC, and the peers' stubs.
+
+``GrpcTransport`` carries one generation session's rounds: sending is a
+unary ``Deliver`` call per peer; the receiving service drops the envelope
+into a ``Mailboxes`` queue keyed by (session, sender), where the receiving
+protocol thread picks it up and checks the round number.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+
+from tally._generated import tuples_pb2, tuples_pb2_grpc
+from tally.mpc.transport import Message, Transport, TransportError
+
+MAX_MESSAGE = 1 << 30
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    # A restarted peer is reachable again within a second, not after minutes of backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+CLOSED = tuples_pb2.TupleEnvelope(session="", sender=0, round=0)
+"""Sentinel put in a closed session's mailboxes."""
+
+
+class Mailboxes:
+    """Envelopes that arrived for this party, by (session, sender)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._boxes: dict[tuple[str, int], queue.Queue[tuples_pb2.TupleEnvelope]] = {}
+        self.closed: set[str] = set()
+
+    def box(self, session: str, sender: int) -> queue.Queue[tuples_pb2.TupleEnvelope]:
+        with self._lock:
+            return self._boxes.setdefault((session, sender), queue.Queue())
+
+    def put(self, envelope: tuples_pb2.TupleEnvelope) -> None:
+        if envelope.session in self.closed:
+            return
+        self.box(envelope.session, envelope.sender).put(envelope)
+
+    def close(self, session: str, parties: int = 3) -> None:
+        """Abandon a session: every waiting and future receive of it fails at once."""
+        with self._lock:
+            self.closed.add(session)
+        for sender in range(parties):
+            self.box(session, sender).put(CLOSED)
+
+
+def encode(
+    session: str, sender: int, round_number: int, arrays: Message
+) -> tuples_pb2.TupleEnvelope:
+    headers, payload = [], []
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        headers.append(tuples_pb2.TupleArray(dtype=contiguous.dtype.str, shape=contiguous.shape))
+        payload.append(contiguous.tobytes())
+    return tuples_pb2.TupleEnvelope(
+        session=session, sender=sender, round=round_number, arrays=headers, data=b"".join(payload)
+    )
+
+
+def decode(envelope: tuples_pb2.TupleEnvelope) -> list[NDArray[np.generic]]:
+    arrays, offset = [], 0
+    data = envelope.data
+    for header in envelope.arrays:
+        dtype = np.dtype(header.dtype)
+        shape = tuple(int(s) for s in header.shape)
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        arrays.append(
+            np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(
+                shape
+            )
+        )
+        offset += size
+    return arrays
+
+
+class GrpcTransport(Transport):
+    """One session's rounds between the tuple-services, over ``TupleLink.Deliver``."""
+
+    def __init__(
+        self,
+        party: int,
+        stubs: Mapping[int, tuples_pb2_grpc.TupleLinkStub],
+        mailboxes: Mailboxes,
+        session: str,
+        timeout: float = 120.0,
+    ) -> None:
+        super().__init__(party, len(stubs) + 1)
+        self._stubs = stubs
+        self._mailboxes = mailboxes
+        self.session = session
+        self._timeout = timeout
+
+    def _exchange(
+        self, outgoing: Mapping[int, Message], expect: list[int]
+    ) -> dict[int, list[NDArray[np.generic]]]:
+        round_number = self.rounds
+        for peer, arrays in outgoing.items():
+            try:
+                self._stubs[peer].Deliver(
+                    encode(self.session, self.party, round_number, arrays), timeout=self._timeout
+                )
+            except grpc.RpcError as error:
+                raise TransportError(
+                    f"sending to party {peer} failed: {error.details()}"
+                ) from error
+        return {peer: self._receive(peer, round_number) for peer in expect}
+
+    def _receive(self, peer: int, round_number: int) -> list[NDArray[np.generic]]:
+        try:
+            envelope = self._mailboxes.box(self.session, peer).get(timeout=self._timeout)
+        except queue.Empty:
+            raise TransportError(f"party {peer} sent nothing for {self._timeout} s") from None
+        if envelope is CLOSED:
+            self._mailboxes.box(self.session, peer).put(CLOSED)  # for any later receive
+            raise TransportError(f"session {self.session} was closed by the leader")
+        if envelope.round != round_number:
+            raise TransportError(
+                f"party {peer} is in round {envelope.round}, this party in {round_number}"
+            )
+        return decode(envelope)
+
+
+def connect(peers: Sequence[str], party: int) -> dict[int, tuples_pb2_grpc.TupleLinkStub]:
+    """A stub for every other party's TupleLink."""
+    return {
+        index: tuples_pb2_grpc.TupleLinkStub(
+            grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        )
+        for index, address in enumerate(peers)
+        if index != party
+    }

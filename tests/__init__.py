@@ -1,0 +1,1 @@
+"""The Tally test suite (mirrors the packages under services/)."""

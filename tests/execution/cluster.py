@@ -1,0 +1,206 @@
+"""Three parties' execution services as separate processes on loopback, for tests and the bench.
+
+Each party gets its own state directory, PartyLink certificates from one test CA, a
+REST port and a PartyControl port.  Inputs and tuples use the local adapters
+(datasets in the party's blob store, the seeded development dealer with a ledger).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tally.common.blobstore import LocalBlobStore
+from tally.execution.local import DealerTuples, put_dataset
+from tally.execution.tls import write_test_pki
+from tally.mpc.ring import Shares
+from tally.mpc.table import ColumnSpec
+
+TOKENS = {"alice": "alice-token", "bob": "bob-token", "mallory": "mallory-token"}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@dataclass
+class Cluster:
+    root: Path
+    parties: int = 3
+    tls: bool = True
+    peer_timeout: float = 8.0
+    accept_timeout: float = 15.0
+    extra_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.parties)
+        self.rest_ports = ports[: self.parties]
+        self.control = [f"127.0.0.1:{p}" for p in ports[self.parties :]]
+        self.pki = write_test_pki(self.root / "pki", self.parties) if self.tls else []
+
+    def state_dir(self, party: int) -> Path:
+        return self.root / f"party{party}"
+
+    def blobs(self, party: int) -> LocalBlobStore:
+        return LocalBlobStore(self.state_dir(party) / "blobs")
+
+    def tuples(self, party: int) -> DealerTuples:
+        return DealerTuples(self.state_dir(party), party, self.parties, "test-dealer-secret")
+
+    def env(self, party: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+        tokens = [{"identity": who, "token": token} for who, token in TOKENS.items()]
+        env.update(
+            TALLY_EXECUTION_PARTY=str(party),
+            TALLY_EXECUTION_PEERS=json.dumps(self.control),
+            TALLY_EXECUTION_STATE_DIR=str(self.state_dir(party)),
+            TALLY_EXECUTION_TOKENS=json.dumps(tokens),
+            TALLY_EXECUTION_DEALER_SECRET="test-dealer-secret",
+            TALLY_EXECUTION_PEER_TIMEOUT_S=str(self.peer_timeout),
+            TALLY_EXECUTION_ACCEPT_TIMEOUT_S=str(self.accept_timeout),
+            TALLY_EXECUTION_IO_TIMEOUT_S="120",
+        )
+        if self.tls:
+            ca, cert, key = self.pki[party]
+            env.update(
+                TALLY_EXECUTION_TLS_CA=str(ca),
+                TALLY_EXECUTION_TLS_CERT=str(cert),
+                TALLY_EXECUTION_TLS_KEY=str(key),
+            )
+        env.update(self.extra_env.get(party, {}))
+        return env
+
+    def start(self, party: int | None = None) -> None:
+        for index in range(self.parties) if party is None else [party]:
+            self.state_dir(index).mkdir(parents=True, exist_ok=True)
+            log = (self.state_dir(index) / "service.log").open("ab")
+            self.processes[index] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tally.execution",
+                    "--port",
+                    str(self.rest_ports[index]),
+                ],
+                env=self.env(index),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log.close()
+        for index in range(self.parties) if party is None else [party]:
+            self.wait_ready(index)
+
+    def wait_ready(self, party: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[party].poll() is not None:
+                raise RuntimeError(f"party {party} exited: {self.log(party)}")
+            try:
+                if httpx.get(self.url(party, "/readyz"), timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"party {party} not ready: {self.log(party)}")
+
+    def log(self, party: int) -> str:
+        path = self.state_dir(party) / "service.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+    def url(self, party: int, path: str) -> str:
+        return f"http://127.0.0.1:{self.rest_ports[party]}{path}"
+
+    def request(
+        self, party: int, method: str, path: str, who: str = "alice", **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKENS[who]}"}
+        return httpx.request(method, self.url(party, path), headers=headers, timeout=30.0, **kwargs)
+
+    def submit(self, spec: Mapping[str, Any], who: str = "alice") -> list[httpx.Response]:
+        return [self.request(p, "POST", "/v1/jobs", who, json=spec) for p in range(self.parties)]
+
+    def job(self, party: int, job_id: str, who: str = "alice") -> dict[str, Any]:
+        response = self.request(party, "GET", f"/v1/jobs/{job_id}", who)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait(
+        self,
+        job_id: str,
+        parties: list[int] | None = None,
+        timeout: float = 90.0,
+        phases: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled"),
+        who: str = "alice",
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        parties = list(range(self.parties)) if parties is None else parties
+        while True:
+            states = [self.job(p, job_id, who) for p in parties]
+            if all(s["phase"] in phases for s in states):
+                return states
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {[s['phase'] for s in states]}")
+            time.sleep(0.1)
+
+    def put(
+        self,
+        dataset_id: str,
+        share_sets: list[list[Mapping[str, Shares]]],
+        specs: Mapping[str, ColumnSpec],
+        owner: str = "alice",
+        use: Mapping[str, list[str] | None] | None = None,
+    ) -> None:
+        """share_sets[party] = one mapping per partition."""
+        for party in range(self.parties):
+            put_dataset(self.blobs(party), dataset_id, share_sets[party], specs, owner, use)
+
+    def worker_status(self, party: int, job_id: str, worker: int = 0) -> dict[str, Any]:
+        path = self.state_dir(party) / "jobs" / job_id / f"w{worker}.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def kill(self, party: int) -> None:
+        """SIGKILL a party's service and everything it started (it never comes back)."""
+        process = self.processes.get(party)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        for path in (self.state_dir(party) / "jobs").glob("*/w*.json"):
+            pid = json.loads(path.read_text()).get("pid", 0)
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for party, process in self.processes.items():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill(party)

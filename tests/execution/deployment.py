@@ -1,0 +1,236 @@
+"""Three parties, each with its secret-store, tuple-service and execution service as processes.
+
+Everything on loopback, SQLite and local directories under one root; PartyLink over
+gRPC with mutual TLS.  The execution services run with ``inputs=secret-store`` and
+``tuples=service``.  Helpers act as a data provider (create, upload and commit a
+dataset at every party's secret-store over REST) and as a result recipient (fetch a
+result dataset's shares from every party and open them).  Used by
+``tests/execution/test_wired.py`` and ``bench/job_bench.py --tuples hm3``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tally.common.result_layout import VALID_COLUMN, open_result
+from tally.execution.ledger import TupleLedger
+from tally.mpc.ring import Shares
+from tally.mpc.table import ColumnSpec
+from tests.execution.cluster import TOKENS, Cluster, free_ports
+from tests.tuples.cluster import Cluster as TupleCluster
+
+STORE_TOKENS = {who: f"{token}-at-the-secret-store" for who, token in TOKENS.items()}
+
+
+def service_token(party: int) -> str:
+    return f"execution-service-credential-of-party-{party}"
+
+
+def column_schema(name: str, spec: ColumnSpec) -> dict[str, Any]:
+    if spec.kind == "fixed":
+        return {"name": name, "kind": "fixed", "frac_bits": spec.frac_bits}
+    return {"name": name, "kind": spec.kind, "bits": spec.bits}
+
+
+@dataclass
+class Deployment:
+    """Start, use and stop the nine service processes of a three-party deployment."""
+
+    root: Path
+    chunk_size: int = 1 << 14
+    peer_timeout: float = 8.0
+    accept_timeout: float = 30.0
+    execution_env: dict[str, str] = field(default_factory=dict)
+    stores: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store_ports = free_ports(3)
+        self.tuples = TupleCluster(self.root / "tuples", chunk_size=self.chunk_size)
+        env = {
+            party: {
+                "TALLY_EXECUTION_INPUTS": "secret-store",
+                "TALLY_EXECUTION_SECRET_STORE_URL": self.store_url(party),
+                "TALLY_EXECUTION_SECRET_STORE_TOKEN": service_token(party),
+                "TALLY_EXECUTION_TUPLES": "service",
+                "TALLY_EXECUTION_TUPLES_URL": self.tuples.url(party),
+                "TALLY_EXECUTION_TUPLE_WAIT_S": "120",
+                **self.execution_env,
+            }
+            for party in range(3)
+        }
+        self.execution = Cluster(
+            self.root / "execution",
+            peer_timeout=self.peer_timeout,
+            accept_timeout=self.accept_timeout,
+            extra_env=env,
+        )
+
+    # -- processes -------------------------------------------------------------------------
+
+    def store_url(self, party: int) -> str:
+        return f"http://127.0.0.1:{self.store_ports[party]}"
+
+    def _store_env(self, party: int) -> dict[str, str]:
+        base = self.root / f"store{party}"
+        tokens = [{"identity": who, "token": token} for who, token in STORE_TOKENS.items()]
+        tokens.append({"identity": "execution", "token": service_token(party), "service": True})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+        env.update(
+            TALLY_SECRET_STORE_PARTY=str(party),
+            TALLY_SECRET_STORE_DATABASE_URL=f"sqlite:///{base / 'metadata.db'}",
+            TALLY_SECRET_STORE_BLOB_DIR=str(base / "blobs"),
+            TALLY_SECRET_STORE_TOKENS=json.dumps(tokens),
+        )
+        return env
+
+    def start(self) -> Deployment:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "tuples").mkdir(exist_ok=True)
+        for party in range(3):
+            log = (self.root / f"store{party}.log").open("ab")
+            self.stores.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tally.secret_store",
+                        "serve",
+                        "--port",
+                        str(self.store_ports[party]),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=self._store_env(party),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+            self.tuples.start(party)
+        self.tuples.wait_ready()
+        for party in range(3):
+            self._wait_store(party)
+        self.execution.start()
+        return self
+
+    def _wait_store(self, party: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stores[party].poll() is not None:
+                log = (self.root / f"store{party}.log").read_text()[-3000:]
+                raise RuntimeError(f"secret-store {party} exited:\n{log}")
+            try:
+                if httpx.get(self.store_url(party) + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"secret-store {party} not ready")
+
+    def stop(self) -> None:
+        self.execution.stop()
+        self.tuples.stop()
+        for process in self.stores:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.stores:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+    # -- a data provider and a recipient, over REST --------------------------------------------
+
+    def store(
+        self, party: int, method: str, path: str, who: str = "alice", **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {STORE_TOKENS[who]}", **kwargs.pop("headers", {})}
+        return httpx.request(
+            method, self.store_url(party) + path, headers=headers, timeout=60.0, **kwargs
+        )
+
+    def upload(
+        self,
+        name: str,
+        share_sets: list[Mapping[str, Shares]],
+        specs: Mapping[str, ColumnSpec],
+        owner: str = "alice",
+        use: Mapping[str, list[str] | None] | None = None,
+    ) -> str:
+        """Create, upload and commit one dataset at every party; its id (equal everywhere)."""
+        dataset_id = str(uuid.uuid4())
+        columns = [column_schema(n, s) for n, s in specs.items()]
+        if VALID_COLUMN in share_sets[0]:
+            columns.append({"name": VALID_COLUMN, "kind": "bool"})
+        rows = len(next(iter(share_sets[0].values())))
+        body = {"id": dataset_id, "name": name, "columns": columns, "rows": rows}
+        for party, shares in enumerate(share_sets):
+            created = self.store(party, "POST", "/v1/datasets", owner, json=body)
+            assert created.status_code == 201, created.text
+            for column in [c["name"] for c in columns]:
+                data = np.ascontiguousarray(shares[column], dtype="<u8").tobytes()
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Tally-Sha256": hashlib.sha256(data).hexdigest(),
+                }
+                put = self.store(
+                    party,
+                    "PUT",
+                    f"/v1/datasets/{dataset_id}/columns/{column}",
+                    owner,
+                    content=data,
+                    headers=headers,
+                )
+                assert put.status_code == 201, put.text
+            commit = self.store(party, "POST", f"/v1/datasets/{dataset_id}/commit", owner)
+            assert commit.status_code == 200, commit.text
+            for grantee, programs in (use or {}).items():
+                grant = self.store(
+                    party,
+                    "PUT",
+                    f"/v1/datasets/{dataset_id}/grants/{grantee}/use",
+                    owner,
+                    json={"programs": programs},
+                )
+                assert grant.status_code in (200, 201), grant.text
+        return dataset_id
+
+    def open_result(self, dataset_id: str, who: str = "alice") -> dict[str, Any]:
+        """Fetch a result dataset's shares from every party (as ``who``) and open them."""
+        meta = self.store(0, "GET", f"/v1/datasets/{dataset_id}", who)
+        assert meta.status_code == 200, meta.text
+        body = meta.json()
+        shares = []
+        for party in range(3):
+            columns = {}
+            for column in body["columns"]:
+                path = f"/v1/datasets/{dataset_id}/columns/{column['name']}"
+                response = self.store(party, "GET", path, who)
+                assert response.status_code == 200, response.text
+                columns[column["name"]] = np.frombuffer(response.content, "<u8").astype(np.uint64)
+            shares.append(columns)
+        return open_result(body["columns"], shares, body["tags"])
+
+    # -- the tuple-service's records ------------------------------------------------------------
+
+    def reservations(self, party: int, job_id: str, state: str) -> list[dict[str, Any]]:
+        ids = self.tuples.get(party, f"/v1/reservations?state={state}&job_id={job_id}").json()
+        return [self.tuples.get(party, f"/v1/reservations/{i}").json() for i in ids]
+
+    def ledger(self, party: int, job_id: str, worker: int = 0) -> list[dict[str, Any]]:
+        return TupleLedger(self.execution.state_dir(party), job_id, worker).entries()

@@ -1,0 +1,149 @@
+"""The execution-service and Kubernetes clients over httpx, against mock transports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import kopf
+import pytest
+
+from tally_operator.execution import (
+    ExecutionJobNotFound,
+    ExecutionRejected,
+    ExecutionUnavailable,
+    HttpExecutionClient,
+)
+from tally_operator.kube import KubeApi, KubeConflict, KubeNotFound, KubeUnavailable, path_of
+
+Handler = Callable[[httpx.Request], httpx.Response]
+JOB = {
+    "id": "sales",
+    "program": "groupby",
+    "spec_hash": "ab",
+    "phase": "Running",
+    "stage": 2,
+    "stages_total": 5,
+    "restarts": 1,
+    "partitions": 2,
+    "bytes_sent": 0,
+    "rounds": 0,
+    "timings": {},
+    "results": {"totals": ["d0", "d1"]},
+    "reason": "",
+}
+
+
+def execution(handler: Handler) -> HttpExecutionClient:
+    return HttpExecutionClient(
+        "http://execution:8000", token="tok", transport=httpx.MockTransport(handler)
+    )
+
+
+def test_get_parses_the_execution_services_job_view() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=JOB)
+
+    state = asyncio.run(execution(handler).get("sales"))
+    assert (state.phase, state.stage, state.stages, state.restarts) == ("Running", 2, 5, 1)
+    assert state.results == {"totals": ("d0", "d1")} and state.failure_reason is None
+    assert seen[0].url.path == "/v1/jobs/sales"
+    assert seen[0].headers["Authorization"] == "Bearer tok"
+
+
+def test_submit_is_idempotent_on_conflict() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            assert json.loads(request.content)["id"] == "sales"
+            return httpx.Response(409, json={"error": "exists", "detail": "job sales exists"})
+        return httpx.Response(200, json=JOB)
+
+    state = asyncio.run(execution(handler).submit({"id": "sales"}))
+    assert state.id == "sales" and state.phase == "Running"
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (httpx.Response(503, text="down"), ExecutionUnavailable),
+        (httpx.Response(404, json={"error": "not_found", "detail": "no"}), ExecutionJobNotFound),
+        (httpx.Response(200, json={**JOB, "phase": "Dancing"}), ExecutionUnavailable),
+    ],
+)
+def test_get_failures(response: httpx.Response, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        asyncio.run(execution(lambda _: response).get("sales"))
+
+
+def test_rejections_carry_the_services_error() -> None:
+    response = httpx.Response(422, json={"error": "invalid_job", "detail": "unknown program"})
+    with pytest.raises(ExecutionRejected, match="unknown program") as caught:
+        asyncio.run(execution(lambda _: response).submit({"id": "x"}))
+    assert caught.value.code == "invalid_job"
+
+
+def test_network_errors_are_unavailable_and_cancel_tolerates_unknown_jobs() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(ExecutionUnavailable):
+        asyncio.run(execution(broken).cancel("x"))
+    asyncio.run(execution(lambda _: httpx.Response(404)).cancel("x"))
+    asyncio.run(execution(lambda _: httpx.Response(200, json=JOB)).cancel("x"))
+
+
+def kube(handler: Handler) -> KubeApi:
+    api = KubeApi(transport=httpx.MockTransport(handler))
+    api.connect(kopf.ConnectionInfo(server="http://api:6443", token="t0k"))
+    return api
+
+
+def test_kube_paths() -> None:
+    assert path_of("v1", "pods", namespace="ns") == "/api/v1/namespaces/ns/pods"
+    assert path_of("v1", "nodes", name="n1") == "/api/v1/nodes/n1"
+    assert (
+        path_of(
+            "tally.dev/v1alpha1", "analyticsjobs", namespace="ns", name="a", subresource="status"
+        )
+        == "/apis/tally.dev/v1alpha1/namespaces/ns/analyticsjobs/a/status"
+    )
+
+
+def test_kube_calls_send_credentials_and_map_errors() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = {"GET": 404, "POST": 409, "PATCH": 422, "PUT": 503, "DELETE": 404}[request.method]
+        return httpx.Response(status, json={"message": "nope"})
+
+    api = kube(handler)
+    with pytest.raises(KubeNotFound):
+        asyncio.run(api.get("/api/v1/nodes/x"))
+    with pytest.raises(KubeConflict):
+        asyncio.run(api.create("/api/v1/namespaces/ns/configmaps", {}))
+    with pytest.raises(KubeConflict):
+        asyncio.run(api.merge_patch("/api/v1/namespaces/ns/pods/p", {}))
+    with pytest.raises(KubeUnavailable):
+        asyncio.run(api.replace("/api/v1/namespaces/ns/configmaps/c", {}))
+    asyncio.run(api.delete("/apis/batch/v1/namespaces/ns/jobs/j"))  # absent is fine
+    assert seen[0].headers["Authorization"] == "Bearer t0k"
+    assert seen[2].headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(seen[4].content)["propagationPolicy"] == "Background"
+
+
+def test_kube_lists_with_a_label_selector_and_needs_a_login() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["labelSelector"] == "a=b"
+        return httpx.Response(200, json={"items": [{"metadata": {"name": "p"}}]})
+
+    assert asyncio.run(kube(handler).list_items("/api/v1/pods", label_selector="a=b")) == [
+        {"metadata": {"name": "p"}}
+    ]
+    with pytest.raises(KubeUnavailable, match="not logged in"):
+        asyncio.run(KubeApi().get("/api/v1/pods"))

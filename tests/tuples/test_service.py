@@ -1,0 +1,274 @@
+"""The tuple-service as three OS processes on loopback: hm3 tuples, reservations, restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tally.mpc.arithmetic import multiply
+from tally.mpc.bits import from_planes, unpack_lanes
+from tally.mpc.compare import less_than_zero
+from tally.mpc.party import Party
+from tally.mpc.reserved import HttpTupleReader, ReservedSource
+from tally.mpc.ring import decode_int, encode_int, reconstruct, split
+from tally.mpc.shuffle import shuffle_columns
+from tally.mpc.transport import InProcessHub
+from tally.mpc.tuples import HelperShare, PermuterShare, TupleReuseError
+from tests.tuples.cluster import Cluster
+
+CHUNK = 4096
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Three services with SQLite files, or with a database each on a real PostgreSQL."""
+    urls = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        urls = [server.create_database() for _ in range(3)]
+    running = Cluster(
+        tmp_path_factory.mktemp("tuples"), database_urls=urls, chunk_size=CHUNK
+    ).start_all()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def reserve(cluster: Cluster, job: str, tuples: dict[str, int]) -> str:
+    response = cluster.post(
+        0, "/v1/reservations", {"job_id": job, "tuples": tuples, "generate_missing": True}
+    )
+    assert response.status_code == 201, response.text
+    reservation_id: str = response.json()["reservation_id"]
+    return reservation_id
+
+
+def sources(cluster: Cluster, reservation_id: str) -> list[ReservedSource]:
+    return [ReservedSource(p, 3, HttpTupleReader(cluster.url(p), reservation_id)) for p in range(3)]
+
+
+def xor_reconstruct(shares: list[np.ndarray]) -> np.ndarray:
+    combined: np.ndarray = np.bitwise_xor.reduce(np.stack(shares), axis=0)
+    return combined
+
+
+def test_every_kind_reconstructs_from_three_processes(cluster: Cluster) -> None:
+    wants = {
+        "triples": 5000,
+        "bit_triples": 300,
+        "dabits": 1000,
+        "edabits:64": 700,
+        "edabits:20": 700,
+        "input_masks": 100,
+        "shuffle": 1,
+    }
+    readers = sources(cluster, reserve(cluster, "every-kind", wants))
+    triples = [s.triples(5000) for s in readers]
+    a, b, c = (reconstruct([t[k] for t in triples]) for k in range(3))
+    np.testing.assert_array_equal(c, a * b)
+    bit_triples = [s.bit_triples(300) for s in readers]
+    a, b, c = (xor_reconstruct([t[k] for t in bit_triples]) for k in range(3))
+    np.testing.assert_array_equal(c, a & b)
+    dabits = [s.dabits(1000) for s in readers]
+    arith = reconstruct([d[0] for d in dabits])
+    assert set(np.unique(arith).tolist()) == {0, 1}
+    np.testing.assert_array_equal(
+        unpack_lanes(xor_reconstruct([d[1] for d in dabits]), 1000), arith
+    )
+    for width in (64, 20):
+        edabits = [s.edabits(700, width) for s in readers]
+        value = reconstruct([e[0] for e in edabits])
+        np.testing.assert_array_equal(
+            from_planes(xor_reconstruct([e[1] for e in edabits]), 700), value
+        )
+        assert width == 64 or int(value.max()) < 2**width
+    masks = [s.input_masks(100) for s in readers]
+    assert len(np.unique(np.concatenate(masks))) == 300
+    correlation = [s.shuffle(30, "ax") for s in readers]
+    xor = np.array([False, True])
+    for step in range(3):
+        permuter = correlation[step][step]
+        assert isinstance(permuter, PermuterShare)
+        helpers = [correlation[p][step] for p in range(3) if p != step]
+        masks_, outputs = zip(
+            *[(h.mask, h.output) for h in helpers if isinstance(h, HelperShare)], strict=True
+        )
+        moved = np.where(xor, masks_[0] ^ masks_[1], masks_[0] + masks_[1])[permuter.permutation]
+        total = np.where(xor, outputs[0] ^ outputs[1], outputs[0] + outputs[1])
+        np.testing.assert_array_equal(permuter.delta, np.where(xor, moved ^ total, moved + total))
+
+
+def test_the_reservation_is_the_same_at_every_party(cluster: Cluster) -> None:
+    reservation_id = reserve(cluster, "same", {"triples": 3 * CHUNK, "dabits": 10})
+    views = [cluster.get(p, f"/v1/reservations/{reservation_id}").json() for p in range(3)]
+    assert views[0]["state"] == "active"
+    assert views[0] == views[1] == views[2]
+
+
+def test_tuples_are_never_served_twice(cluster: Cluster) -> None:
+    reservation_id = reserve(cluster, "twice", {"triples": 100})
+    first = sources(cluster, reservation_id)[1]
+    first.triples(60)
+    again = sources(cluster, reservation_id)[1]  # a restarted worker that forgot its cursor
+    with pytest.raises(TupleReuseError):
+        again.triples(10)
+    again.cursors["triples"] = 60
+    again.triples(40)
+    response = cluster.get(
+        1, f"/v1/reservations/{reservation_id}/tuples/triples?offset=90&count=20"
+    )
+    assert response.status_code == 409
+
+
+def chunk_sets(cluster: Cluster, party: int, ids: list[str]) -> dict[str, set[int]]:
+    out = {}
+    for reservation_id in ids:
+        view = cluster.get(party, f"/v1/reservations/{reservation_id}").json()
+        out[reservation_id] = {
+            chunk
+            for kind in view["kinds"].values()
+            for first, last in kind["ranges"]
+            for chunk in range(first, last + 1)
+        }
+    return out
+
+
+def test_fifty_concurrent_reservations_never_overlap(cluster: Cluster) -> None:
+    assert cluster.post(0, "/v1/pools/triples/generate", {"tuples": 60 * CHUNK}).status_code == 200
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        replies = list(
+            pool.map(
+                lambda job: cluster.post(
+                    0, "/v1/reservations", {"job_id": f"c{job}", "tuples": {"triples": CHUNK}}
+                ),
+                range(50),
+            )
+        )
+    assert all(r.status_code == 201 for r in replies), [
+        r.text for r in replies if r.status_code != 201
+    ]
+    ids = [r.json()["reservation_id"] for r in replies]
+    for party in range(3):
+        sets = chunk_sets(cluster, party, ids)
+        assert sum(len(s) for s in sets.values()) == len(set().union(*sets.values()))
+        assert sets == chunk_sets(cluster, 0, ids)
+
+
+def test_release_frees_what_no_party_consumed(cluster: Cluster) -> None:
+    reservation_id = reserve(cluster, "release", {"triples": 2 * CHUNK})
+    view = cluster.get(0, f"/v1/reservations/{reservation_id}").json()
+    first, last = (
+        view["kinds"]["triples"]["ranges"][0][0],
+        view["kinds"]["triples"]["ranges"][-1][1],
+    )
+    sources(cluster, reservation_id)[2].triples(10)  # only party 2 consumed chunk `first`
+    reply = cluster.post(0, f"/v1/reservations/{reservation_id}/release", {})
+    assert reply.json() == {"released": True}
+    for party in range(3):
+        assert (
+            cluster.get(party, f"/v1/reservations/{reservation_id}").json()["state"] == "released"
+        )
+    again = reserve(cluster, "after-release", {"triples": 200 * CHUNK})
+    reused = chunk_sets(cluster, 0, [again])[again]
+    assert first not in reused  # consumed at one party: never handed out again
+    assert last in reused  # unconsumed everywhere: back in the pool
+    cluster.post(0, f"/v1/reservations/{again}/release", {})
+
+
+def test_a_reservation_a_follower_cannot_honour_is_refused_and_released(cluster: Cluster) -> None:
+    cluster.kill(2)
+    try:
+        reply = cluster.post(0, "/v1/reservations", {"job_id": "down", "tuples": {"triples": 10}})
+        assert reply.status_code == 409
+        assert "party 2" in reply.json()["detail"]
+    finally:
+        cluster.start(2)
+        cluster.wait_ready(parties=range(2, 3))
+    deadline = time.monotonic() + 15
+    while True:  # the leader reconnects to the restarted follower within about a second
+        reply = cluster.post(
+            0, "/v1/reservations", {"job_id": "up-again", "tuples": {"triples": 10}}
+        )
+        if reply.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert reply.status_code == 201, reply.text
+    reservation_id = reply.json()["reservation_id"]
+    assert cluster.get(2, f"/v1/reservations/{reservation_id}").json()["state"] == "active"
+    # A new generation session is opened with the restarted follower.
+    assert cluster.post(0, "/v1/pools/dabits/generate", {"tuples": 100}).status_code == 200
+
+
+def test_engine_runs_on_reserved_tuples(cluster: Cluster) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(2**40), 2**40, 300)
+    y = rng.integers(-(2**20), 2**20, 300)
+    xs, ys = split(encode_int(x), 3, rng), split(encode_int(y), 3, rng)
+    table = split(encode_int(np.stack([x, np.arange(300)], axis=1)), 3, rng)
+    wants = {"triples": 300, "edabits:64": 300, "bit_triples": 2000, "dabits": 1000, "shuffle": 1}
+    reservation_id = reserve(cluster, "engine", wants)
+    hub = InProcessHub(3, timeout=60)
+    results: list[Any] = [None] * 3
+
+    def run(index: int) -> None:
+        source = ReservedSource(index, 3, HttpTupleReader(cluster.url(index), reservation_id))
+        party = Party(index, hub.transport(index), source)
+        (product,) = multiply(party, [(xs[index], ys[index])])
+        results[index] = (
+            product,
+            less_than_zero(party, xs[index]),
+            shuffle_columns(party, table[index]),
+        )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    np.testing.assert_array_equal(decode_int(reconstruct([r[0] for r in results])), x * y)
+    np.testing.assert_array_equal(reconstruct([r[1] for r in results]), (x < 0).astype(np.uint64))
+    shuffled = decode_int(reconstruct([r[2] for r in results]))
+    np.testing.assert_array_equal(shuffled[:, 0], x[shuffled[:, 1]])
+
+
+def test_pools_and_metrics_report_availability(cluster: Cluster) -> None:
+    pools = {p["kind"]: p for p in cluster.get(0, "/v1/pools").json()}
+    assert pools["triples"]["available"] > 0
+    assert pools["triples"]["generated"] > 0
+    text = cluster.get(1, "/metrics").text
+    assert 'tally_tuples_available{kind="triples"}' in text
+    assert cluster.get(1, "/healthz").json() == {"status": "ok"}
+
+
+def test_unknown_kinds_are_a_400(cluster: Cluster) -> None:
+    reply = cluster.post(0, "/v1/reservations", {"job_id": "x", "tuples": {"quads": 3}})
+    assert reply.status_code == 400
+    assert reply.json()["error"] == "bad_request"
+
+
+def test_background_replenishment_keeps_pools_above_low_water(tmp_path: Path) -> None:
+    pools = [{"kind": "triples", "low_water": 3 * CHUNK, "batch": 2 * CHUNK}]
+    running = Cluster(tmp_path, chunk_size=CHUNK, pools=pools, replenish=True).start_all()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            available = {p["kind"]: p["available"] for p in running.get(0, "/v1/pools").json()}
+            if available.get("triples", 0) >= 3 * CHUNK:
+                break
+            time.sleep(0.2)
+        assert available["triples"] >= 3 * CHUNK
+        for party in (1, 2):
+            stats = {p["kind"]: p for p in running.get(party, "/v1/pools").json()}
+            assert stats["triples"]["available"] >= 3 * CHUNK
+    finally:
+        running.stop()
