@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -31,18 +30,9 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 
 from cases import CASES, Case  # noqa: E402
 from tally.mpc.party import Party  # noqa: E402
+from tally.mpc.processes import free_ports  # noqa: E402
 from tally.mpc.transport import SocketTransport  # noqa: E402
 from tally.mpc.tuples import Dealer  # noqa: E402
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @dataclass

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,20 +24,11 @@ import httpx
 from tally.common.blobstore import LocalBlobStore
 from tally.execution.local import DealerTuples, put_dataset
 from tally.execution.tls import write_test_pki
+from tally.mpc.processes import free_ports
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "mallory": "mallory-token"}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @dataclass

@@ -1,11 +1,16 @@
-"""Three tuple-services as separate OS processes on loopback, for the tuple-service tests."""
+"""Three tuple-services as separate OS processes on loopback, for the tuple-service tests.
+
+Secure as in production: TupleLink runs over mutual TLS with throwaway party
+certificates (``pki/`` under the root), and the REST API needs a bearer token
+(``token(party)``; ``get``/``post`` send it).  ``generator="dealer"`` also starts
+a dealer process (``python -m tally.tuples.dealer``) with its own certificate.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +20,10 @@ from typing import Any
 
 import httpx
 
+from tally.common.tls import party_name, write_test_pki
+from tally.mpc.processes import free_ports
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+DEALER_SECRET = "dealer-shuffle-key-for-the-tuple-service-tests"
 
 
 @dataclass
@@ -36,15 +36,38 @@ class Cluster:
     pools: list[dict[str, Any]] = field(default_factory=list)
     replenish: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    generator: str = "hm3"
+    tls: bool = True
     processes: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+    dealer_process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        ports = free_ports(6)
-        self.grpc_ports, self.http_ports = ports[:3], ports[3:]
+        ports = free_ports(7)
+        self.grpc_ports, self.http_ports, self.dealer_port = ports[:3], ports[3:6], ports[6]
         self.processes = [None, None, None]
+        self.root.mkdir(parents=True, exist_ok=True)
+        names = [party_name(p) for p in range(3)] + ["dealer"]
+        self.pki = write_test_pki(self.root / "pki", names) if self.tls else {}
 
     def url(self, party: int) -> str:
         return f"http://127.0.0.1:{self.http_ports[party]}"
+
+    def token(self, party: int) -> str:
+        """The bearer token of party ``party``'s tuple-service (its execution service's)."""
+        return f"tuple-service-credential-of-party-{party}"
+
+    def headers(self, party: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(party)}"}
+
+    def tls_env(self, prefix: str, name: str) -> dict[str, str]:
+        if not self.tls:
+            return {}
+        ca, cert, key = self.pki[name]
+        return {
+            f"{prefix}TLS_CA": str(ca),
+            f"{prefix}TLS_CERT": str(cert),
+            f"{prefix}TLS_KEY": str(key),
+        }
 
     def env(self, party: int) -> dict[str, str]:
         base = self.root / f"party{party}"
@@ -64,10 +87,38 @@ class Cluster:
                 "TALLY_TUPLES_REPLENISH": "true" if self.replenish else "false",
                 "TALLY_TUPLES_REPLENISH_INTERVAL_S": "0.2",
                 "TALLY_TUPLES_RPC_TIMEOUT_S": "30",
+                "TALLY_TUPLES_TOKENS": json.dumps(
+                    [{"identity": "execution", "token": self.token(party)}]
+                ),
+                "TALLY_TUPLES_GENERATOR": self.generator,
+                "TALLY_TUPLES_DEALER": f"127.0.0.1:{self.dealer_port}",
+                **self.tls_env("TALLY_TUPLES_", party_name(party)),
             }
         )
         env.update(self.extra_env)
         return env
+
+    def dealer_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+        env.update(
+            {
+                "TALLY_DEALER_LISTEN": f"127.0.0.1:{self.dealer_port}",
+                "TALLY_DEALER_PEERS": json.dumps([f"127.0.0.1:{port}" for port in self.grpc_ports]),
+                "TALLY_DEALER_SECRET": DEALER_SECRET,
+                "TALLY_DEALER_RPC_TIMEOUT_S": "30",
+                **self.tls_env("TALLY_DEALER_", "dealer"),
+            }
+        )
+        return env
+
+    def start_dealer(self) -> None:
+        log = (self.root / "dealer.log").open("ab")
+        self.dealer_process = subprocess.Popen(
+            [sys.executable, "-m", "tally.tuples.dealer"],
+            env=self.dealer_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def start(self, party: int) -> None:
         log = (self.root / f"party{party}.log").open("ab")
@@ -79,6 +130,8 @@ class Cluster:
         )
 
     def start_all(self) -> Cluster:
+        if self.generator == "dealer":
+            self.start_dealer()
         for party in range(3):
             self.start(party)
         self.wait_ready()
@@ -97,6 +150,9 @@ class Cluster:
                 if process is not None and process.poll() is not None:
                     log = (self.root / f"party{party}.log").read_text()
                     raise RuntimeError(f"party {party} exited:\n{log[-3000:]}")
+                if self.dealer_process is not None and self.dealer_process.poll() is not None:
+                    log = (self.root / "dealer.log").read_text()
+                    raise RuntimeError(f"the dealer exited:\n{log[-3000:]}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"party {party} not ready")
                 time.sleep(0.1)
@@ -111,18 +167,27 @@ class Cluster:
     def stop(self) -> None:
         for party, process in enumerate(self.processes):
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+                terminate(process)
                 self.processes[party] = None
+        if self.dealer_process is not None:
+            terminate(self.dealer_process)
+            self.dealer_process = None
 
     def post(
         self, party: int, path: str, body: dict[str, Any], timeout: float = 60.0
     ) -> httpx.Response:
-        return httpx.post(self.url(party) + path, json=body, timeout=timeout)
+        return httpx.post(
+            self.url(party) + path, json=body, headers=self.headers(party), timeout=timeout
+        )
 
     def get(self, party: int, path: str, timeout: float = 60.0) -> httpx.Response:
-        return httpx.get(self.url(party) + path, timeout=timeout)
+        return httpx.get(self.url(party) + path, headers=self.headers(party), timeout=timeout)
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
