@@ -25,10 +25,10 @@ BENCH_OUT := bench/results/latest.jsonl
 help:
 	@echo "make install  create .venv and install tally with its dev tools (editable)"
 	@echo "make test     run the test suite"
-	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc and tally_operator, import-linter"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc, tally.client and tally_operator, import-linter"
 	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
 	@echo "make bench-analytics  sort and group-by benchmarks (issue 3)"
-	@echo "make demo     run the engine demo (three parties, checked against numpy)"
+	@echo "make demo     a 3-party local deployment, two providers, a group-by checked against pandas"
 	@echo "make clean    remove .venv and caches"
 
 install: $(INSTALLED)
@@ -79,6 +79,7 @@ lint: install
 	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
 	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
 	echo "mypy --strict -p tally.mpc"; $(BIN)/mypy --strict -p tally.mpc || status=1; \
+	echo "mypy --strict -p tally.client"; $(BIN)/mypy --strict -p tally.client || status=1; \
 	echo "mypy --strict operator/tally_operator"; $(BIN)/mypy --strict operator/tally_operator || status=1; \
 	echo "lint-imports"; $(BIN)/lint-imports || status=1; \
 	if [ $$status -ne 0 ]; then echo "make lint: failed (see above)" >&2; fi; \

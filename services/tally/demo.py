@@ -1,242 +1,131 @@
-"""The engine demo: two providers' secret-shared data, three parties, checked against numpy/pandas.
+"""The demo behind ``make demo``: a 3-party deployment, two providers, one analyst, one group-by.
 
-Two data providers each hold a small table of ad views per region.  Each
-provider splits its column into additive shares over Z_2^64 (OS randomness)
-and hands one share to each of three parties, so no party ever sees a
-provider's values.  The parties then compute, on shares only, the joint views
-per region and in total, whether A's views exceed B's, and whether they are
-equal, and open just those results.  Then the headline primitive: both
-providers' event logs (region, views) are shared, concatenated at each party,
-and aggregated with ``group_by("region", domain=...).agg(...)``.  The demo
-prints everything next to the same computation in plain numpy/pandas and ends
-with ``matches plaintext: yes`` or ``no``.
+1. Start an embedded deployment: three parties on this machine, each with its
+   secret-store, tuple-service and execution service as separate processes, mutual
+   TLS between the parties, hm3 tuples (``tally.local``).
+2. Two data providers each make up a skewed table of ad views (region, views) and
+   upload it: the SDK checks it, splits every value into three additive shares with
+   the OS CSPRNG and sends one share to each party.  Each grants the analyst ``use``.
+3. The analyst runs ``group_by("region", domain=REGIONS).agg(views=sum, n=count,
+   avg=mean)`` over both tables: the parties sort and aggregate on shares, the output
+   is padded to every region, and only the analyst reconstructs it.
+4. The result is printed next to pandas on the plain tables; the last line says
+   whether they match.  Then the deployment stops and its state is deleted.
 
-Run with ``python -m tally.demo`` or ``tally demo``.  All parties run as threads
-of this process (:func:`tally.mpc.simulate.run_parties`); tuples come from a
-local dealer drawing from the OS CSPRNG.
+Run with ``make demo``, ``python -m tally.demo`` or ``tally demo``.  The made-up
+tables are printed only as sizes; nothing else leaves the providers in the clear.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
 
-from tally.mpc.columns import SecretColumn
-from tally.mpc.party import Party
-from tally.mpc.ring import Shares, encode_int, split
-from tally.mpc.simulate import run_parties
-from tally.mpc.table import ColumnSpec, share_table, table_from_share_set
+import tally
 
-PARTIES = 3
-
-REGIONS = ["north", "south", "east", "west", "central", "islands"]
-PROVIDER_A_VIEWS = np.array([1_200, 860, 430, 2_210, 975, 58], dtype=np.int64)
-PROVIDER_B_VIEWS = np.array([1_100, 860, 515, 1_980, 1_020, 58], dtype=np.int64)
-
-Column = NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class Results:
-    """The opened results of one computation: joint views, their total, A > B, A == B."""
-
-    joint_views: Column
-    total_views: int
-    a_greater: Column
-    equal: Column
+ROWS_PER_PROVIDER = 200_000
+REGIONS = [
+    "Aberdeen", "Amsterdam", "Athens", "Barcelona", "Belfast", "Berlin", "Bern", "Bilbao",
+    "Bologna", "Bordeaux", "Bratislava", "Brno", "Brussels", "Bucharest", "Budapest", "Cork",
+    "Copenhagen", "Dublin", "Edinburgh", "Florence", "Gdansk", "Geneva", "Ghent", "Graz",
+    "Hamburg", "Helsinki", "Krakow", "Lisbon", "Ljubljana", "Lyon", "Madrid", "Malmo",
+    "Marseille", "Milan", "Munich", "Naples", "Nice", "Oslo", "Paris", "Porto", "Prague",
+    "Riga", "Rome", "Rotterdam", "Seville", "Sofia", "Stockholm", "Tallinn", "Vienna",
+    "Vilnius", "Warsaw", "Zagreb",
+]  # fmt: skip
+QUIET_REGIONS = {"Tallinn", "Zagreb"}
+"""Regions without a single view: the padded output still lists them (n = 0)."""
+AGGREGATIONS = {"views": ("views", "sum"), "n": ("views", "count"), "avg": ("views", "mean")}
 
 
-@dataclass(frozen=True)
-class PartyOutput:
-    """What one party ends with: the opened results and what it cost that party."""
-
-    results: Results
-    bytes_sent: int
-    rounds: int
-
-
-def share_column(values: Column, parties: int) -> list[Shares]:
-    """A provider's step: encode a column and split it into one share per party."""
-    return split(encode_int(values), parties)
-
-
-def compute_in_mpc(a_shares: list[Shares], b_shares: list[Shares]) -> list[PartyOutput]:
-    """Run the program at every party on its shares; return each party's output."""
-
-    def program(party: Party) -> PartyOutput:
-        views_a = SecretColumn(party, a_shares[party.id])
-        views_b = SecretColumn(party, b_shares[party.id])
-        joint = views_a + views_b
-        results = Results(
-            joint_views=joint.reveal(),
-            total_views=int(joint.sum().reveal()[0]),
-            a_greater=(views_a > views_b).reveal(),
-            equal=(views_a == views_b).reveal(),
-        )
-        return PartyOutput(results, party.transport.bytes_sent, party.transport.rounds)
-
-    return run_parties(len(a_shares), program, seed=None)
-
-
-def compute_in_plaintext(views_a: Column, views_b: Column) -> Results:
-    """The same computation in plain numpy, on the providers' values."""
-    joint = views_a + views_b
-    return Results(
-        joint_views=joint,
-        total_views=int(joint.sum()),
-        a_greater=(views_a > views_b).astype(np.int64),
-        equal=(views_a == views_b).astype(np.int64),
-    )
-
-
-def same_results(left: Results, right: Results) -> bool:
-    """Whether two sets of results agree exactly."""
-    return (
-        np.array_equal(left.joint_views, right.joint_views)
-        and left.total_views == right.total_views
-        and np.array_equal(left.a_greater, right.a_greater)
-        and np.array_equal(left.equal, right.equal)
-    )
-
-
-def _yes_no(flag: int) -> str:
-    return "yes" if flag else "no"
-
-
-def format_table(mpc: Results, plain: Results) -> list[str]:
-    """The per-region results, MPC next to numpy, as text lines."""
-    header = (
-        f"{'region':<8} {'A views':>8} {'B views':>8} | "
-        f"{'A+B mpc':>8} {'numpy':>8} | {'A>B mpc':>7} {'numpy':>5} | {'A==B mpc':>8} {'numpy':>5}"
-    )
-    lines = [header, "-" * len(header)]
-    for row, region in enumerate(REGIONS):
-        lines.append(
-            f"{region:<8} {PROVIDER_A_VIEWS[row]:>8} {PROVIDER_B_VIEWS[row]:>8} | "
-            f"{mpc.joint_views[row]:>8} {plain.joint_views[row]:>8} | "
-            f"{_yes_no(mpc.a_greater[row]):>7} {_yes_no(plain.a_greater[row]):>5} | "
-            f"{_yes_no(mpc.equal[row]):>8} {_yes_no(plain.equal[row]):>5}"
-        )
-    lines.append("-" * len(header))
-    lines.append(
-        f"{'total':<8} {int(PROVIDER_A_VIEWS.sum()):>8} {int(PROVIDER_B_VIEWS.sum()):>8} | "
-        f"{mpc.total_views:>8} {plain.total_views:>8} |"
-    )
-    return lines
-
-
-EVENTS_PER_PROVIDER = 2_000
-
-
-def provider_events(seed: int) -> dict[str, Column]:
-    """A provider's made-up event log: a region code and the views of each event."""
+def provider_table(seed: int, rows: int = ROWS_PER_PROVIDER) -> pd.DataFrame:
+    """A provider's made-up ad views: Zipf-skewed regions, heavy-tailed views per event."""
     rng = np.random.default_rng(seed)
-    return {
-        "region": rng.integers(0, len(REGIONS) - 1, EVENTS_PER_PROVIDER),  # no "islands" events
-        "views": rng.integers(1, 500, EVENTS_PER_PROVIDER),
-    }
+    active = [r for r in REGIONS if r not in QUIET_REGIONS]
+    weights = 1.0 / np.arange(1, len(active) + 1) ** 1.1
+    order = rng.permutation(len(active))
+    regions = np.asarray(active)[order][rng.choice(len(active), rows, p=weights / weights.sum())]
+    views = np.minimum(rng.geometric(0.02, rows), 5_000)
+    return pd.DataFrame({"region": regions, "views": views})
 
 
-def group_by_in_mpc(events: list[dict[str, Column]]) -> dict[str, NDArray[np.float64]]:
-    """Share each provider's log, run the group-by at every party, open the result."""
-    specs = {"region": ColumnSpec("key", bits=3), "views": ColumnSpec("int", bits=20)}
-    share_sets = [share_table(log, specs, PARTIES) for log in events]
+def plaintext(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The same group-by in pandas on the plain tables, padded to every region."""
+    grouped = pd.concat(tables).groupby("region").agg(**AGGREGATIONS)
+    grouped = grouped.reindex(REGIONS).fillna({"views": 0, "n": 0})
+    return grouped.rename_axis("region").reset_index()
 
-    def program(party: Party) -> dict[str, NDArray[np.float64]]:
-        joint = {
-            name: np.concatenate([share_set[party.id][name] for share_set in share_sets])
-            for name in ("region", "views", "valid")
-        }
-        table = table_from_share_set(party, joint, specs)
-        grouped = table.group_by("region", domain=list(range(len(REGIONS)))).agg(
-            total=("views", "sum"),
-            events=("views", "count"),
-            mean=("views", "mean"),
-            top=("views", "max"),
+
+def matches(mpc: pd.DataFrame, plain: pd.DataFrame) -> bool:
+    """Exact sums and counts, means to 1e-9, the same regions in the same order."""
+    mpc = mpc.set_index("region").reindex(plain["region"]).reset_index()
+    if list(mpc["region"]) != list(plain["region"]) or mpc.isna()["views"].any():
+        return False
+    return bool(
+        np.array_equal(mpc["views"].to_numpy(np.int64), plain["views"].to_numpy(np.int64))
+        and np.array_equal(mpc["n"].to_numpy(np.int64), plain["n"].to_numpy(np.int64))
+        and np.allclose(mpc["avg"], plain["avg"], rtol=1e-9, equal_nan=True)
+    )
+
+
+def print_side_by_side(mpc: pd.DataFrame, plain: pd.DataFrame) -> None:
+    """Every region: the MPC result | pandas."""
+    both = mpc.merge(plain, on="region", how="outer", suffixes=("", "_pandas"))
+    print(f"{'region':<11} {'views (mpc | pandas)':>23} {'n (mpc | pandas)':>19} "
+          f"{'avg (mpc | pandas)':>21}")  # fmt: skip
+    for row in both.itertuples(index=False):
+        print(
+            f"{row.region:<11} {row.views:>11,.0f} | {row.views_pandas:<9,.0f}"
+            f"{row.n:>9,.0f} | {row.n_pandas:<7,.0f}"
+            f"{row.avg:>10.3f} | {row.avg_pandas:<8.3f}"
         )
-        return {k: np.asarray(v, dtype=np.float64) for k, v in grouped.reveal().items()}
-
-    return run_parties(PARTIES, program, seed=None)[0]
-
-
-def group_by_in_pandas(events: list[dict[str, Column]]) -> dict[str, NDArray[np.float64]]:
-    """The same group-by in pandas, over the providers' plain logs."""
-    frame = pd.concat([pd.DataFrame(log) for log in events])
-    grouped = frame.groupby("region").agg(
-        total=("views", "sum"),
-        events=("views", "count"),
-        mean=("views", "mean"),
-        top=("views", "max"),
-    )
-    grouped = grouped.reindex(range(len(REGIONS)))
-    grouped["total"] = grouped["total"].fillna(0)
-    grouped["events"] = grouped["events"].fillna(0)
-    grouped = grouped.reset_index()
-    return {c: grouped[c].to_numpy(dtype=np.float64) for c in grouped.columns}
-
-
-def same_group_by(
-    mpc: dict[str, NDArray[np.float64]], plain: dict[str, NDArray[np.float64]]
-) -> bool:
-    """Whether the MPC group-by equals pandas (means to fixed-point-free float precision)."""
-    return list(mpc) == list(plain) and all(
-        np.allclose(mpc[c], plain[c], equal_nan=True, rtol=1e-9) for c in plain
-    )
-
-
-def print_group_by(
-    mpc: dict[str, NDArray[np.float64]], plain: dict[str, NDArray[np.float64]]
-) -> None:
-    """The group-by result, MPC next to pandas."""
-    print("group_by('region', domain=all regions).agg(total=sum, events=count, mean, top=max)")
-    print(f"over {2 * EVENTS_PER_PROVIDER:,} events from both providers (MPC | pandas):")
-    print(f"{'region':<8} {'total':>15} {'events':>13} {'mean':>17} {'top':>11}")
-    for row, region in enumerate(REGIONS):
-        cells = [f"{mpc[c][row]:>6.0f} | {plain[c][row]:<6.0f}" for c in ("total", "events")] + [
-            f"{mpc['mean'][row]:>7.2f} | {plain['mean'][row]:<7.2f}"
-        ]
-        cells.append(f"{mpc['top'][row]:>4.0f} | {plain['top'][row]:<4.0f}")
-        print(f"{region:<8} " + " ".join(cells))
 
 
 def main() -> int:
-    """Run the demo and print its report; 0 when MPC matches plaintext, 1 otherwise."""
-    a_shares = share_column(PROVIDER_A_VIEWS, PARTIES)
-    b_shares = share_column(PROVIDER_B_VIEWS, PARTIES)
-    outputs = compute_in_mpc(a_shares, b_shares)
-    plain = compute_in_plaintext(PROVIDER_A_VIEWS, PROVIDER_B_VIEWS)
-    mpc = outputs[0].results
-    parties_agree = all(same_results(output.results, mpc) for output in outputs)
-    events = [provider_events(2026), provider_events(2027)]
-    grouped_mpc, grouped_plain = group_by_in_mpc(events), group_by_in_pandas(events)
-    matches = (
-        parties_agree and same_results(mpc, plain) and same_group_by(grouped_mpc, grouped_plain)
-    )
-
-    print(f"Tally engine demo: {PARTIES} parties compute on two providers' secret-shared columns.")
-    print(
-        "Provider A and provider B each split their ad views per region into "
-        f"{PARTIES} additive shares"
-    )
-    print("over Z_2^64; each party holds one share of each column and never the values.")
-    print("The inputs are printed below only so that the results can be checked.")
-    print()
-    for line in format_table(mpc, plain):
-        print(line)
-    print()
-    for party, output in enumerate(outputs):
-        print(f"party {party}: sent {output.bytes_sent:,} bytes in {output.rounds} rounds")
-    print()
-    print_group_by(grouped_mpc, grouped_plain)
-    print()
-    if not parties_agree:
-        print("the parties opened different results")
-    print(f"matches plaintext: {'yes' if matches else 'no'}")
-    return 0 if matches else 1
+    """Run the demo; 0 when the MPC result matches pandas."""
+    started = time.monotonic()
+    tables = [provider_table(2026), provider_table(2027)]
+    print("Tally demo: 3 parties, 2 data providers, 1 analyst, on this machine.")
+    with tally.local(parties=3, identities=["provider-a", "provider-b", "analyst"]) as local:
+        print(f"started 3 parties x (secret-store, tuple-service, execution) with mutual TLS "
+              f"and hm3 tuples in {time.monotonic() - started:.1f} s")  # fmt: skip
+        for provider, table in zip(("provider-a", "provider-b"), tables, strict=True):
+            with local.as_identity(provider) as cluster:
+                dataset = cluster.upload(
+                    table,
+                    name=f"ad-views-{provider[-1]}",
+                    keys=["region"],
+                    domains={"region": REGIONS},
+                    share_with=["analyst"],
+                )
+            print(f"{provider} secret-shared {dataset.rows:,} rows to 3 parties "
+                  f"(dataset {dataset.name})")  # fmt: skip
+        with local.as_identity("analyst") as analyst:
+            query = (
+                analyst.table("ad-views-a", "ad-views-b")
+                .group_by("region", domain=REGIONS)
+                .agg(**AGGREGATIONS)
+            )
+            job_started = time.monotonic()
+            job = query.run()
+            result = job.result(timeout=300)
+            status = job.status()
+        seconds = time.monotonic() - job_started
+        print(f"analyst ran {query.description}: job {job.id} in {seconds:.1f} s")
+        for index, party in enumerate(status.parties):
+            print(f"  party {index} sent {party['bytes_sent'] / 1e6:,.1f} MB "
+                  f"in {party['rounds']} rounds")  # fmt: skip
+        plain = plaintext(tables)
+        print()
+        print_side_by_side(result, plain)
+        print()
+        ok = matches(result, plain)
+    print(f"stopped the deployment; {time.monotonic() - started:.1f} s in all")
+    print(f"matches plaintext: {'yes' if ok else 'no'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ from tally.mpc.table import ColumnSpec
 from tests.execution.cluster import TOKENS, Cluster, free_ports
 from tests.tuples.cluster import Cluster as TupleCluster
 
-STORE_TOKENS = {who: f"{token}-at-the-secret-store" for who, token in TOKENS.items()}
+STORE_TOKENS = {who: f"{who}-token-at-the-secret-store" for who in [*TOKENS, "carol"]}
+"""Tokens at the secret-stores (carol only reads results: she submits no jobs)."""
+
+
+TUPLES_TOKEN = "execution-bearer-token-at-the-tuple-services"
 
 
 def service_token(party: int) -> str:
@@ -52,6 +56,7 @@ class Deployment:
 
     root: Path
     chunk_size: int = 1 << 14
+    tls: bool = True
     peer_timeout: float = 8.0
     accept_timeout: float = 30.0
     execution_env: dict[str, str] = field(default_factory=dict)
@@ -59,7 +64,12 @@ class Deployment:
 
     def __post_init__(self) -> None:
         self.store_ports = free_ports(3)
-        self.tuples = TupleCluster(self.root / "tuples", chunk_size=self.chunk_size)
+        tokens = [{"identity": "execution", "token": TUPLES_TOKEN}]
+        self.tuples = TupleCluster(
+            self.root / "tuples",
+            chunk_size=self.chunk_size,
+            extra_env={"TALLY_TUPLES_TOKENS": json.dumps(tokens)},
+        )
         env = {
             party: {
                 "TALLY_EXECUTION_INPUTS": "secret-store",
@@ -67,6 +77,7 @@ class Deployment:
                 "TALLY_EXECUTION_SECRET_STORE_TOKEN": service_token(party),
                 "TALLY_EXECUTION_TUPLES": "service",
                 "TALLY_EXECUTION_TUPLES_URL": self.tuples.url(party),
+                "TALLY_EXECUTION_TUPLES_TOKEN": TUPLES_TOKEN,
                 "TALLY_EXECUTION_TUPLE_WAIT_S": "120",
                 **self.execution_env,
             }
@@ -74,6 +85,7 @@ class Deployment:
         }
         self.execution = Cluster(
             self.root / "execution",
+            tls=self.tls,
             peer_timeout=self.peer_timeout,
             accept_timeout=self.accept_timeout,
             extra_env=env,
@@ -228,9 +240,27 @@ class Deployment:
 
     # -- the tuple-service's records ------------------------------------------------------------
 
+    def tuple_service(
+        self, party: int, method: str, path: str, timeout: float = 60.0, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TUPLES_TOKEN}"}
+        url = self.tuples.url(party) + path
+        return httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
+
+    def reservation(self, party: int, reservation_id: str) -> dict[str, Any]:
+        response = self.tuple_service(party, "GET", f"/v1/reservations/{reservation_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
     def reservations(self, party: int, job_id: str, state: str) -> list[dict[str, Any]]:
-        ids = self.tuples.get(party, f"/v1/reservations?state={state}&job_id={job_id}").json()
-        return [self.tuples.get(party, f"/v1/reservations/{i}").json() for i in ids]
+        params = {"state": state, "job_id": job_id}
+        ids = self.tuple_service(party, "GET", "/v1/reservations", params=params).json()
+        return [self.reservation(party, i) for i in ids]
+
+    def pools(self, party: int) -> list[dict[str, Any]]:
+        pools: list[dict[str, Any]] = self.tuple_service(party, "GET", "/v1/pools").json()
+        return pools
 
     def ledger(self, party: int, job_id: str, worker: int = 0) -> list[dict[str, Any]]:
         return TupleLedger(self.execution.state_dir(party), job_id, worker).entries()

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from tally.mpc.arithmetic import multiply
-from tally.mpc.bits import from_planes, unpack_lanes
 from tally.mpc.compare import less_than_zero
 from tally.mpc.party import Party
 from tally.mpc.reserved import HttpTupleReader, ReservedSource
 from tally.mpc.ring import decode_int, encode_int, reconstruct, split
 from tally.mpc.shuffle import shuffle_columns
 from tally.mpc.transport import InProcessHub
-from tally.mpc.tuples import HelperShare, PermuterShare, TupleReuseError
+from tally.mpc.tuples import TupleReuseError
 from tests.tuples.cluster import Cluster
+from tests.tuples.relations import EVERY_KIND, check_every_kind, sources
 
 CHUNK = 4096
 
@@ -53,59 +53,8 @@ def reserve(cluster: Cluster, job: str, tuples: dict[str, int]) -> str:
     return reservation_id
 
 
-def sources(cluster: Cluster, reservation_id: str) -> list[ReservedSource]:
-    return [ReservedSource(p, 3, HttpTupleReader(cluster.url(p), reservation_id)) for p in range(3)]
-
-
-def xor_reconstruct(shares: list[np.ndarray]) -> np.ndarray:
-    combined: np.ndarray = np.bitwise_xor.reduce(np.stack(shares), axis=0)
-    return combined
-
-
 def test_every_kind_reconstructs_from_three_processes(cluster: Cluster) -> None:
-    wants = {
-        "triples": 5000,
-        "bit_triples": 300,
-        "dabits": 1000,
-        "edabits:64": 700,
-        "edabits:20": 700,
-        "input_masks": 100,
-        "shuffle": 1,
-    }
-    readers = sources(cluster, reserve(cluster, "every-kind", wants))
-    triples = [s.triples(5000) for s in readers]
-    a, b, c = (reconstruct([t[k] for t in triples]) for k in range(3))
-    np.testing.assert_array_equal(c, a * b)
-    bit_triples = [s.bit_triples(300) for s in readers]
-    a, b, c = (xor_reconstruct([t[k] for t in bit_triples]) for k in range(3))
-    np.testing.assert_array_equal(c, a & b)
-    dabits = [s.dabits(1000) for s in readers]
-    arith = reconstruct([d[0] for d in dabits])
-    assert set(np.unique(arith).tolist()) == {0, 1}
-    np.testing.assert_array_equal(
-        unpack_lanes(xor_reconstruct([d[1] for d in dabits]), 1000), arith
-    )
-    for width in (64, 20):
-        edabits = [s.edabits(700, width) for s in readers]
-        value = reconstruct([e[0] for e in edabits])
-        np.testing.assert_array_equal(
-            from_planes(xor_reconstruct([e[1] for e in edabits]), 700), value
-        )
-        assert width == 64 or int(value.max()) < 2**width
-    masks = [s.input_masks(100) for s in readers]
-    assert len(np.unique(np.concatenate(masks))) == 300
-    correlation = [s.shuffle(30, "ax") for s in readers]
-    xor = np.array([False, True])
-    for step in range(3):
-        permuter = correlation[step][step]
-        assert isinstance(permuter, PermuterShare)
-        helpers = [correlation[p][step] for p in range(3) if p != step]
-        masks_, outputs = zip(
-            *[(h.mask, h.output) for h in helpers if isinstance(h, HelperShare)], strict=True
-        )
-        moved = np.where(xor, masks_[0] ^ masks_[1], masks_[0] + masks_[1])[permuter.permutation]
-        total = np.where(xor, outputs[0] ^ outputs[1], outputs[0] + outputs[1])
-        np.testing.assert_array_equal(permuter.delta, np.where(xor, moved ^ total, moved + total))
+    check_every_kind(sources(cluster, reserve(cluster, "every-kind", EVERY_KIND)))
 
 
 def test_the_reservation_is_the_same_at_every_party(cluster: Cluster) -> None:
@@ -185,6 +134,24 @@ def test_release_frees_what_no_party_consumed(cluster: Cluster) -> None:
     cluster.post(0, f"/v1/reservations/{again}/release", {})
 
 
+def test_a_client_chosen_id_makes_reserving_idempotent(cluster: Cluster) -> None:
+    chosen = "0123456789abcdef0123456789abcdef"
+    body = {"job_id": "chosen", "tuples": {"triples": 10, "shuffle": 2}, "reservation_id": chosen}
+    first = cluster.post(0, "/v1/reservations", {**body, "generate_missing": True})
+    assert first.status_code == 201, first.text
+    again = cluster.post(0, "/v1/reservations", {**body, "tuples": {"triples": 999}})
+    assert again.status_code == 200 and again.json() == first.json()  # unchanged, not more
+    views = [cluster.get(p, f"/v1/reservations/{chosen}").json() for p in range(3)]
+    assert all(view["kinds"] == views[0]["kinds"] for view in views)
+    assert all(
+        cluster.get(p, "/v1/reservations?job_id=chosen").json() == [chosen] for p in range(3)
+    )
+    assert cluster.get(0, "/v1/reservations?job_id=another").json() == []
+    other = cluster.post(0, "/v1/reservations", {**body, "job_id": "another"})
+    assert other.status_code == 409 and "another job" in other.json()["detail"]
+    assert cluster.post(0, f"/v1/reservations/{chosen}/release", {}).status_code == 200
+
+
 def test_a_reservation_a_follower_cannot_honour_is_refused_and_released(cluster: Cluster) -> None:
     cluster.kill(2)
     try:
@@ -221,7 +188,8 @@ def test_engine_runs_on_reserved_tuples(cluster: Cluster) -> None:
     results: list[Any] = [None] * 3
 
     def run(index: int) -> None:
-        source = ReservedSource(index, 3, HttpTupleReader(cluster.url(index), reservation_id))
+        reader = HttpTupleReader(cluster.url(index), reservation_id, token=cluster.token(index))
+        source = ReservedSource(index, 3, reader)
         party = Party(index, hub.transport(index), source)
         (product,) = multiply(party, [(xs[index], ys[index])])
         results[index] = (

@@ -38,6 +38,11 @@ def _first_bad(mask: NDArray[np.bool_]) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _row(series: pd.Series, position: int) -> str:
+    """Where a value is, by the frame's index: ``row 3`` (or ``line 5`` for a CSV index)."""
+    return f"{series.index.name or 'row'} {series.index[position]}"
+
+
 def _numeric(series: pd.Series, name: str) -> pd.Series:
     """The column as numbers; names the first row that is not a number."""
     if pd.api.types.is_bool_dtype(series):
@@ -49,40 +54,42 @@ def _numeric(series: pd.Series, name: str) -> pd.Series:
     if bad.any():
         row = _first_bad(bad)
         raise ValueOutOfRangeError(
-            f"column {name!r} row {row}: {series.iloc[row]!r} is not a number "
+            f"column {name!r} {_row(series, row)}: {series.iloc[row]!r} is not a number "
             f"(to group by text, name the column in keys=[...])"
         )
     return converted
 
 
-def _check_finite(values: NDArray[Any], name: str) -> None:
+def _check_finite(values: NDArray[Any], series: pd.Series, name: str) -> None:
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values)
         if bad.any():
             row = _first_bad(bad)
             raise ValueOutOfRangeError(
-                f"column {name!r} row {row}: {values[row]} is missing or infinite"
+                f"column {name!r} {_row(series, row)}: {values[row]} is missing or infinite"
             )
 
 
 def _value_column(series: pd.Series, name: str, frac_bits: int) -> tuple[NDArray[Any], ColumnSpec]:
     numbers = _numeric(series, name)
     values = numbers.to_numpy()
-    _check_finite(values, name)
+    _check_finite(values, series, name)
     if values.dtype.kind == "f" and not np.all(values == np.round(values)):
         limit = float(1 << (62 - frac_bits))
         bad = np.abs(values) >= limit
         if bad.any():
             row = _first_bad(bad)
             raise ValueOutOfRangeError(
-                f"column {name!r} row {row}: {values[row]} is outside ±2^{62 - frac_bits}"
+                f"column {name!r} {_row(series, row)}: {values[row]} is outside ±2^{62 - frac_bits}"
             )
         return values.astype(np.float64), ColumnSpec("fixed", frac_bits=frac_bits)
     as_int = values.astype(np.float64) if values.dtype.kind == "f" else values
     bad = np.abs(as_int.astype(np.float64)) >= float(BOUND)
     if bad.any():
         row = _first_bad(bad)
-        raise ValueOutOfRangeError(f"column {name!r} row {row}: {values[row]} is outside ±2^62")
+        raise ValueOutOfRangeError(
+            f"column {name!r} {_row(series, row)}: {values[row]} is outside ±2^62"
+        )
     return np.asarray(as_int, dtype=np.int64), ColumnSpec("int")
 
 
@@ -95,21 +102,30 @@ def _key_column(
 ) -> tuple[NDArray[Any], ColumnSpec, KeyCodec | None]:
     if series.isna().any():
         row = _first_bad(series.isna().to_numpy())
-        raise InputError(f"key column {name!r} row {row} is empty")
+        raise InputError(f"key column {name!r} {_row(series, row)} is empty")
     if domain is not None:
         codec = KeyCodec.for_domain(domain)
+        known = {str(v) for v in codec.domain or ()}
+        outside = ~series.astype(str).isin(known).to_numpy()
+        if outside.any():
+            row = _first_bad(outside)
+            raise InputError(
+                f"key column {name!r} {_row(series, row)}: {series.iloc[row]!r} is not in "
+                "the column's domain"
+            )
         return codec.encode(series.tolist(), name), ColumnSpec("key", bits=codec.bits), codec
     if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.int64)
         width = bits or INT_KEY_BITS
         if values.size and values.min() < 0:
             raise ValueOutOfRangeError(
-                f"key column {name!r} row {_first_bad(values < 0)}: negative key codes are not "
+                f"key column {name!r} {_row(series, _first_bad(values < 0))}: negative key "
+                "codes are not "
                 "allowed; give a domain or use text keys"
             )
         if values.size and values.max() >= (1 << width):
             raise ValueOutOfRangeError(
-                f"key column {name!r} row {_first_bad(values >= (1 << width))}: "
+                f"key column {name!r} {_row(series, _first_bad(values >= (1 << width)))}: "
                 f"{values.max()} needs more than {width} key bits"
             )
         return values, ColumnSpec("key", bits=width), None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,26 +104,118 @@ class KeyCodec:
 
 
 class KeyDictionary:
-    """This client's memory of hashed key values, in a JSON file (codes -> text).
+    """This client's memory of key values, in a JSON file, to show results with names.
 
-    It holds plaintext key values of the provider or analyst who wrote them,
-    on their own machine, so that results can be shown with names.
+    It remembers the text behind hashed codes (per code width) and the public domains
+    key columns were coded with (by :func:`domain_digest`).  It holds plaintext key
+    values of the provider or analyst who wrote them, on their own machine only.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[int, str]:
-        """Everything remembered so far."""
+    def _read(self) -> dict[str, Any]:
         if not self.path.exists():
-            return {}
-        raw = json.loads(self.path.read_text())
-        return {int(code): text for code, text in raw.items()}
+            return {"hash": {}, "domains": {}}
+        raw: dict[str, Any] = json.loads(self.path.read_text())
+        raw.setdefault("hash", {})
+        raw.setdefault("domains", {})
+        return raw
 
-    def remember(self, seen: dict[int, str]) -> None:
-        """Add codes to the file (atomically)."""
-        merged = self.load() | seen
+    def _write(self, raw: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({str(k): v for k, v in merged.items()}))
+        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(raw))
         temporary.replace(self.path)
+
+    def load(self, bits: int = DEFAULT_HASH_BITS) -> dict[int, str]:
+        """Every hashed code of this width remembered so far."""
+        table = self._read()["hash"].get(str(bits), {})
+        return {int(code): text for code, text in table.items()}
+
+    def remember(self, seen: dict[int, str], bits: int = DEFAULT_HASH_BITS) -> None:
+        """Add hashed codes of one width to the file (atomically)."""
+        if not seen:
+            return
+        raw = self._read()
+        table = raw["hash"].setdefault(str(bits), {})
+        table.update({str(code): text for code, text in seen.items()})
+        self._write(raw)
+
+    def remember_domain(self, domain: Sequence[Any]) -> str:
+        """Record a public domain; returns its digest."""
+        digest = domain_digest(domain)
+        raw = self._read()
+        if digest not in raw["domains"]:
+            raw["domains"][digest] = [_plain(value) for value in domain]
+            self._write(raw)
+        return digest
+
+    def domain(self, digest: str) -> list[Any] | None:
+        """A domain recorded under ``digest``, if this client has seen it."""
+        found = self._read()["domains"].get(digest)
+        return list(found) if found is not None else None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly form of a domain value (numpy scalars to Python)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def domain_digest(domain: Sequence[Any]) -> str:
+    """A short fingerprint of a public domain (what dataset tags record)."""
+    text = json.dumps([str(value) for value in domain], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KeyCoding:
+    """How a dataset's key column was coded: ``int`` codes, a keyed ``hash``, or a ``domain``.
+
+    Recorded in the dataset's ``tally.keys`` tag (``region=domain:<digest>:<bits>``),
+    so that every reader knows how to code group-by domains and decode results.
+    """
+
+    kind: str
+    bits: int
+    digest: str = ""
+
+    def tag(self) -> str:
+        """The tag text of this coding."""
+        if self.kind == "domain":
+            return f"domain:{self.digest}:{self.bits}"
+        return f"{self.kind}:{self.bits}"
+
+    @classmethod
+    def parse(cls, text: str) -> KeyCoding:
+        """The inverse of :meth:`tag`."""
+        kind, _, rest = text.partition(":")
+        if kind == "domain":
+            digest, _, bits = rest.partition(":")
+            return cls("domain", int(bits), digest)
+        if kind not in ("int", "hash"):
+            raise InputError(f"unknown key coding {text!r}")
+        return cls(kind, int(rest))
+
+    @classmethod
+    def of(cls, codec: KeyCodec | None, bits: int) -> KeyCoding:
+        """The coding of a column encoded with ``codec`` (None: integer codes)."""
+        if codec is None:
+            return cls("int", bits)
+        if codec.domain is not None:
+            return cls("domain", codec.bits, domain_digest(codec.domain))
+        return cls("hash", codec.bits)
+
+
+def format_key_tag(codings: dict[str, KeyCoding]) -> str:
+    """``col=coding,col=coding`` for the ``tally.keys`` tag."""
+    return ",".join(f"{name}={coding.tag()}" for name, coding in codings.items())
+
+
+def parse_key_tag(text: str) -> dict[str, KeyCoding]:
+    """The inverse of :func:`format_key_tag`."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, coding = item.partition("=")
+        out[name] = KeyCoding.parse(coding)
+    return out

@@ -86,6 +86,7 @@ class WorkerStatus(BaseModel):
     bytes_per_round: list[int] = Field(default_factory=list)
     checkpoint_seconds: float = 0.0
     tuple_seconds: float = 0.0
+    prefetch_seconds: float = 0.0
     load_seconds: float = 0.0
     online_seconds: float = 0.0
     results: dict[str, str] = Field(default_factory=dict)

@@ -41,9 +41,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
+from numpy.typing import NDArray
 
 from tally.execution.ledger import TupleLedger
-from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleServiceError
+from tally.mpc.offline.layout import parse_kind
+from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleReader, TupleServiceError
 from tally.mpc.ring import Shares
 from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
 
@@ -109,10 +112,20 @@ class TupleServiceClient:
         body: dict[str, Any] = response.json()
         return body
 
-    def wait(self, reservation_id: str, timeout: float, what: str) -> dict[str, Any]:
-        """The reservation once it is active here; raises after ``timeout`` or if released."""
+    def wait(
+        self,
+        reservation_id: str,
+        timeout: float,
+        what: str,
+        interrupted: Callable[[], BaseException | None] | None = None,
+    ) -> dict[str, Any]:
+        """The reservation once it is active here; raises after ``timeout``, if released,
+        or what ``interrupted`` returns (the party that would reserve it is gone)."""
         deadline, pause = time.monotonic() + timeout, 0.002
         while True:
+            error = interrupted() if interrupted is not None else None
+            if error is not None:
+                raise error
             view = self.view(reservation_id)
             if view is not None and view["state"] == "active":
                 return view
@@ -193,6 +206,47 @@ class _LeaseReader:
         return self.client.shuffle(self.reservation_id, index, rows, kinds)
 
 
+class _Prefetched:
+    """A lease reader that serves what :meth:`LeasedSource.prefetch` read, else reads on."""
+
+    def __init__(self, inner: _LeaseReader) -> None:
+        self.inner = inner
+        self.sections: dict[str, list[NDArray[np.uint8]]] = {}
+        self.shuffles: dict[int, bytes] = {}
+        self.bytes = 0
+
+    def load(self, kind: str, count: int, block: int) -> None:
+        """Read all ``count`` tuples of ``kind``, ``block`` at a time, section by section."""
+        widths = [dtype.itemsize for dtype in parse_kind(kind).sections]
+        sections = [np.empty(count * width, np.uint8) for width in widths]
+        for first in range(0, count, block):
+            size = min(block, count - first)
+            data, position = self.inner.read(kind, first, size), 0
+            for section, width in zip(sections, widths, strict=True):
+                part = np.frombuffer(data, np.uint8, size * width, position)
+                section[first * width : (first + size) * width] = part
+                position += size * width
+        self.sections[kind] = sections
+        self.bytes += sum(section.nbytes for section in sections)
+
+    def read(self, kind: str, offset: int, count: int) -> bytes:
+        sections = self.sections.get(kind)
+        if sections is None:
+            return self.inner.read(kind, offset, count)
+        total = len(sections[0]) // parse_kind(kind).sections[0].itemsize
+        if offset + count > total:
+            raise TupleServiceError(f"{kind} tuples [{offset}, {offset + count}) were not read")
+        widths = [dtype.itemsize for dtype in parse_kind(kind).sections]
+        return b"".join(
+            section[offset * width : (offset + count) * width].tobytes()
+            for section, width in zip(sections, widths, strict=True)
+        )
+
+    def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
+        data = self.shuffles.pop(index, None)
+        return data if data is not None else self.inner.shuffle(index, rows, kinds)
+
+
 @dataclass
 class _Lease:
     """One reservation serving one kind: its size and its reader's cursor."""
@@ -233,6 +287,7 @@ class LeasedSource(TupleSource):
         worker: int,
         epoch: int,
         policy: LeasePolicy,
+        interrupted: Callable[[], BaseException | None] | None = None,
     ) -> None:
         self.party = party
         self.parties = parties
@@ -243,46 +298,103 @@ class LeasedSource(TupleSource):
         self.epoch = epoch
         self.policy = policy
         self.leads = party == 0
+        self.interrupted = interrupted
         self.generation_seconds = 0.0
         """Seconds spent waiting for the tuple-service (leases and reads)."""
+        self.prefetch_seconds = 0.0
+        """Seconds :meth:`prefetch` took."""
         self._current: dict[str, _Lease] = {}
         self._numbers: dict[str, int] = {}
         self._plan: dict[str, Any] | None = None
+        self._plan_reader: _Prefetched | None = None
+        self._shuffles: list[tuple[int, str]] | None = None
+
+    def _plan_view(self) -> dict[str, Any]:
+        if self._plan is None:
+            self._plan = self._reservation(plan_id(self.job_id, self.worker), {})
+        return self._plan
+
+    def prefetch(
+        self, shuffles: list[tuple[int, str]] | None, limit: int, block: int = 1 << 22
+    ) -> None:
+        """Epoch 0: read the plan reservation into memory before the online phase.
+
+        Every kind whose tuples fit in ``limit`` bytes (in name order), then the
+        predicted ``shuffles`` (``(rows, kinds)`` in request order) while the budget
+        lasts.  The online phase then only hands out what is in memory, as the bare
+        engine does.  A shuffle request that differs from the prediction moves the
+        shuffles to extension leases (at every party: the prediction is the same
+        everywhere); the prefetched correlations are then wasted, never reused.
+        """
+        if self.epoch != 0 or limit <= 0:
+            return
+        started = time.perf_counter()
+        plan = self._plan_view()
+        reader = _Prefetched(_LeaseReader(self.client, plan["reservation_id"]))
+        for kind, info in sorted(plan["kinds"].items()):
+            size = int(info["count"]) * (0 if kind == SHUFFLE else parse_kind(kind).tuple_bytes)
+            if kind != SHUFFLE and reader.bytes + size <= limit:
+                reader.load(kind, int(info["count"]), block)
+        planned = int(plan["kinds"].get(SHUFFLE, {}).get("count", 0))
+        if shuffles is not None and planned >= len(shuffles):
+            self._shuffles = list(shuffles)
+            for index, (rows, kinds) in enumerate(shuffles):
+                if reader.bytes >= limit:
+                    break
+                reader.shuffles[index] = self.client.shuffle(
+                    plan["reservation_id"], index, rows, kinds
+                )
+                reader.bytes += len(reader.shuffles[index])
+        self._plan_reader = reader
+        self.prefetch_seconds += time.perf_counter() - started
 
     def _reservation(self, reservation_id: str, wants: Mapping[str, int]) -> dict[str, Any]:
         if self.leads:
             return self.client.reserve(reservation_id, self.job_id, wants, self.policy.wait_s)
         return self.client.wait(
-            reservation_id, self.policy.wait_s, f"party 0's tuple lease {reservation_id}"
+            reservation_id,
+            self.policy.wait_s,
+            f"party 0's tuple lease {reservation_id}",
+            self.interrupted,
         )
 
     def _lease(self, reservation_id: str, kind: str, view: Mapping[str, Any]) -> _Lease:
         count = int(view["kinds"][kind]["count"])
-        reader = _LeaseReader(self.client, reservation_id)
+        reader: TupleReader = _LeaseReader(self.client, reservation_id)
+        if (
+            self._plan_reader is not None
+            and reservation_id == self._plan_reader.inner.reservation_id
+        ):
+            reader = self._plan_reader
         return _Lease(reservation_id, kind, count, ReservedSource(self.party, self.parties, reader))
 
     def _next_lease(self, kind: str, request: int) -> _Lease:
         if self.epoch == 0 and kind not in self._numbers:
-            if self._plan is None:
-                self._plan = self._reservation(plan_id(self.job_id, self.worker), {})
-            planned = self._plan["kinds"].get(kind)
+            plan = self._plan_view()
+            planned = plan["kinds"].get(kind)
             self._numbers[kind] = 0
             if planned is not None and int(planned["count"]) >= request:
-                return self._lease(self._plan["reservation_id"], kind, self._plan)
+                return self._lease(plan["reservation_id"], kind, plan)
         number = self._numbers.get(kind, 0)
         self._numbers[kind] = number + 1
         reservation_id = lease_id(self.job_id, self.worker, self.epoch, kind, number)
         view = self._reservation(reservation_id, {kind: self.policy.size(number, request)})
         return self._lease(reservation_id, kind, view)
 
-    def _take(self, kind: str, count: int, read: Callable[[ReservedSource], Result]) -> Result:
+    def _take(
+        self,
+        kind: str,
+        count: int,
+        read: Callable[[ReservedSource], Result],
+        **details: int | str,
+    ) -> Result:
         started = time.perf_counter()
         try:
             lease = self._current.get(kind)
             if lease is None or lease.count - lease.used < count:
                 lease = self._current[kind] = self._next_lease(kind, count)
             entry = {"epoch": self.epoch, "lease": lease.id, "kind": kind}
-            self.ledger.append({**entry, "offset": lease.used, "count": count})
+            self.ledger.append({**entry, "offset": lease.used, "count": count, **details})
             return read(lease.source)
         finally:
             self.generation_seconds += time.perf_counter() - started
@@ -303,7 +415,18 @@ class LeasedSource(TupleSource):
         return self._take(kind, count, lambda source: source.edabits(count, width))
 
     def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
-        return self._take(SHUFFLE, 1, lambda source: source.shuffle(rows, kinds))
+        if self._shuffles is not None:  # the plan's shuffles serve while they are as predicted
+            lease = self._current.get(SHUFFLE)  # None or the plan's
+            index = lease.used if lease is not None else 0
+            if index >= len(self._shuffles) or self._shuffles[index] != (rows, kinds):
+                log.info("shuffle %d is not as planned: extension leases from here", index)
+                self._shuffles = None
+                self._numbers.setdefault(SHUFFLE, 0)  # skip the plan from here on
+                if lease is not None:
+                    lease.count = lease.used
+        return self._take(
+            SHUFFLE, 1, lambda source: source.shuffle(rows, kinds), rows=rows, kinds=kinds
+        )
 
     def input_masks(self, count: int) -> Shares:
         return self._take("input_masks", count, lambda source: source.input_masks(count))
@@ -363,10 +486,24 @@ class TupleServiceProvider:
     def next_free(self, job_id: str, worker: int) -> dict[str, int]:
         return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
 
-    def open(self, job_id: str, worker: int, start: Mapping[str, int]) -> TupleSource:
+    def open(
+        self,
+        job_id: str,
+        worker: int,
+        start: Mapping[str, int],
+        interrupted: Callable[[], BaseException | None] | None = None,
+    ) -> TupleSource:
         epoch = int(start.get("epoch", 0))
         ledger = TupleLedger(self.root, job_id, worker)
         ledger.open_epoch(epoch)
         return LeasedSource(
-            self.party, self.parties, self.client, ledger, job_id, worker, epoch, self.policy
+            self.party,
+            self.parties,
+            self.client,
+            ledger,
+            job_id,
+            worker,
+            epoch,
+            self.policy,
+            interrupted,
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -237,7 +237,13 @@ class DealerTuples:
     def next_free(self, job_id: str, worker: int) -> dict[str, int]:
         return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
 
-    def open(self, job_id: str, worker: int, start: Mapping[str, int]) -> TupleSource:
+    def open(
+        self,
+        job_id: str,
+        worker: int,
+        start: Mapping[str, int],
+        interrupted: Callable[[], BaseException | None] | None = None,
+    ) -> TupleSource:
         epoch = int(start.get("epoch", 0))
         ledger = TupleLedger(self.root, job_id, worker)
         ledger.open_epoch(epoch)

@@ -330,6 +330,17 @@ class PartyLinkTransport(Transport):
         """Why this mesh broke, or None while it works."""
         return self._broken
 
+    def lost(self, peer: int) -> TransportError | None:
+        """Why the link to ``peer`` is gone, or None while it works; reads no message.
+
+        For a worker blocked outside the engine's rounds (waiting for party 0's tuple
+        lease), so it can rebuild the mesh instead of waiting for a party that left.
+        """
+        link = self._links.get(peer)
+        if self._broken is None and link is not None and link.ended.is_set():
+            return PeerLost(f"party {peer} left")
+        return self._broken
+
     def _exchange(
         self, outgoing: Mapping[int, Message], expect: list[int]
     ) -> dict[int, list[NDArray[np.generic]]]:

@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,10 +50,32 @@ def kind_name(kind: str, params: tuple[int | str, ...]) -> str:
     return f"edabits:{params[1]}" if kind == "edabits" else kind
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What one dry run asked its dealer for."""
+
+    counts: dict[str, int]
+    """Tuples per kind (shuffles: correlations)."""
+    calls: dict[str, int]
+    """Requests per kind."""
+    shuffles: list[tuple[int, str]]
+    """Every shuffle request, in order: (rows, column kinds)."""
+
+
+@dataclass(frozen=True)
+class TuplePlan:
+    """One worker's predicted consumption at the job's real size."""
+
+    needs: dict[str, int] = field(default_factory=dict)
+    """Tuples per kind, an upper bound for data-independent programs."""
+    shuffles: list[tuple[int, str]] | None = None
+    """The shuffle requests in order, when both dry runs agree on their shapes."""
+
+
 def dry_run(
     program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
-) -> tuple[dict[str, int], dict[str, int]]:
-    """(tuples per kind, requests per kind) of one run on zero shares of these sizes."""
+) -> DryRun:
+    """What one run on zero shares of these sizes asks its dealer for."""
     staged = build_stages(program, inputs, params)
     hub = InProcessHub(parties, timeout=120.0)
     dealer = Dealer(parties, seed=0)
@@ -87,11 +110,14 @@ def dry_run(
         raise errors[0]
     counts: dict[str, int] = {}
     calls: dict[str, int] = {}
+    shuffles: list[tuple[int, str]] = []
     for kind, request in dealer.requests:
         name = kind_name(kind, request)
         counts[name] = counts.get(name, 0) + (1 if kind == "shuffle" else int(request[0]))
         calls[name] = calls.get(name, 0) + 1
-    return counts, calls
+        if kind == "shuffle":
+            shuffles.append((int(request[0]), str(request[1])))
+    return DryRun(counts, calls, shuffles)
 
 
 def _scaled(inputs: InputsMeta, rows: int, largest: int) -> dict[str, tuple[Any, int]]:
@@ -101,27 +127,44 @@ def _scaled(inputs: InputsMeta, rows: int, largest: int) -> dict[str, tuple[Any,
     }
 
 
-def estimate_tuples(
+def _line(low: float, high: float, at: int) -> float:
+    """The value at ``at`` rows of the line through (DRY_ROWS[0], low) and (DRY_ROWS[1], high)."""
+    return low + (high - low) / (DRY_ROWS[1] - DRY_ROWS[0]) * (at - DRY_ROWS[0])
+
+
+def plan_tuples(
     program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
-) -> dict[str, int]:
-    """Tuples per kind one worker needs (see the module docstring); {} if the plan fails."""
+) -> TuplePlan:
+    """One worker's consumption at the real size (module docstring); empty if a run fails."""
     largest = max((rows for _, rows in inputs.values()), default=0)
     try:
         if largest <= DRY_ROWS[1]:
-            return dry_run(program, inputs, params, parties)[0]
+            exact = dry_run(program, inputs, params, parties)
+            return TuplePlan(exact.counts, exact.shuffles)
         small, large = (
             dry_run(program, _scaled(inputs, r, largest), params, parties) for r in DRY_ROWS
         )
     except Exception as error:  # the leases extend what the plan misses
-        log.warning("no tuple estimate for program %s: %s", program.name, error)
-        return {}
+        log.warning("no tuple plan for program %s: %s", program.name, error)
+        return TuplePlan()
     # Bit-sliced steps consume per 64-row word: extrapolate to whole words (an upper bound).
-    target = -(-largest // WORD) * WORD
-    estimate = {}
-    for kind in sorted(set(small[0]) | set(large[0])):
-        low, high = small[0].get(kind, 0), large[0].get(kind, 0)
-        slope = (high - low) / (DRY_ROWS[1] - DRY_ROWS[0])
-        value = low + slope * (target - DRY_ROWS[0])
-        margin = 0 if kind == "shuffle" else max(small[1].get(kind, 0), large[1].get(kind, 0))
-        estimate[kind] = max(0, math.ceil(value)) + margin
-    return estimate
+    words = -(-largest // WORD) * WORD
+    needs = {}
+    for kind in sorted(set(small.counts) | set(large.counts)):
+        value = _line(small.counts.get(kind, 0), large.counts.get(kind, 0), words)
+        margin = 0 if kind == "shuffle" else max(small.calls.get(kind, 0), large.calls.get(kind, 0))
+        needs[kind] = max(0, math.ceil(value)) + margin
+    shuffles: list[tuple[int, str]] | None = None
+    if [k for _, k in small.shuffles] == [k for _, k in large.shuffles]:
+        shuffles = [
+            (round(_line(low, high, largest)), kinds)
+            for (low, kinds), (high, _) in zip(small.shuffles, large.shuffles, strict=True)
+        ]
+    return TuplePlan(needs, shuffles)
+
+
+def estimate_tuples(
+    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+) -> dict[str, int]:
+    """Tuples per kind one worker needs (see the module docstring); {} if the plan fails."""
+    return plan_tuples(program, inputs, params, parties).needs

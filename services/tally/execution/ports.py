@@ -17,7 +17,7 @@ Implementations:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -128,6 +128,16 @@ class TupleProvider(Protocol):
         """A position at or after everything this party has consumed for the worker."""
         ...
 
-    def open(self, job_id: str, worker: int, start: Mapping[str, int]) -> TupleSource:
-        """A source starting at ``start`` that records every batch before handing it out."""
+    def open(
+        self,
+        job_id: str,
+        worker: int,
+        start: Mapping[str, int],
+        interrupted: Callable[[], BaseException | None] | None = None,
+    ) -> TupleSource:
+        """A source starting at ``start`` that records every batch before handing it out.
+
+        ``interrupted`` returns an error once waiting for another party is pointless
+        (the mesh broke); a source that waits for party 0 raises it.
+        """
         ...

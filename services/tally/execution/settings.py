@@ -11,6 +11,7 @@ Lists and objects are JSON, e.g.::
     TALLY_EXECUTION_SECRET_STORE_TOKEN=…   (the party's service credential there)
     TALLY_EXECUTION_TUPLES=service
     TALLY_EXECUTION_TUPLES_URL=http://127.0.0.1:8200
+    TALLY_EXECUTION_TUPLES_TOKEN=…   (a bearer token the tuple-service accepts)
 
 Development defaults are ``inputs=local`` and ``tuples=dealer``; production mode
 refuses both (and plaintext PartyLink).
@@ -86,8 +87,7 @@ class ExecutionSettings(BaseSettings):
     )
     tuples_token: SecretStr = Field(
         default=SecretStr(""),
-        description="bearer token for the tuple-service, sent when set (the tuple-service "
-        "does not check tokens yet)",
+        description="this party's bearer token at its tuple-service (one of its TOKENS)",
     )
     tuple_lease_min: int = Field(
         default=1 << 16,
@@ -97,6 +97,12 @@ class ExecutionSettings(BaseSettings):
     )
     tuple_lease_max: int = Field(
         default=1 << 24, gt=0, description="largest extension lease (unless one request is larger)"
+    )
+    tuple_prefetch_bytes: int = Field(
+        default=2 << 30,
+        ge=0,
+        description="a first run reads up to this many bytes of its reserved tuples into "
+        "memory before the online phase (the rest streams during it); 0: stream everything",
     )
     tuple_wait_s: float = Field(
         default=300.0,
@@ -147,8 +153,13 @@ class ExecutionSettings(BaseSettings):
                 "inputs=secret-store needs SECRET_STORE_URL and SECRET_STORE_TOKEN (this "
                 "party's service credential at its secret-store)"
             )
-        if self.tuples == "service" and not self.tuples_url:
-            raise ConfigurationError("tuples=service needs TUPLES_URL (this party's tuple-service)")
+        if self.tuples == "service" and not (
+            self.tuples_url and self.tuples_token.get_secret_value()
+        ):
+            raise ConfigurationError(
+                "tuples=service needs TUPLES_URL and TUPLES_TOKEN (this party's tuple-service "
+                "and a bearer token it accepts)"
+            )
         if self.env == "production":
             if not all(tls):
                 raise ConfigurationError(
@@ -167,6 +178,7 @@ class ExecutionSettings(BaseSettings):
             check_secret(
                 "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
             )
+            check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
             for spec in self.tokens:
                 if spec.token is not None:
                     check_secret(

@@ -18,6 +18,7 @@ service's environment (so the same ``TALLY_EXECUTION_*`` settings).  Steps:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -31,7 +32,9 @@ from tally.common.blobstore import BlobStore, LocalBlobStore
 from tally.execution.checkpoint import CheckpointStore, encode_state
 from tally.execution.control import ControlClient
 from tally.execution.jobs import FINAL_PHASES, JobFiles, JobRecord, WorkerStatus
+from tally.execution.leases import LeasedSource, LeasePolicy, TupleServiceProvider
 from tally.execution.partylink import LinkIdentity, PartyLinkEndpoint, PartyLinkTransport, PeerLost
+from tally.execution.planning import plan_tuples
 from tally.execution.ports import (
     InputError,
     InputStore,
@@ -50,7 +53,7 @@ from tally.mpc.reserved import TupleServiceError
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec, SecretTable
 from tally.mpc.transport import TransportError
-from tally.mpc.tuples import TupleReuseError
+from tally.mpc.tuples import TupleReuseError, TupleSource
 
 log = logging.getLogger("tally.execution.worker")
 
@@ -65,7 +68,6 @@ def build_stores(
     settings: ExecutionSettings,
 ) -> tuple[BlobStore, InputStore, ResultStore, TupleProvider]:
     """The party's blob store, input/result stores and tuple provider from the settings."""
-    from tally.execution.leases import LeasePolicy, TupleServiceProvider
     from tally.execution.local import DealerTuples, LocalDatasets
     from tally.execution.remote import SecretStoreDatasets
 
@@ -214,9 +216,12 @@ class Worker:
                 ) from None
             try:
                 resume, tuple_start = agree(mesh, hello, hellos)
-                online_started = online_started or time.perf_counter()
                 self.checkpoints.prune(resume)
-                source = self.tuples.open(self.files.job_id, self.index, tuple_start)
+                leader_lost = functools.partial(mesh.lost, 0)  # party 0 reserves the tuples
+                source = self.tuples.open(self.files.job_id, self.index, tuple_start, leader_lost)
+                self._prefetch(source, program)
+                mesh.broadcast([np.zeros(1, np.uint64)])  # every party holds its material
+                online_started = online_started or time.perf_counter()
                 party = Party(self.settings.party, mesh, source)
                 if memory is not None and memory[0] == resume:
                     state = memory[1]
@@ -247,6 +252,16 @@ class Worker:
                 mesh.close(reason=f"party {self.settings.party} restarts the mesh: {error}")
                 self.generation += 1
                 self.report(phase="Connecting", generation=self.generation)
+
+    def _prefetch(self, source: TupleSource, program: Program) -> None:
+        """A first run's tuples from the tuple-service into memory, before the online phase."""
+        limit = self.settings.tuple_prefetch_bytes
+        if not isinstance(source, LeasedSource) or source.epoch != 0 or limit <= 0:
+            return
+        started = time.perf_counter()
+        plan = plan_tuples(program, self._meta, self._params(), self.settings.parties)
+        source.prefetch(plan.shuffles, limit)
+        self.report(prefetch_seconds=time.perf_counter() - started)
 
     def _initial(
         self, program: Program, party: Party, inputs: Mapping[str, Mapping[str, Shares]]

@@ -1,4 +1,10 @@
-"""The tuple-service's REST API: pools, reservations, binary tuple streams, health and metrics."""
+"""The tuple-service's REST API: pools, reservations, binary tuple streams, health and metrics.
+
+Every route needs ``Authorization: Bearer <token>`` with a token from
+``TALLY_TUPLES_TOKENS`` (a 401 with a JSON error body otherwise), except the probes
+and the docs in ``OPEN_PATHS``: routes are protected by default, so a route added
+later cannot be left open by mistake.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,15 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
 
+from tally.common.auth import TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
 from tally.mpc.offline.layout import Kind, parse_kind
-from tally.mpc.offline.wire import encode_shuffle
 from tally.tuples.node import TupleNode, ranges
 from tally.tuples.store import SHUFFLE, ReservationError, TupleReuse
 
@@ -71,11 +78,33 @@ def get_node(request: Request) -> TupleNode:
 
 NodeDep = Annotated[TupleNode, Depends(get_node)]
 
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+"""Routes served without a token: probes, Prometheus and the API docs (no tuples, no ids)."""
+
+_bearer = HTTPBearer(auto_error=False, description="a token from TALLY_TUPLES_TOKENS")
+
+
+async def require_token(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Every route outside ``OPEN_PATHS`` needs a valid bearer token; 401 otherwise."""
+    if request.url.path in OPEN_PATHS:
+        return
+    auth: TokenAuthenticator = request.app.state.auth
+    auth.authenticate(request.headers.get("authorization"))
+
 
 def create_app(node: TupleNode) -> FastAPI:
     """The REST app of one party's tuple-service."""
-    app = FastAPI(title="Tally tuple-service", version="1")
+    app = FastAPI(
+        title="Tally tuple-service",
+        version="1",
+        dependencies=[Depends(require_token)],
+        responses=error_responses(401),
+    )
     app.state.node = node
+    app.state.auth = TokenAuthenticator(node.settings.tokens, node.settings.env)
     metrics = HttpMetrics("tuples")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
@@ -251,18 +280,15 @@ def create_app(node: TupleNode) -> FastAPI:
         if found is None:
             raise ApiError(404, "not_found", f"no reservation {reservation_id}")
         _, state, session_id, _ = found
-        session = node.sessions.get(session_id)
-        if state != "active" or session is None:
-            raise ApiError(409, "conflict", "reservation inactive or its key session is gone")
+        if state != "active":
+            raise ApiError(409, "conflict", f"reservation {reservation_id} is {state}")
         try:
-            node.store.take_shuffle(reservation_id, index)
+            correlation = node.shuffle(reservation_id, session_id, index, rows, kinds)
         except TupleReuse as error:
             raise ApiError(409, "tuples_reused", str(error)) from error
         except ReservationError as error:
             raise ApiError(409, "conflict", str(error)) from error
-        label = f"{session_id}/reservation/{reservation_id}/shuffle/{index}".encode()
-        correlation = session.generator.shuffle(label, rows, kinds)
-        return Response(encode_shuffle(correlation), media_type="application/octet-stream")
+        return Response(correlation, media_type="application/octet-stream")
 
     return app
 

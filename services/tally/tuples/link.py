@@ -1,5 +1,9 @@
 """TupleLink plumbing: the engine's ``Transport`` over gRPC, and the peers' stubs.
 
+Channels use mutual TLS when the party has certificates (:mod:`tally.common.tls`):
+the stub for party ``i`` accepts only a server certificate named ``party-<i>``, the
+dealer's only one named as configured, whatever address was dialled.
+
 ``GrpcTransport`` carries one generation session's rounds: sending is a
 unary ``Deliver`` call per peer; the receiving service drops the envelope
 into a ``Mailboxes`` queue keyed by (session, sender), where the receiving
@@ -17,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tally._generated import tuples_pb2, tuples_pb2_grpc
+from tally.common.tls import PeerTLS, channel, party_name
 from tally.mpc.transport import Message, Transport, TransportError
 
 MAX_MESSAGE = 1 << 30
@@ -135,12 +140,21 @@ class GrpcTransport(Transport):
         return decode(envelope)
 
 
-def connect(peers: Sequence[str], party: int) -> dict[int, tuples_pb2_grpc.TupleLinkStub]:
-    """A stub for every other party's TupleLink."""
+def connect(
+    peers: Sequence[str], party: int, tls: PeerTLS | None = None
+) -> dict[int, tuples_pb2_grpc.TupleLinkStub]:
+    """A stub for every other party's TupleLink (TLS: each must present its party's name)."""
     return {
         index: tuples_pb2_grpc.TupleLinkStub(
-            grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel(address, tls, party_name(index), CHANNEL_OPTIONS)
         )
         for index, address in enumerate(peers)
         if index != party
     }
+
+
+def connect_dealer(
+    address: str, name: str, tls: PeerTLS | None = None
+) -> tuples_pb2_grpc.TupleDealerStub:
+    """A stub for the dealer process (TLS: it must present the certificate name ``name``)."""
+    return tuples_pb2_grpc.TupleDealerStub(channel(address, tls, name, CHANNEL_OPTIONS))

@@ -8,6 +8,11 @@ follower has stored it; a reservation becomes active only after every
 follower accepted it.  After a restart the leader discards chunks whose
 generation was interrupted and releases reservations that never became
 active, at every party, so nothing is handed out twice or lost for good.
+
+With ``generator=dealer`` the leader allocates the chunk ids the same way
+and asks the dealer process to deal them; the dealer pushes every party its
+own shares (:meth:`TupleNode.store_dealt`), and shuffle correlations are
+fetched from the dealer when the engine asks for them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from tally._generated import tuples_pb2, tuples_pb2_grpc
 from tally.mpc.offline import Hm3Generator, PairKeys, ShakePrf, agree_keys
 from tally.mpc.offline.layout import parse_kind
 from tally.mpc.offline.prf import Prf
+from tally.mpc.offline.wire import encode_shuffle
+from tally.mpc.transport import TransportError
 from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.link import GrpcTransport, Mailboxes
 from tally.tuples.prf import AesCtrPrf
@@ -69,11 +76,14 @@ class TupleNode:
         settings: TuplesSettings,
         store: ChunkStore,
         stubs: dict[int, tuples_pb2_grpc.TupleLinkStub],
+        dealer: tuples_pb2_grpc.TupleDealerStub | None = None,
     ) -> None:
         self.settings = settings
         self.party = settings.party
         self.store = store
         self.stubs = stubs
+        self.dealer = dealer
+        """The dealer process's stub (``generator=dealer``), else None."""
         self.mailboxes = Mailboxes()
         self.sessions: dict[str, Session] = {}
         self.current: Session | None = None
@@ -91,6 +101,7 @@ class TupleNode:
 
     def open_session(self, session_id: str) -> Session:
         """Agree on fresh pairwise keys for ``session_id`` (runs at every party at once)."""
+        self._require_hm3()
         transport = GrpcTransport(
             self.party, self.stubs, self.mailboxes, session_id, self.settings.rpc_timeout_s
         )
@@ -102,6 +113,7 @@ class TupleNode:
 
     def generate(self, session_id: str, kind: str, chunk_ids: list[int], size: int) -> float:
         """Generate and store ``chunk_ids`` of ``kind`` in this session; returns seconds taken."""
+        self._require_hm3()
         session = self.sessions.get(session_id)
         if session is None:
             raise ReservationError(f"no generation session {session_id} here (restarted?)")
@@ -119,6 +131,59 @@ class TupleNode:
         self.rates.generation_seconds[kind] = self.rates.generation_seconds.get(kind, 0.0) + seconds
         return seconds
 
+    def _require_hm3(self) -> None:
+        if self.settings.generator != "hm3":
+            raise ReservationError(
+                f"this party generates with {self.settings.generator}, not hm3; check that "
+                "every party has the same TALLY_TUPLES_GENERATOR"
+            )
+
+    def store_dealt(self, kind: str, chunk_id: int, count: int, data: bytes) -> None:
+        """Store this party's shares of one chunk pushed by the dealer (dealer mode only)."""
+        if self.settings.generator != "dealer":
+            raise ReservationError("this party generates with hm3; it accepts no dealt chunks")
+        parsed = parse_kind(kind)
+        if count <= 0 or len(data) != count * parsed.tuple_bytes:
+            raise ReservationError(
+                f"a {kind} chunk of {count} tuples is {count * parsed.tuple_bytes} bytes, "
+                f"not {len(data)}"
+            )
+        started = time.perf_counter()
+        state = "generating" if self.settings.is_leader else "free"
+        self.store.store_chunk(chunk_id, kind, count, [data], state)
+        self.rates.add(self.rates.generated, kind, count)
+        seconds = time.perf_counter() - started
+        self.rates.generation_seconds[kind] = self.rates.generation_seconds.get(kind, 0.0) + seconds
+
+    def shuffle(
+        self, reservation_id: str, session_id: str, index: int, rows: int, kinds: str
+    ) -> bytes:
+        """This party's shuffle correlation ``index`` of an active reservation, handed out once.
+
+        hm3 derives it under the reservation's session keys (no traffic); in dealer
+        mode the dealer derives it and sends this party its share only.
+        """
+        if self.settings.generator == "dealer":
+            if self.dealer is None:
+                raise ReservationError("dealer mode without a dealer connection")
+            self.store.take_shuffle(reservation_id, index)
+            request = tuples_pb2.ShuffleRequest(
+                party=self.party, reservation_id=reservation_id, index=index, rows=rows, kinds=kinds
+            )
+            try:
+                reply = self.dealer.Shuffle(request, timeout=self.settings.rpc_timeout_s)
+            except grpc.RpcError as error:
+                raise ReservationError(f"the dealer is unreachable: {error.details()}") from error
+            if not reply.ok:
+                raise ReservationError(f"the dealer refused the shuffle: {reply.detail}")
+            return bytes(reply.correlation)
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ReservationError("the reservation's key session is gone (restarted?)")
+        self.store.take_shuffle(reservation_id, index)
+        label = f"{session_id}/reservation/{reservation_id}/shuffle/{index}".encode()
+        return encode_shuffle(session.generator.shuffle(label, rows, kinds))
+
     # -- leader --------------------------------------------------------------------------
 
     def _on_followers(
@@ -134,21 +199,36 @@ class TupleNode:
             )
 
     def lead_session(self) -> Session:
-        """Leader: open a new session at every party."""
+        """Leader: open a new session at every party.
+
+        A follower that cannot open it (down, or still starting) closes the
+        session here at once, so the leader does not wait out the round timeout,
+        and then everywhere.
+        """
         self._require_leader()
         session_id = uuid.uuid4().hex
-        timeout = self.settings.rpc_timeout_s
-        futures = [
-            self._pool.submit(
-                stub.OpenSession, tuples_pb2.SessionRequest(session=session_id), timeout=timeout
-            )
-            for stub in self.stubs.values()
-        ]
-        session = self.open_session(session_id)
-        for future in futures:
-            reply = future.result()
-            if not reply.ok:
-                raise ReservationError(f"a follower could not open the session: {reply.detail}")
+        request = tuples_pb2.SessionRequest(session=session_id)
+
+        def open_at(stub: tuples_pb2_grpc.TupleLinkStub) -> str:
+            try:
+                reply = stub.OpenSession(request, timeout=self.settings.rpc_timeout_s)
+                failure = "" if reply.ok else str(reply.detail)
+            except grpc.RpcError as error:
+                failure = f"unreachable: {error.details()}"
+            if failure:
+                self.mailboxes.close(session_id, len(self.stubs) + 1)
+            return failure
+
+        futures = [self._pool.submit(open_at, stub) for stub in self.stubs.values()]
+        session, failures = None, []
+        try:
+            session = self.open_session(session_id)
+        except TransportError as error:
+            failures.append(str(error))
+        failures = [f for f in (future.result() for future in futures) if f] + failures
+        if session is None or failures:
+            self._close_everywhere(session_id)
+            raise ReservationError(f"a follower could not open the session: {failures[0]}")
         return session
 
     def lead_generation(self, kind: str, tuples: int) -> list[int]:
@@ -169,6 +249,8 @@ class TupleNode:
         parse_kind(kind)
         size = self.settings.chunk_size
         chunk_count = max(1, -(-tuples // size))
+        if self.settings.generator == "dealer":
+            return self._deal_round(kind, chunk_count, size)
         with self._leader_lock:
             session = self.current or self.lead_session()
             ids = self.store.allocate(kind, chunk_count, size)
@@ -196,6 +278,26 @@ class TupleNode:
             if failures:
                 self._discard_everywhere(ids)
                 raise ReservationError(f"generation failed: {failures}")
+            self.store.mark_free(ids)
+        return ids
+
+    def _deal_round(self, kind: str, chunk_count: int, size: int) -> list[int]:
+        """Leader, dealer mode: allocate ids, have the dealer push them everywhere, mark free."""
+        if self.dealer is None:
+            raise ReservationError("dealer mode without a dealer connection")
+        with self._leader_lock:
+            ids = self.store.allocate(kind, chunk_count, size)
+            request = tuples_pb2.DealRequest(kind=kind, chunk_ids=ids, chunk_size=size)
+            try:
+                reply = self.dealer.Deal(
+                    request, timeout=self.settings.rpc_timeout_s + 10.0 * chunk_count
+                )
+                failure = "" if reply.ok else reply.detail
+            except grpc.RpcError as error:
+                failure = f"the dealer is unreachable: {error.details()}"
+            if failure:
+                self._discard_everywhere(ids)
+                raise ReservationError(f"dealing failed: {failure}")
             self.store.mark_free(ids)
         return ids
 
@@ -236,11 +338,12 @@ class TupleNode:
         """Leader: reserve ``wants`` (tuples per kind) for a job at every party."""
         self._require_leader()
         reservation_id = reservation_id or uuid.uuid4().hex
-        if wants.get(SHUFFLE, 0) > 0 and self.current is None:
+        dealt = self.settings.generator == "dealer"
+        if wants.get(SHUFFLE, 0) > 0 and self.current is None and not dealt:
             with self._leader_lock:  # shuffles are derived under a live session's keys
                 if self.current is None:
                     self.lead_session()
-        session = self.current.id if self.current else ""
+        session = "dealer" if dealt else self.current.id if self.current else ""
         with self._reserve_lock:  # the leader is the only allocator: one pick at a time
             spec = self.store.reserve_free(reservation_id, job_id, session, wants)
         request = tuples_pb2.ReserveRequest(

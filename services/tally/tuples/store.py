@@ -10,6 +10,10 @@ the same transaction that serves it.
 
 Blob key of a chunk: ``chunks/<kind>/<id>``; its bytes are the kind's
 sections one after another (see :mod:`tally.mpc.offline.layout`).
+
+The tables are created and changed by the Alembic migrations in
+``tally/tuples/migrations`` (:func:`migrate`, run at start-up), never by
+``create_all``; a test checks that the migrations match these tables.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -40,10 +45,20 @@ from sqlalchemy import (
 )
 
 from tally.common.blobstore import BlobNotFound, BlobStore
-from tally.common.db import UTCDateTime, make_metadata
+from tally.common.db import UTCDateTime, make_metadata, upgrade_database
 from tally.mpc.offline.layout import Kind, parse_kind
 
 metadata = make_metadata()
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "tuple_alembic_version"
+"""Alembic's revision table for this schema (not the default, so a database can be shared)."""
+
+
+def migrate(database_url: str) -> None:
+    """Bring the chunk index at ``database_url`` to the newest schema (Alembic ``upgrade head``)."""
+    upgrade_database(database_url, MIGRATIONS)
+
 
 chunks = Table(
     "tuple_chunks",
@@ -124,7 +139,6 @@ class ChunkStore:
         # SQLite allows one writer; a deferred transaction that reads then writes can fail
         # with "database is locked" instead of waiting, so this process serialises them.
         self._sqlite_writer = threading.RLock() if engine.dialect.name == "sqlite" else None
-        metadata.create_all(engine)
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:

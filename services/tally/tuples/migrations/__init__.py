@@ -1,0 +1,1 @@
+"""Alembic migrations of the tuple-service's chunk index (``upgrade head`` at start-up)."""

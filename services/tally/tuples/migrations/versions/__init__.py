@@ -1,0 +1,1 @@
+"""Alembic revisions of the tuple-service's chunk index."""

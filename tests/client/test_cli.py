@@ -1,0 +1,158 @@
+"""The ``tally`` CLI end to end on a real deployment: results match pandas, errors are one line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tally.cli import main
+from tally.local_deployment import LocalDeployment
+
+REGIONS = "north,south,east,west"
+
+
+@pytest.fixture(autouse=True)
+def use_deployment(deployment: LocalDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLY_CONFIG", str(deployment.config_path))
+
+
+@pytest.fixture(scope="module")
+def views_csv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "region": rng.choice(["north", "south", "east"], 80),  # no "west"
+            "views": rng.integers(0, 500, 80),
+            "share": np.round(rng.uniform(0, 1, 80), 3),
+        }
+    )
+    path = tmp_path_factory.mktemp("csv") / "views.csv"
+    frame.to_csv(path, index=False)
+    yield path
+
+
+def tally(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def expected_groups(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    grouped = frame.groupby("region").agg(views=("views", "sum"), n=("views", "count"))
+    return grouped.reindex(sorted(REGIONS.split(","))).fillna(0).astype(int).reset_index()
+
+
+def png_bars(path: Path) -> int:
+    """The bar count the chart records in its PNG metadata (and the image is real)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 400 and image.height >= 300
+        match = re.search(r"(\d+) bars", image.info["Description"])
+    assert match is not None
+    return int(match.group(1))
+
+
+def test_upload_run_wait_output_and_plot(
+    capsys: pytest.CaptureFixture[str], views_csv: Path, tmp_path: Path
+) -> None:
+    code, out, err = tally(
+        capsys, "upload", str(views_csv), "--name", "web", "--domain", f"region={REGIONS}",
+        "--tag", "source=cli",
+    )  # fmt: skip
+    assert code == 0, err
+    dataset_id = out.strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", dataset_id)
+    code, out, err = tally(capsys, "datasets", "--tag", "source=cli")
+    assert code == 0 and "web" in out and dataset_id in out and "region:key" in out
+    csv, png = tmp_path / "out.csv", tmp_path / "chart.png"
+    code, out, err = tally(
+        capsys, "run", "groupby", "web", "--by", "region", "--agg", "views=sum:views",
+        "--agg", "n=views:count", "--domain", REGIONS, "--output", str(csv), "--plot", str(png),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["region", "views", "n"]
+    got = pd.read_csv(csv)
+    pd.testing.assert_frame_equal(got, expected_groups(views_csv), check_dtype=False)
+    assert png_bars(png) == 4  # padded to the whole domain: west has a (zero) bar
+
+
+def test_detach_then_status_jobs_and_result(
+    capsys: pytest.CaptureFixture[str], views_csv: Path, tmp_path: Path
+) -> None:
+    code, _, err = tally(capsys, "upload", str(views_csv), "--name", "web2", "--key", "region")
+    assert code == 0, err
+    code, out, err = tally(
+        capsys, "run", "groupby", "--input", "web2", "--by", "region",
+        "--agg", "views=sum:views", "--agg", "n=count:views", "--detach",
+    )  # fmt: skip
+    assert code == 0, err
+    job_id = out.strip()
+    assert re.fullmatch(r"job-[0-9a-f]{12}", job_id) and out == job_id + "\n"
+    code, out, err = tally(capsys, "status", job_id)
+    assert code == 0 and out.strip().splitlines()[-1].startswith(f"{job_id}: ")
+    csv, png = tmp_path / "r.csv", tmp_path / "r.png"
+    code, out, err = tally(capsys, "result", job_id, "--csv", str(csv), "--plot", str(png))
+    assert code == 0, err
+    expected = expected_groups(views_csv)
+    expected = expected[expected["n"] > 0].reset_index(drop=True)  # no domain: only groups seen
+    pd.testing.assert_frame_equal(pd.read_csv(csv), expected, check_dtype=False)
+    assert png_bars(png) == 3
+    code, out, err = tally(capsys, "jobs")
+    assert code == 0 and job_id in out and "Succeeded" in out
+
+
+def run_cli(*args: str, env_config: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "TALLY_CONFIG": str(env_config)}
+    return subprocess.run(
+        [sys.executable, "-m", "tally.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("region,views\nnorth,1\nsouth,lots\n", ["upload"],
+         "column 'views' line 3: 'lots' is not a number"),
+        ("region,views\nnorth,1\nsouth,1e40\n", ["upload"],
+         "column 'views' line 3: 1e+40 is outside"),
+        ("", ["run", "groupby", "missing", "--by", "region", "--agg", "n=count:views"],
+         "no dataset named 'missing'"),
+        ("", ["result", "job-000000000000"], "no job 'job-000000000000'"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_nonzero_no_traceback(
+    deployment: LocalDeployment, tmp_path: Path, content: str, args: list[str], message: str
+) -> None:
+    if args == ["upload"]:
+        path = tmp_path / "bad.csv"
+        path.write_text(content)
+        args = ["upload", str(path), "--name", "bad"]
+    result = run_cli(*args, env_config=deployment.config_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("tally: error: ")
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["local"], ["local", "up"], ["upload"], ["run", "groupby"], ["result"], ["jobs"]],
+)
+def test_help_everywhere(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    code, out, _ = tally(capsys, *command, "--help")
+    assert code == 0 and "Usage: tally" in out

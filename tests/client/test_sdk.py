@@ -1,0 +1,168 @@
+"""The SDK end to end against a real 3-party embedded deployment, checked against pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tally.client.cluster import Cluster
+from tally.client.errors import (
+    InputError,
+    UnknownColumnError,
+    UnknownDatasetError,
+    ValueOutOfRangeError,
+)
+from tally.local_deployment import LocalDeployment
+from tally.mpc.ring import reconstruct
+
+REGIONS = ["north", "south", "east", "west", "islands"]  # "islands" never occurs
+
+
+def provider_frame(seed: int, rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "region": rng.choice(REGIONS[:4], rows, p=[0.5, 0.3, 0.15, 0.05]),
+            "views": rng.integers(-50, 1_000, rows),
+            "price": np.round(rng.uniform(0, 10, rows), 2),
+        }
+    )
+
+
+def column_shares(cluster: Cluster, dataset_id: str, column: str) -> list[np.ndarray]:
+    """Every party's share of a column (the owner may read its own shares)."""
+    return [
+        store.get_octets(f"/v1/datasets/{dataset_id}/columns/{column}") for store in cluster.stores
+    ]
+
+
+def test_two_providers_padded_group_by_matches_pandas(deployment: LocalDeployment) -> None:
+    frames = [provider_frame(1), provider_frame(2)]
+    for provider, frame, mode in zip(
+        ("provider-a", "provider-b"), frames, ("direct", "masked"), strict=True
+    ):
+        with deployment.connect(provider, show_progress=False) as cluster:
+            dataset = cluster.upload(
+                frame,
+                name=f"views-{provider}",
+                mode=mode,  # type: ignore[arg-type]
+                domains={"region": REGIONS},
+                share_with=["analyst"],
+                tags={"source": "test"},
+            )
+            assert dataset.masked == (mode == "masked") and dataset.rows == len(frame)
+    with deployment.connect("analyst", show_progress=False) as analyst:
+        assert {d.name for d in analyst.datasets(tags={"source": "test"})} == {
+            "views-provider-a",
+            "views-provider-b",
+        }
+        table = analyst.table("views-provider-a", "views-provider-b")
+        job = (
+            table.group_by("region", domain=REGIONS)
+            .agg(
+                views=("views", "sum"),
+                n=("views", "count"),
+                avg=("price", "mean"),
+                low=("views", "min"),
+                high=("price", "max"),
+            )
+            .run()
+        )
+        got = job.result(timeout=120)
+        assert job.status().phase == "Succeeded"
+    expected = (
+        pd.concat(frames)
+        .groupby("region")
+        .agg(
+            views=("views", "sum"),
+            n=("views", "count"),
+            avg=("price", "mean"),
+            low=("views", "min"),
+            high=("price", "max"),
+        )
+        .reindex(sorted(REGIONS))
+        .fillna({"views": 0, "n": 0})
+        .reset_index()
+    )
+    assert list(got["region"]) == sorted(REGIONS)
+    assert got["views"].tolist() == expected["views"].astype(int).tolist()
+    assert got["n"].tolist() == expected["n"].astype(int).tolist()
+    for column in ("avg", "low", "high"):
+        assert np.allclose(got[column], expected[column], atol=1e-4, equal_nan=True), column
+    # the job record lets another client object fetch the result again, without rerunning
+    with deployment.connect("analyst", show_progress=False) as again:
+        pd.testing.assert_frame_equal(again.job(job.id).result(), got)
+
+
+@pytest.mark.parametrize("mode", ["direct", "masked"])
+def test_shares_reconstruct_and_no_party_holds_the_values(cluster: Cluster, mode: str) -> None:
+    frame = pd.DataFrame({"views": np.arange(1, 201), "price": np.linspace(0, 5, 200)})
+    dataset = cluster.upload(frame, name=f"shares-{mode}", mode=mode)  # type: ignore[arg-type]
+    for column, kind in (("views", "int"), ("price", "fixed")):
+        shares = column_shares(cluster, dataset.id, column)
+        values = reconstruct(shares).view(np.int64)
+        if kind == "int":
+            assert values.tolist() == frame["views"].tolist()
+        else:
+            assert np.allclose(values / 2**16, frame["price"], atol=2**-16)
+        for share in shares:  # uniformly random words: not the values themselves
+            assert (share.view(np.int64) != values).mean() > 0.95
+    cluster.delete(dataset.id)
+    with pytest.raises(UnknownDatasetError):
+        cluster.dataset(dataset.id)
+
+
+def test_hashed_text_keys_partitioned_with_dp(cluster: Cluster) -> None:
+    rng = np.random.default_rng(7)
+    products = [f"sku-{i:03d}" for i in range(12)]
+    frame = pd.DataFrame({"product": rng.choice(products, 150), "units": rng.integers(1, 20, 150)})
+    dataset = cluster.upload(frame, name="sales", partitions=2)  # text column: a hashed key
+    assert dataset.partitions == 2
+    table = cluster.table("sales")
+    got = table.group_by("product").agg(units=("units", "sum"), n=("units", "count")).to_pandas()
+    expected = frame.groupby("product").agg(units=("units", "sum"), n=("units", "count"))
+    assert list(got["product"]) == sorted(set(frame["product"]))
+    assert got["units"].tolist() == expected["units"].tolist()
+    assert got["n"].tolist() == expected["n"].tolist()
+    noisy = (
+        table.group_by("product", max_groups=16)
+        .agg(dp={"epsilon": 1.0, "delta": 1e-6}, n=("units", "count"))
+        .to_pandas()
+    )
+    assert set(noisy["product"]) <= set(products)
+    assert np.all(np.abs(noisy.set_index("product")["n"] - expected["n"]).dropna() < 250)
+
+
+def test_sum_count_and_sort(cluster: Cluster) -> None:
+    frame = pd.DataFrame({"region": [3, 1, 2, 1], "views": [30, 10, 20, 15]})
+    cluster.upload(frame, name="small", keys=["region"])
+    table = cluster.table("small")
+    assert table.sum("views").to_pandas()["views"].tolist() == [75]
+    assert table.count().to_pandas()["count"].tolist() == [4]
+    ordered = table.sort_by("views", descending=True).to_pandas()
+    assert ordered["views"].tolist() == [30, 20, 15, 10]
+    assert ordered["region"].tolist() == [3, 2, 1, 1]
+
+
+def test_mistakes_are_specific_and_upload_nothing(cluster: Cluster) -> None:
+    before = {d.id for d in cluster.datasets()}
+    with pytest.raises(ValueOutOfRangeError, match=r"column 'views' row 1: .* outside ±2\^62"):
+        cluster.upload(pd.DataFrame({"views": [1, 2**63 - 1]}), name="too-big")
+    with pytest.raises(ValueOutOfRangeError, match="'many' is not a number"):
+        cluster.upload(pd.DataFrame({"r": ["a", "b"], "v": ["1", "many"]}), name="text")
+    assert {d.id for d in cluster.datasets()} == before
+    with pytest.raises(UnknownDatasetError, match="no dataset named 'nope'"):
+        cluster.table("nope")
+    cluster.upload(pd.DataFrame({"region": ["a"], "views": [1]}), name="once")
+    with pytest.raises(InputError, match="replace=True"):
+        cluster.upload(pd.DataFrame({"region": ["a"], "views": [1]}), name="once")
+    replaced = cluster.upload(pd.DataFrame({"region": ["b"], "v": [2]}), name="once", replace=True)
+    assert [d.id for d in cluster.datasets(name="once")] == [replaced.id]
+    table = cluster.table("once")
+    with pytest.raises(UnknownColumnError, match="unknown column 'views'"):
+        table.group_by("region").agg(n=("views", "count"))
+    with pytest.raises(InputError, match="unknown function 'median'"):
+        table.group_by("region").agg(n=("v", "median"))
+    with pytest.raises(InputError, match="not a key column"):
+        table.group_by("v")

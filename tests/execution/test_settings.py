@@ -1,0 +1,81 @@
+"""ExecutionSettings: where inputs and tuples come from, and what production mode refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tally.execution.settings import ExecutionSettings
+
+PEERS = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
+TOKEN = "Zq3v8Yb1-secret-store-service-credential"
+
+
+def production(tmp_path: Path, **changes: Any) -> ExecutionSettings:
+    tls = {name: tmp_path / f"{name}.pem" for name in ("tls_ca", "tls_cert", "tls_key")}
+    values = {
+        "env": "production",
+        "peers": PEERS,
+        **tls,
+        "inputs": "secret-store",
+        "secret_store_url": "http://secret-store:8100",
+        "secret_store_token": TOKEN,
+        "tuples": "service",
+        "tuples_url": "http://tuples:8200",
+        "tuples_token": "Kd82nQ-tuple-service-bearer-token",
+    }
+    return ExecutionSettings(**{**values, **changes})
+
+
+def test_development_defaults_to_local_datasets_and_the_dealer() -> None:
+    settings = ExecutionSettings(peers=PEERS)
+    assert (settings.inputs, settings.tuples) == ("local", "dealer")
+
+
+def test_the_settings_names_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "INPUTS": "secret-store",
+        "SECRET_STORE_URL": "http://127.0.0.1:8100",
+        "SECRET_STORE_TOKEN": TOKEN,
+        "TUPLES": "service",
+        "TUPLES_URL": "http://127.0.0.1:8200",
+        "TUPLES_TOKEN": "t",
+    }.items():
+        monkeypatch.setenv(f"TALLY_EXECUTION_{name}", value)
+    settings = ExecutionSettings()
+    assert settings.secret_store_token.get_secret_value() == TOKEN
+    assert (settings.inputs, settings.tuples, settings.tuples_url) == (
+        "secret-store",
+        "service",
+        "http://127.0.0.1:8200",
+    )
+
+
+def test_the_secret_store_needs_its_url_and_the_service_credential() -> None:
+    with pytest.raises(ValueError, match="SECRET_STORE_URL and SECRET_STORE_TOKEN"):
+        ExecutionSettings(inputs="secret-store", secret_store_url="http://s:8100")
+    with pytest.raises(ValueError, match="TUPLES_URL and TUPLES_TOKEN"):
+        ExecutionSettings(tuples="service", tuples_url="http://t:8200")
+
+
+def test_production_accepts_the_services(tmp_path: Path) -> None:
+    assert production(tmp_path).tuples == "service"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tuples": "dealer"}, "dealer is refused in production"),
+        ({"inputs": "local"}, "production needs INPUTS=secret-store"),
+        ({"secret_store_token": "changeme"}, "SECRET_STORE_TOKEN is a placeholder"),
+        ({"tuples_token": "token"}, "TUPLES_TOKEN is a placeholder"),
+        ({"tls_ca": None, "tls_cert": None, "tls_key": None}, "mutual TLS"),
+    ],
+)
+def test_production_refuses_development_shortcuts(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        production(tmp_path, **changes)

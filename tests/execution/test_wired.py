@@ -1,0 +1,231 @@
+"""Jobs on the real services: inputs from the secret-stores, hm3 tuples from the tuple-services.
+
+Three parties, each with a secret-store, a tuple-service and an execution service as
+separate processes on loopback (``tests/execution/deployment.py``).  A data provider
+uploads shares over the secret-store's REST API; results come back as result datasets
+that the recipient fetches from every party and opens.  The tuple-services' records
+(reservations over REST, chunk states in their SQL index) show what was consumed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tally.mpc.table import ColumnSpec, share_table
+from tests.execution.deployment import Deployment
+
+SPECS = {"region": ColumnSpec("key", bits=4), "views": ColumnSpec("int", bits=24)}
+GROUPBY = {
+    "keys": ["region"],
+    "aggregations": {
+        "total": ["views", "sum"],
+        "n": ["views", "count"],
+        "avg": ["views", "mean"],
+        "low": ["views", "min"],
+        "high": ["views", "max"],
+    },
+    "max_groups": 16,
+}
+CHUNK = 1 << 14
+
+
+def _events(rows: int, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = {"region": rng.integers(0, 12, rows), "views": rng.integers(-1000, 1000, rows)}
+    return data, (rng.random(rows) < 0.9).astype(np.int64)
+
+
+@dataclass
+class Wired:
+    """The deployment, the uploaded datasets' ids and the plain rows they hold."""
+
+    deployment: Deployment
+    ids: dict[str, str]
+    frame: pd.DataFrame
+
+    def job(self, job_id: str, recipients: list[str], **changes: Any) -> dict[str, Any]:
+        spec = {
+            "id": job_id,
+            "program": "groupby",
+            "inputs": {"events": [self.ids["events"], self.ids["events-b"]]},
+            "params": GROUPBY,
+            "outputs": {"result": {"kind": "shares", "recipients": recipients}},
+        }
+        return {**spec, **changes}
+
+
+@pytest.fixture(scope="module")
+def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
+    deployment = Deployment(tmp_path_factory.mktemp("wired"), chunk_size=CHUNK, peer_timeout=5.0)
+    try:
+        deployment.start()
+        ids, frames = {}, []
+        for name, owner, rows, seed, use in (
+            ("events", "alice", 3000, 1, {"bob": ["sum"]}),
+            ("events-b", "bob", 1000, 2, {"alice": ["groupby"]}),
+        ):
+            data, valid = _events(rows, seed)
+            shares = share_table(data, SPECS, 3, valid=valid)
+            ids[name] = deployment.upload(name, shares, SPECS, owner=owner, use=use)
+            frames.append(pd.DataFrame(data)[valid == 1])
+        yield Wired(deployment, ids, pd.concat(frames))
+    finally:
+        deployment.stop()
+
+
+def _check(wired: Wired, states: list[dict[str, Any]], who: str) -> None:
+    datasets = {s["results"]["result"][0] for s in states}
+    assert len(datasets) == 1, "the result dataset has the same id at every party"
+    got = pd.DataFrame(wired.deployment.open_result(datasets.pop(), who))
+    got = got.set_index("region").sort_index()
+    expected = wired.frame.groupby("region").agg(
+        total=("views", "sum"),
+        n=("views", "count"),
+        avg=("views", "mean"),
+        low=("views", "min"),
+        high=("views", "max"),
+    )
+    assert list(got.index) == list(expected.index)
+    for column in ("total", "n", "low", "high"):
+        assert np.array_equal(got[column].to_numpy(), expected[column].to_numpy()), column
+    assert np.allclose(got["avg"].to_numpy(), expected["avg"].to_numpy())
+
+
+def _chunks(view: dict[str, Any], kind: str) -> list[int]:
+    return [i for first, last in view["kinds"][kind]["ranges"] for i in range(first, last + 1)]
+
+
+def _consumed_tuples(deployment: Deployment, party: int, job_id: str) -> dict[str, list[Any]]:
+    """Every tuple the party's ledger says it drew, as global (kind, chunk, index) identities."""
+    views: dict[str, dict[str, Any]] = {}
+    drawn: dict[str, list[Any]] = {}
+    for entry in deployment.ledger(party, job_id):
+        lease, kind = entry["lease"], entry["kind"]
+        if lease not in views:
+            views[lease] = deployment.reservation(party, lease)
+        if kind == "shuffle":  # derived per reservation and index: no chunks
+            drawn.setdefault(kind, []).append((lease, entry["offset"]))
+            continue
+        chunks = _chunks(views[lease], kind)
+        for offset in range(entry["offset"], entry["offset"] + entry["count"]):
+            drawn.setdefault(kind, []).append((chunks[offset // CHUNK], offset % CHUNK, lease))
+    return drawn
+
+
+def _chunk_states(deployment: Deployment, party: int) -> dict[int, tuple[str, str | None]]:
+    database = deployment.root / "tuples" / f"party{party}" / "index.db"
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT id, state, reservation_id FROM tuple_chunks").fetchall()
+    return {int(i): (state, reservation) for i, state, reservation in rows}
+
+
+def _assert_released(deployment: Deployment, job_id: str) -> None:
+    for party in range(3):
+        assert deployment.reservations(party, job_id, "active") == []
+        assert deployment.reservations(party, job_id, "released"), party
+        pools = deployment.pools(party)
+        assert all(pool["reserved"] == 0 for pool in pools), pools
+
+
+def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired) -> None:
+    deployment = wired.deployment
+    assert [r.status_code for r in deployment.execution.submit(wired.job("wired", ["carol"]))] == [
+        201,
+        201,
+        201,
+    ]
+    states = deployment.execution.wait("wired", timeout=120)
+    assert {s["phase"] for s in states} == {"Succeeded"}, states
+    _check(wired, states, "carol")
+    # the dry plan covered the whole run: one reservation (the same at every party), released
+    views = [deployment.reservations(p, "wired", "released") for p in range(3)]
+    assert [len(v) for v in views] == [1, 1, 1], views
+    assert views[0][0]["kinds"] == views[1][0]["kinds"] == views[2][0]["kinds"]
+    for party in range(3):
+        leases = {entry["lease"] for entry in deployment.ledger(party, "wired")}
+        assert leases == {views[0][0]["reservation_id"]}, party
+    _assert_released(deployment, "wired")
+    # only the recipients (and the submitter, its owner) read the result dataset
+    dataset = states[0]["results"]["result"][0]
+    assert deployment.store(0, "GET", f"/v1/datasets/{dataset}", "mallory").status_code == 404
+
+
+def test_sigkilled_worker_resumes_and_no_tuple_is_consumed_twice(wired: Wired) -> None:
+    deployment, job_id = wired.deployment, "wired-crash"
+    responses = deployment.execution.submit(wired.job(job_id, ["alice"]))
+    assert all(r.status_code == 201 for r in responses)
+    total = deployment.execution.job(0, job_id)["stages_total"]
+    target = random.Random().randint(2, total - 3)
+    deadline = time.monotonic() + 90
+    while True:
+        status = deployment.execution.worker_status(1, job_id)
+        if status.get("stage", 0) >= target and status.get("phase") == "Running":
+            os.kill(status["pid"], signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.01)
+    states = deployment.execution.wait(job_id, timeout=120)
+    assert [s["phase"] for s in states] == ["Succeeded"] * 3, (target, states)
+    assert [s["restarts"] for s in states] == [0, 1, 0]
+    _check(wired, states, "alice")
+    for party in range(3):
+        epochs = {entry["epoch"] for entry in deployment.ledger(party, job_id)}
+        assert len(epochs) == 2, f"party {party}: one resume, in a new epoch"
+        drawn = _consumed_tuples(deployment, party, job_id)
+        for kind, identities in drawn.items():
+            tuples = [identity[:2] for identity in identities]
+            assert len(tuples) == len(set(tuples)), f"party {party} drew a {kind} tuple twice"
+        # every chunk drawn from is consumed, for good, by the lease that drew it
+        chunk_states = _chunk_states(deployment, party)
+        for kind, identities in drawn.items():
+            if kind != "shuffle":
+                for chunk, _, lease in identities:
+                    assert chunk_states[chunk] == ("consumed", lease), (party, kind, chunk)
+    _assert_released(deployment, job_id)
+
+
+@pytest.mark.parametrize(
+    ("who", "dataset", "status", "code"),
+    [
+        ("alice", "3f6c2a8e-0000-4000-8000-000000000000", 404, "unknown_dataset"),
+        ("alice", "not-a-dataset-id", 404, "unknown_dataset"),
+        ("mallory", "events", 404, "unknown_dataset"),  # no grant: the dataset is invisible
+        ("bob", "events", 403, "dataset_forbidden"),  # bob's use grant covers "sum" only
+    ],
+)
+def test_inputs_the_submitter_may_not_use_are_refused(
+    wired: Wired, who: str, dataset: str, status: int, code: str
+) -> None:
+    spec = wired.job("wired-refused", [who], inputs={"events": wired.ids.get(dataset, dataset)})
+    response = wired.deployment.execution.request(0, "POST", "/v1/jobs", who, json=spec)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code
+
+
+def test_a_failed_job_releases_its_reservation(wired: Wired) -> None:
+    deployment, job_id = wired.deployment, "wired-lost"
+    responses = deployment.execution.submit(wired.job(job_id, ["alice"]))
+    assert all(r.status_code == 201 for r in responses)
+    deadline = time.monotonic() + 60
+    while deployment.execution.worker_status(2, job_id).get("stage", 0) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    deployment.execution.kill(2)  # party 2's execution service is gone for this job
+    try:
+        states = deployment.execution.wait(job_id, parties=[0, 1], timeout=60)
+        assert [s["phase"] for s in states] == ["Failed", "Failed"], states
+        assert "stayed away longer than 5 s" in states[0]["reason"], states[0]["reason"]
+        _assert_released(deployment, job_id)
+    finally:
+        deployment.execution.start(2)
