@@ -84,7 +84,7 @@ class OperatorConfig:
     """Bearer token of the operator at the execution service (``..._EXECUTION_TOKEN``,
     from a Secret)."""
 
-    worker_command: tuple[str, ...] = ("python", "-m", "tally.execution.worker")
+    worker_command: tuple[str, ...] = ("python", "-m", "tally.execution.pod")
     """Entry point of a worker container, a JSON list (``..._WORKER_COMMAND``)."""
 
     worker_service_account: str = "default"

@@ -37,9 +37,6 @@ STORE_TOKENS = {who: f"{who}-token-at-the-secret-store" for who in [*TOKENS, "ca
 """Tokens at the secret-stores (carol only reads results: she submits no jobs)."""
 
 
-TUPLES_TOKEN = "execution-bearer-token-at-the-tuple-services"
-
-
 def service_token(party: int) -> str:
     return f"execution-service-credential-of-party-{party}"
 
@@ -64,12 +61,7 @@ class Deployment:
 
     def __post_init__(self) -> None:
         self.store_ports = free_ports(3)
-        tokens = [{"identity": "execution", "token": TUPLES_TOKEN}]
-        self.tuples = TupleCluster(
-            self.root / "tuples",
-            chunk_size=self.chunk_size,
-            extra_env={"TALLY_TUPLES_TOKENS": json.dumps(tokens)},
-        )
+        self.tuples = TupleCluster(self.root / "tuples", chunk_size=self.chunk_size)
         env = {
             party: {
                 "TALLY_EXECUTION_INPUTS": "secret-store",
@@ -77,7 +69,7 @@ class Deployment:
                 "TALLY_EXECUTION_SECRET_STORE_TOKEN": service_token(party),
                 "TALLY_EXECUTION_TUPLES": "service",
                 "TALLY_EXECUTION_TUPLES_URL": self.tuples.url(party),
-                "TALLY_EXECUTION_TUPLES_TOKEN": TUPLES_TOKEN,
+                "TALLY_EXECUTION_TUPLES_TOKEN": self.tuples.token(party),
                 "TALLY_EXECUTION_TUPLE_WAIT_S": "120",
                 **self.execution_env,
             }
@@ -243,9 +235,10 @@ class Deployment:
     def tuple_service(
         self, party: int, method: str, path: str, timeout: float = 60.0, **kwargs: Any
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {TUPLES_TOKEN}"}
         url = self.tuples.url(party) + path
-        return httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        return httpx.request(
+            method, url, headers=self.tuples.headers(party), timeout=timeout, **kwargs
+        )
 
     def reservation(self, party: int, reservation_id: str) -> dict[str, Any]:
         response = self.tuple_service(party, "GET", f"/v1/reservations/{reservation_id}")

@@ -405,3 +405,42 @@ def test_the_crd_schema_rejects_invalid_analytics_jobs(path: tuple[str, ...], va
     target[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         validate_custom_resource(broken)
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_workers_are_external_pods_with_checkpoints_in_s3() -> None:
+    docs = render(VALUE_SETS["three-parties"])
+    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = _env(execution)
+    assert env["TALLY_EXECUTION_WORKERS"] == "external"
+    assert env["TALLY_EXECUTION_S3_ENDPOINT"] == "p0-tally-minio:9000"
+    assert env["TALLY_EXECUTION_S3_PREFIX"] == "party-0/"
+    assert env["TALLY_EXECUTION_S3_SECRET_KEY"]["secretKeyRef"]["key"] == "secretKey"
+    workers = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
+    for name in ("TALLY_EXECUTION_S3_ENDPOINT", "TALLY_EXECUTION_S3_BUCKET"):
+        assert workers[name] == env[name]
+    assert workers["TALLY_EXECUTION_S3_PREFIX"] == "party-0/"
+    (operator,) = objects(docs, "Deployment")["p0-tally-operator"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    command = json.loads(_env(operator)["TALLY_OPERATOR_WORKER_COMMAND"])
+    assert command == ["python", "-m", "tally.execution.pod"]
+    policy = objects(docs, "NetworkPolicy")["p0-tally-execution"]["spec"]["ingress"][0]
+    assert any(
+        source.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        == "worker"
+        for source in policy["from"]
+    )
+
+
+def test_without_the_operator_the_service_starts_its_own_workers() -> None:
+    docs = render(VALUE_SETS["minimal"])
+    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert _env(execution)["TALLY_EXECUTION_WORKERS"] == "process"

@@ -29,7 +29,7 @@ ZONE = "topology.kubernetes.io/zone"
 def template(**overrides: object) -> WorkerTemplate:
     values: dict[str, object] = {
         "image": "tally:1",
-        "command": ["python", "-m", "tally.execution.worker"],
+        "command": ["python", "-m", "tally.execution.pod"],
         "party_id": "p0",
         "execution_url": "http://execution:8000",
         "service_account": "tally-worker",

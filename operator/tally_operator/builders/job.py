@@ -12,6 +12,14 @@ completion index is its partition. ``podFailurePolicy`` makes preemption free:
 3. any other failure counts against ``backoffLimit``.
 
 The operator's own restart accounting (``maxRestarts``) sits on top of rule 1.
+
+The pods run ``python -m tally.execution.pod`` (the execution service runs with
+``TALLY_EXECUTION_WORKERS=external``): the worker reads ``TALLY_JOB_ID`` and
+``TALLY_PARTITION`` (or Kubernetes' ``JOB_COMPLETION_INDEX``), the party's
+``TALLY_EXECUTION_*`` settings from the ``env_configmap``/``env_secret`` (its
+credential ``TALLY_EXECUTION_WORKER_TOKEN`` among them) and ``TALLY_EXECUTION_URL``,
+fetches the job from the execution service, reports its progress there and keeps its
+checkpoints in the party's blob store.
 """
 
 from __future__ import annotations
@@ -241,6 +249,8 @@ def _worker_env(
         {"name": "TALLY_ZONE", "value": placement.zone or ""},
         {"name": "TALLY_POD_NAME", "valueFrom": field("metadata.name")},
         {"name": "TALLY_NODE_NAME", "valueFrom": field("spec.nodeName")},
+        # PartyLink: the worker binds and advertises its pod IP (peers dial it).
+        {"name": "TALLY_EXECUTION_WORKER_HOST", "valueFrom": field("status.podIP")},
     ]
     if template.partylink_tls_secret:
         env.append({"name": "TALLY_PARTYLINK_TLS_DIR", "value": TLS_MOUNT})

@@ -10,6 +10,10 @@ Routes (errors are ``{"error": code, "detail": text}``):
   their recipients only (the client adds every party's shares: nothing is opened
   to any party);
 * ``DELETE /v1/jobs/{id}``: cancel everywhere;
+* ``POST /v1/internal/jobs/{id}/workers/{k}/attach`` and ``PUT
+  /v1/internal/jobs/{id}/workers/{k}``: external workers (``workers=external``,
+  Kubernetes pods) fetch their job and report their status, with this party's
+  service credential only;
 * ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
@@ -23,14 +27,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from pydantic import BaseModel, Field
 
 from tally.common.auth import Principal, TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
-from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, encode_array
+from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
 from tally.execution.ports import InputError
-from tally.execution.service import JobConflict, JobManager
+from tally.execution.service import JobConflict, JobManager, Superseded
 from tally.execution.settings import ExecutionSettings, load_tls
 from tally.execution.worker import build_stores
 
@@ -76,6 +81,12 @@ def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+class WorkerAttach(BaseModel):
+    """An external worker announcing itself."""
+
+    pod: str = Field(min_length=1, max_length=253, description="the pod's name (unique per pod)")
 
 
 def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
@@ -156,6 +167,49 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         if record.phase not in FINAL_PHASES:
             await manager().cancel(job_id)
         return record.public()  # type: ignore[no-any-return]
+
+    def external_worker(job_id: str, who: Principal) -> None:
+        if not who.service:
+            raise ApiError(403, "forbidden", "only this party's service credential may do this")
+        if settings.workers != "external":
+            raise ApiError(409, "not_external", "this service runs its own workers")
+        if job_id not in manager().jobs:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+
+    @app.post(
+        "/v1/internal/jobs/{job_id}/workers/{worker}/attach",
+        responses=error_responses(401, 403, 404, 409, 422),
+    )
+    async def attach_worker(
+        job_id: str, worker: int, body: WorkerAttach, who: CurrentPrincipal
+    ) -> dict[str, Any]:
+        """An external worker starts: the job record and the partition's last status."""
+        external_worker(job_id, who)
+        try:
+            record, previous = manager().attach(job_id, worker, body.pod)
+        except IndexError as error:
+            raise ApiError(422, "bad_worker", str(error)) from None
+        return {
+            "record": record.model_dump(mode="json"),
+            "previous": previous.model_dump(mode="json") if previous is not None else None,
+        }
+
+    @app.put(
+        "/v1/internal/jobs/{job_id}/workers/{worker}",
+        responses=error_responses(401, 403, 404, 409, 422),
+    )
+    async def report_worker(
+        job_id: str, worker: int, status: WorkerStatus, who: CurrentPrincipal
+    ) -> dict[str, str]:
+        """An external worker's status; the reply carries the job's phase here."""
+        external_worker(job_id, who)
+        try:
+            phase = manager().report(job_id, worker, status)
+        except IndexError as error:
+            raise ApiError(422, "bad_worker", str(error)) from None
+        except Superseded as error:
+            raise ApiError(409, "superseded", str(error)) from None
+        return {"phase": phase}
 
     @app.get("/v1/jobs/{job_id}/result", responses=error_responses(401, 403, 404, 409))
     def get_result(job_id: str, who: CurrentPrincipal) -> dict[str, Any]:

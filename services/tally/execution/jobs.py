@@ -74,6 +74,7 @@ class WorkerStatus(BaseModel):
 
     phase: Literal["Starting", "Connecting", "Running", "Succeeded", "Failed"] = "Starting"
     pid: int = 0
+    pod: str = ""
     address: str = ""
     stage: int = 0
     stages_total: int = 0

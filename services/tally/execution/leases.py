@@ -26,6 +26,12 @@ one tuple-service reservation — that every party walks in the same order:
 4. **Release.** When the job ends (succeeded, failed or cancelled) party 0 releases
    every reservation of the job; chunks no party touched return to the pool.
 
+Before an epoch-0 online phase, :meth:`LeasedSource.prefetch` reads the plan
+reservation into memory (up to a byte budget), including the shuffle correlations
+whose shapes the dry plan predicts, so the online phase hands out stored shares as
+the bare engine does.  A follower waiting for party 0's lease gives up as soon as
+``interrupted`` reports party 0's link lost, so the worker rebuilds the mesh.
+
 Every batch is written to the worker's ledger before it is read, so tests can map
 each party's consumption onto the tuple-service's chunks.
 """
@@ -38,14 +44,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
 
 from tally.execution.ledger import TupleLedger
-from tally.mpc.offline.layout import parse_kind
+from tally.mpc.offline.layout import from_sections, parse_kind
 from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleReader, TupleServiceError
 from tally.mpc.ring import Shares
 from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
@@ -229,22 +235,44 @@ class _Prefetched:
         self.sections[kind] = sections
         self.bytes += sum(section.nbytes for section in sections)
 
-    def read(self, kind: str, offset: int, count: int) -> bytes:
+    def take(self, kind: str, offset: int, count: int) -> tuple[Shares, ...] | None:
+        """Prefetched tuples [offset, offset + count) in the engine's layout, or None."""
         sections = self.sections.get(kind)
         if sections is None:
-            return self.inner.read(kind, offset, count)
-        total = len(sections[0]) // parse_kind(kind).sections[0].itemsize
-        if offset + count > total:
+            return None
+        parsed = parse_kind(kind)
+        widths = [dtype.itemsize for dtype in parsed.sections]
+        if (offset + count) * widths[0] > len(sections[0]):
             raise TupleServiceError(f"{kind} tuples [{offset}, {offset + count}) were not read")
-        widths = [dtype.itemsize for dtype in parse_kind(kind).sections]
-        return b"".join(
-            section[offset * width : (offset + count) * width].tobytes()
+        views = [
+            section[offset * width : (offset + count) * width]
             for section, width in zip(sections, widths, strict=True)
-        )
+        ]
+        arrays = from_sections(parsed, cast(list[bytes], views), count)  # copies once
+        if (offset + count) * widths[0] == len(sections[0]):  # all handed out: free it
+            del self.sections[kind]
+        return arrays
+
+    def read(self, kind: str, offset: int, count: int) -> bytes:
+        return self.inner.read(kind, offset, count)
 
     def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
         data = self.shuffles.pop(index, None)
         return data if data is not None else self.inner.shuffle(index, rows, kinds)
+
+
+def _read(source: ReservedSource, kind: str, count: int) -> tuple[Shares, ...]:
+    """``count`` tuples of ``kind`` through the source's public methods."""
+    parsed = parse_kind(kind)
+    if parsed.base == "triples":
+        return source.triples(count)
+    if parsed.base == "bit_triples":
+        return source.bit_triples(count)
+    if parsed.base == "dabits":
+        return source.dabits(count)
+    if parsed.base == "edabits":
+        return source.edabits(count, parsed.width)
+    return (source.input_masks(count),)
 
 
 @dataclass
@@ -399,20 +427,35 @@ class LeasedSource(TupleSource):
         finally:
             self.generation_seconds += time.perf_counter() - started
 
+    def _arrays(self, kind: str, count: int) -> tuple[Shares, ...]:
+        def read(source: ReservedSource) -> tuple[Shares, ...]:
+            offset = source.cursors.get(kind, 0)
+            reader = source.reader
+            arrays = reader.take(kind, offset, count) if isinstance(reader, _Prefetched) else None
+            if arrays is None:
+                return _read(source, kind, count)
+            source.cursors[kind] = offset + count
+            return arrays
+
+        return self._take(kind, count, read)
+
     def triples(self, count: int) -> tuple[Shares, Shares, Shares]:
-        return self._take("triples", count, lambda source: source.triples(count))
+        a, b, c = self._arrays("triples", count)
+        return a, b, c
 
     def bit_triples(self, words: int) -> tuple[Shares, Shares, Shares]:
-        return self._take("bit_triples", words, lambda source: source.bit_triples(words))
+        a, b, c = self._arrays("bit_triples", words)
+        return a, b, c
 
     def dabits(self, count: int) -> tuple[Shares, Shares]:
-        return self._take("dabits", count, lambda source: source.dabits(count))
+        arith, binary = self._arrays("dabits", count)
+        return arith, binary
 
     def edabits(self, count: int, width: int) -> tuple[Shares, Shares]:
         if not 1 <= width <= 64:
             raise ValueError("edaBit width must be 1..64")
-        kind = f"edabits:{width}"
-        return self._take(kind, count, lambda source: source.edabits(count, width))
+        arith, planes = self._arrays(f"edabits:{width}", count)
+        return arith, planes
 
     def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
         if self._shuffles is not None:  # the plan's shuffles serve while they are as predicted
@@ -429,7 +472,8 @@ class LeasedSource(TupleSource):
         )
 
     def input_masks(self, count: int) -> Shares:
-        return self._take("input_masks", count, lambda source: source.input_masks(count))
+        (masks,) = self._arrays("input_masks", count)
+        return masks
 
     def position(self) -> dict[str, int]:
         """The epoch (the checkpoint records it; a resume opens a later one anyway)."""

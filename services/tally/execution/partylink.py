@@ -73,6 +73,9 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_FRAME),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # A mesh may stay silent for long (a party reading its tuples, a long local step):
+    # peers' keepalive pings must never earn a "too many pings" GOAWAY that drops it.
+    ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),
 ]
 

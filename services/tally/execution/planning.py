@@ -11,6 +11,10 @@ runs, taken at the row count rounded up to whole 64-row words (bit-sliced steps
 consume per word), bounds the count at the real size; one tuple per request is
 added for rounding.
 
+The same two runs predict the shape (rows, column kinds) of every shuffle request,
+so a worker can fetch the correlations before its online phase
+(:meth:`tally.execution.leases.LeasedSource.prefetch`).
+
 What it cannot see is consumption that depends on the data: the number of groups
 of a group-by without padding (``max_groups``/``domain``) is opened during the run,
 and what follows scales with it.  Custom programs may differ anyway.  Neither is a

@@ -11,6 +11,10 @@ Per job, one asyncio task drives the phases (never any MPC work on the event loo
   worker killed by a signal is restarted (``restarts`` += 1, up to ``max_restarts``
   per worker) and resumes from the checkpoints; a worker that reports failure
   fails the job; all P done → Succeeded.
+* With ``workers=external`` (Kubernetes) the service starts no process: the
+  operator's pods (:mod:`tally.execution.pod`) attach to the job over the
+  intra-party routes, report their status, and a pod that replaces another one
+  counts as a restart; all P report Succeeded → Succeeded; one reports Failed → Failed.
 * Failed or Cancelled: workers stopped, the reservation's unconsumed part
   released, the peers told (``PartyControl.Abandon``).
 """
@@ -51,6 +55,10 @@ POLL_SECONDS = 0.1
 
 class JobConflict(Exception):
     """The job id exists here with another spec."""
+
+
+class Superseded(Exception):
+    """An external worker reports for a partition that another pod has taken over."""
 
 
 def _params(spec: JobCreate) -> dict[str, Any]:
@@ -261,6 +269,9 @@ class JobManager:
         self._procs[(record.spec.id, worker)] = process
 
     async def _supervise(self, record: JobRecord) -> None:
+        if self.settings.workers == "external":
+            await self._watch_external(record)
+            return
         job_id, files = record.spec.id, self._files(record.spec.id)
         for worker in range(record.spec.partitions):
             self._spawn(record, worker)
@@ -302,6 +313,80 @@ class JobManager:
                 await self.finish(record, "Succeeded", "")
                 return
             self._save(record)
+
+    async def _watch_external(self, record: JobRecord) -> None:
+        """Follow the reports of workers that Kubernetes runs (``workers=external``)."""
+        job_id, files = record.spec.id, self._files(record.spec.id)
+        record.timings["started"] = time.time()
+        deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        while record.phase == "Running":
+            await asyncio.sleep(POLL_SECONDS)
+            if job_id in self._finishing:
+                return
+            statuses = [files.load_worker(w) for w in range(record.spec.partitions)]
+            missing = [w for w, status in enumerate(statuses) if status is None]
+            if missing and time.monotonic() > deadline:
+                await self.finish(
+                    record,
+                    "Failed",
+                    f"no worker attached for partitions {missing} within "
+                    f"{self.settings.worker_start_timeout_s:.0f} s (are the worker pods running?)",
+                )
+                return
+            for worker, status in enumerate(statuses):
+                if status is not None:
+                    record.workers[worker] = status
+            for worker, status in enumerate(statuses):
+                if status is not None and status.phase == "Failed":
+                    await self.finish(record, "Failed", status.reason or f"worker {worker} failed")
+                    return
+            if all(s is not None and s.phase == "Succeeded" for s in statuses):
+                await self.finish(record, "Succeeded", "")
+                return
+            self._save(record)
+
+    def attach(self, job_id: str, worker: int, pod: str) -> tuple[JobRecord, WorkerStatus | None]:
+        """An external worker (pod) starts: the job and the partition's last status.
+
+        Raises ``KeyError`` for an unknown job and ``IndexError`` for a bad partition.
+        While the job runs, the pod takes the partition over: a pod other than the one
+        that had it counts as a restart, and the old pod's address is forgotten.
+        """
+        record = self.jobs[job_id]
+        if not 0 <= worker < record.spec.partitions:
+            raise IndexError(f"job {job_id!r} has partitions 0..{record.spec.partitions - 1}")
+        files = self._files(job_id)
+        previous = files.load_worker(worker)
+        if record.phase == "Running" and (previous is None or previous.pod != pod):
+            if previous is not None and previous.pod:
+                record.restarts += 1
+                log.warning(
+                    "job %s worker %d: pod %s replaces %s", job_id, worker, pod, previous.pod
+                )
+            status = previous.model_copy() if previous is not None else WorkerStatus()
+            status.pod, status.address, status.phase = pod, "", "Starting"
+            files.save_worker(worker, status)
+            record.workers[worker] = status
+            self._save(record)
+        return record, previous
+
+    def report(self, job_id: str, worker: int, status: WorkerStatus) -> str:
+        """An external worker's status; returns the job's phase here.
+
+        Raises ``KeyError`` (unknown job), ``IndexError`` (bad partition) and
+        ``Superseded`` (another pod holds the partition now).
+        """
+        record = self.jobs[job_id]
+        if not 0 <= worker < record.spec.partitions:
+            raise IndexError(f"job {job_id!r} has partitions 0..{record.spec.partitions - 1}")
+        files = self._files(job_id)
+        current = files.load_worker(worker)
+        if current is None or current.pod != status.pod:
+            holder = current.pod if current is not None else "no pod"
+            raise Superseded(f"partition {worker} of job {job_id!r} is held by {holder}")
+        if record.phase not in FINAL_PHASES:
+            files.save_worker(worker, status)
+        return record.phase
 
     async def finish(self, record: JobRecord, phase: str, reason: str, notify: bool = True) -> None:
         """End a job here: stop workers, release tuples, record, and tell the peers."""
@@ -369,8 +454,14 @@ class JobManager:
         record = self.jobs.get(job_id)
         if record is None:
             return "", ""
-        process = self._procs.get((job_id, worker))
         status = self._files(job_id).load_worker(worker)
+        if self.settings.workers == "external":
+            stale = self.settings.worker_stale_s
+            fresh = status is not None and time.time() - status.updated < stale
+            if status is not None and fresh and status.phase in ("Connecting", "Running"):
+                return status.address, record.phase
+            return "", record.phase
+        process = self._procs.get((job_id, worker))
         alive = process is not None and process.poll() is None
         if alive and status is not None and status.pid == process.pid and status.address:
             return status.address, record.phase

@@ -29,6 +29,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
+from tally.common.blobstore import BlobStore, LocalBlobStore, S3BlobStore
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 from tally.execution.tls import PartyTLS
 
@@ -59,6 +60,50 @@ class ExecutionSettings(BaseSettings):
     )
     blob_dir: Path | None = Field(
         default=None, description="checkpoint blob directory (default: state_dir/blobs)"
+    )
+    s3_endpoint: str = Field(
+        default="",
+        description="host:port of an S3 server for checkpoints, opened results (and local "
+        "datasets); empty: the blob directory.  External workers need a store every node "
+        "reaches: S3 in a cluster",
+    )
+    s3_access_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "tally-execution"
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. party-0/")
+    s3_secure: bool = Field(default=False, description="use HTTPS for S3")
+    s3_region: str | None = None
+
+    workers: Literal["process", "external"] = Field(
+        default="process",
+        description="'process': the service starts (and restarts) one worker process per "
+        "partition; 'external': something else starts them (Kubernetes: the operator's "
+        "Indexed Job runs `python -m tally.execution.pod`), they fetch the job from the "
+        "service and report to it",
+    )
+    url: str = Field(
+        default="",
+        description="external workers: base URL of this party's execution service REST API",
+    )
+    worker_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="external workers: their credential at the execution service (one of "
+        "its TOKENS with service: true)",
+    )
+    worker_stale_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="external workers: a worker silent this long is presumed gone (peers "
+        "stop dialling its address)",
+    )
+    worker_heartbeat_s: float = Field(
+        default=2.0, gt=0, description="external workers: seconds between status reports"
+    )
+    worker_start_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="external workers: a running job fails when a partition has had no "
+        "worker attached this long (pods unschedulable, no operator)",
     )
 
     inputs: Literal["local", "secret-store"] = Field(
@@ -161,6 +206,8 @@ class ExecutionSettings(BaseSettings):
                 "and a bearer token it accepts)"
             )
         if self.env == "production":
+            if self.s3_endpoint:
+                check_secret("S3_SECRET_KEY", self.s3_secret_key.get_secret_value(), "production")
             if not all(tls):
                 raise ConfigurationError(
                     "production mode needs mutual TLS for PartyLink: set TLS_CA, TLS_CERT, TLS_KEY"
@@ -195,6 +242,21 @@ class ExecutionSettings(BaseSettings):
     def blobs_root(self) -> Path:
         """Where checkpoint (and, with local inputs, dataset) blobs live."""
         return self.blob_dir or self.state_dir / "blobs"
+
+
+def blob_store(settings: ExecutionSettings) -> BlobStore:
+    """The party's blob store: S3 when ``s3_endpoint`` is set, else the blob directory."""
+    if settings.s3_endpoint:
+        return S3BlobStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            key_prefix=settings.s3_prefix,
+        )
+    return LocalBlobStore(settings.blobs_root)
 
 
 def load_tls(settings: ExecutionSettings) -> PartyTLS | None:

@@ -1,6 +1,7 @@
 """A job worker: one partition of one job at one party, as its own OS process.
 
     python -m tally.execution.worker <state_dir>/jobs/<job_id> <worker>
+    python -m tally.execution.worker --external   (a Kubernetes pod: tally.execution.pod)
 
 Started (and restarted after a crash) by the party's execution service, with the
 service's environment (so the same ``TALLY_EXECUTION_*`` settings).  Steps:
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tally.common.blobstore import BlobStore, LocalBlobStore
+from tally.common.blobstore import BlobStore
 from tally.execution.checkpoint import CheckpointStore, encode_state
 from tally.execution.control import ControlClient
 from tally.execution.jobs import FINAL_PHASES, JobFiles, JobRecord, WorkerStatus
@@ -45,7 +46,7 @@ from tally.execution.ports import (
 )
 from tally.execution.programs import input_tables, resolve_program, stage_inputs
 from tally.execution.recovery import agree, hello_for
-from tally.execution.settings import ExecutionSettings, load_tls
+from tally.execution.settings import ExecutionSettings, blob_store, load_tls
 from tally.execution.stages import StagedProgram, State, build_stages, initial_state, table_to_state
 from tally.mpc.party import Party
 from tally.mpc.program import Program
@@ -71,7 +72,7 @@ def build_stores(
     from tally.execution.local import DealerTuples, LocalDatasets
     from tally.execution.remote import SecretStoreDatasets
 
-    blobs = LocalBlobStore(settings.blobs_root)
+    blobs = blob_store(settings)
     datasets: LocalDatasets | SecretStoreDatasets = LocalDatasets(blobs)
     if settings.inputs == "secret-store":
         datasets = SecretStoreDatasets(
@@ -334,6 +335,10 @@ class Worker:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m tally.execution.worker JOB_DIR WORKER``."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--external"]:  # started by Kubernetes: see tally.execution.pod
+        from tally.execution.pod import main as pod_main
+
+        return pod_main(args[1:])
     if len(args) != 2:
         print("usage: python -m tally.execution.worker JOB_DIR WORKER", file=sys.stderr)
         return 2
