@@ -444,3 +444,17 @@ def test_without_the_operator_the_service_starts_its_own_workers() -> None:
         "containers"
     ]
     assert _env(execution)["TALLY_EXECUTION_WORKERS"] == "process"
+
+
+def test_execution_and_workers_take_tuples_from_the_tuple_service() -> None:
+    docs = render(VALUE_SETS["three-parties"])
+    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = _env(execution)
+    assert env["TALLY_EXECUTION_INPUTS"] == "secret-store"
+    assert env["TALLY_EXECUTION_TUPLES"] == "service"
+    assert env["TALLY_EXECUTION_TUPLES_URL"] == "http://p0-tally-tuple-service:8000"
+    workers = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
+    assert workers["TALLY_EXECUTION_TUPLES"] == "service"
+    assert workers["TALLY_EXECUTION_TUPLES_URL"] == env["TALLY_EXECUTION_TUPLES_URL"]
