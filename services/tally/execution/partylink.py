@@ -141,8 +141,34 @@ class _Broken:
         self.error = error
 
 
-def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Iterator[pb.Frame]:
-    """One round's message to one peer as frames (headers first, then chunked bytes)."""
+_DATA_TAG = b"\x42"
+"""``Frame.data`` on the wire: field 8, length-delimited."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _serialize(frame: pb.Frame | bytes) -> bytes:
+    """gRPC serializer for frames: :func:`_frames` hands over frames already encoded."""
+    return frame if isinstance(frame, bytes) else frame.SerializeToString()
+
+
+def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Iterator[bytes]:
+    """One round's message to one peer as encoded frames (headers first, then chunked bytes).
+
+    Each frame is the encoded ``Frame`` without its ``data`` followed by the ``data``
+    field written by hand (a protobuf message is the concatenation of its fields), so a
+    chunk is copied once, straight from the array into the frame, instead of into a
+    ``bytes``, into the message and again into its encoding.
+    """
     headers = []
     views = []
     for array in arrays:
@@ -158,15 +184,21 @@ def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Itera
         "sender": identity.party,
         "round": round_number,
     }
-    pending = pb.Frame(kind=pb.Frame.DATA, arrays=headers, **common)
-    for view in views:
-        for start in range(0, len(view), CHUNK_BYTES):
-            if pending.data:
-                yield pending
-                pending = pb.Frame(kind=pb.Frame.CHUNK, **common)
-            pending.data = bytes(view[start : start + CHUNK_BYTES])
-    pending.last = True
-    yield pending
+    chunks = [
+        view[start : start + CHUNK_BYTES]
+        for view in views
+        for start in range(0, len(view), CHUNK_BYTES)
+    ]
+    if not chunks:
+        yield pb.Frame(kind=pb.Frame.DATA, arrays=headers, last=True, **common).SerializeToString()
+        return
+    for index, chunk in enumerate(chunks):
+        if index == 0:
+            head = pb.Frame(kind=pb.Frame.DATA, arrays=headers, **common)
+        else:
+            head = pb.Frame(kind=pb.Frame.CHUNK, **common)
+        head.last = index == len(chunks) - 1
+        yield b"".join((head.SerializeToString(), _DATA_TAG, _varint(len(chunk)), chunk))
 
 
 class _Assembly:
@@ -424,6 +456,30 @@ class _Servicer(pb_grpc.PartyLinkServicer):
         await link.closed.wait()
 
 
+_EXCHANGE = "/tally.v1.PartyLink/Exchange"
+
+
+def _exchange_call(channel: grpc.aio.Channel) -> Any:
+    """A new ``Exchange`` stream on ``channel`` whose writes take :func:`_frames` output."""
+    return channel.stream_stream(
+        _EXCHANGE, request_serializer=_serialize, response_deserializer=pb.Frame.FromString
+    )()
+
+
+def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """``add_PartyLinkServicer_to_server`` with the serializer of :func:`_exchange_call`."""
+    handlers = {
+        "Exchange": grpc.stream_stream_rpc_method_handler(
+            servicer.Exchange,
+            request_deserializer=pb.Frame.FromString,
+            response_serializer=_serialize,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("tally.v1.PartyLink", handlers),)
+    )
+
+
 class PartyLinkEndpoint:
     """A worker's PartyLink: event-loop thread, server for higher ids, meshes on demand.
 
@@ -467,7 +523,7 @@ class PartyLinkEndpoint:
     async def _start_server(self) -> str:
         self._pending_changed = asyncio.Event()
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        pb_grpc.add_PartyLinkServicer_to_server(_Servicer(self), server)
+        _add_servicer(_Servicer(self), server)
         bind = f"{self._host}:0"
         if self.tls is None:
             port = server.add_insecure_port(bind)
@@ -610,7 +666,7 @@ class PartyLinkEndpoint:
         self, peer: int, address: str, hello: pb.Hello, deadline: float, problems: dict[int, str]
     ) -> tuple[_Link, pb.Hello] | None:
         channel = secure_channel(address, self.tls, peer)
-        call = pb_grpc.PartyLinkStub(channel).Exchange()
+        call = _exchange_call(channel)
         try:
             await call.write(self._frame(pb.Frame.HELLO, hello))
             reply = await asyncio.wait_for(call.read(), max(0.5, deadline - time.monotonic()))
