@@ -22,7 +22,7 @@ def totals(cluster: Cluster, party: int) -> dict[str, int]:
 
 
 def storm(cluster: Cluster, jobs: int, victim: int, after: float) -> list[str]:
-    """``jobs`` concurrent reservations; SIGKILL ``victim`` ``after`` seconds in."""
+    """``jobs`` reservations started ``after / 10`` s apart; SIGKILL ``victim`` once 3 are in."""
     accepted: list[str] = []
 
     def one(job: int) -> None:
@@ -36,10 +36,19 @@ def storm(cluster: Cluster, jobs: int, victim: int, after: float) -> list[str]:
             accepted.append(reply.json()["reservation_id"])
 
     threads = [threading.Thread(target=one, args=(j,)) for j in range(jobs)]
-    for thread in threads:
-        thread.start()
-    time.sleep(after)
+
+    def launch() -> None:  # staggered, so the storm lasts longer than the time to kill
+        for thread in threads:
+            thread.start()
+            time.sleep(after / 10)
+
+    launcher = threading.Thread(target=launch)
+    launcher.start()
+    deadline = time.monotonic() + 30
+    while len(accepted) < 3 and time.monotonic() < deadline:
+        time.sleep(0.002)
     cluster.kill(victim)
+    launcher.join(60)
     for thread in threads:
         thread.join(60)
     return accepted
