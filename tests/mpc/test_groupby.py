@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.typing import ArrayLike
+from tests.mpc.tables import run_frame_at_every_party
 
 from tally.mpc.party import Party
 from tally.mpc.simulate import run_parties
@@ -64,18 +65,9 @@ def run_on_table(
     seed: int | None = 2024,
 ) -> Any:
     """Share ``frame``, run ``program(table)`` at every party; check they agree, return one."""
-    shares = share_table(
-        {c: frame[c].to_numpy() for c in specs},
-        specs,
-        parties,
-        valid=valid,
-        rng=np.random.default_rng(7),
+    results = run_frame_at_every_party(
+        parties, frame, specs, program, valid=valid, seed=seed, share_seed=7, timeout=TIMEOUT
     )
-
-    def run(party: Party) -> Any:
-        return program(table_from_share_set(party, shares[party.id], specs))
-
-    results = run_parties(parties, run, seed=seed, timeout=TIMEOUT)
     for other in results[1:]:
         assert_same_output(other, results[0])
     return results[0]

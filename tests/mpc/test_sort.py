@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.typing import ArrayLike
+from tests.mpc.tables import run_frame_at_every_party
 
 from tally.mpc.arithmetic import open_values
 from tally.mpc.party import Party
@@ -52,18 +53,9 @@ def run_on_table(
     seed: int | None = 2024,
 ) -> dict[str, np.ndarray]:
     """Share ``frame``, run ``program(table)`` at every party; check they agree, return one."""
-    shares = share_table(
-        {c: frame[c].to_numpy() for c in specs},
-        specs,
-        parties,
-        valid=valid,
-        rng=np.random.default_rng(5),
+    results = run_frame_at_every_party(
+        parties, frame, specs, program, valid=valid, seed=seed, share_seed=5, timeout=TIMEOUT
     )
-
-    def run(party: Party) -> Any:
-        return program(table_from_share_set(party, shares[party.id], specs))
-
-    results = run_parties(parties, run, seed=seed, timeout=TIMEOUT)
     for other in results[1:]:
         assert list(other) == list(results[0])
         for name in other:

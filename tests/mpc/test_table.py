@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests.mpc.tables import run_frame_at_every_party
 
 from tally.mpc.columns import SecretColumn
 from tally.mpc.party import Party
@@ -18,7 +19,6 @@ from tally.mpc.table import (
     SecretTable,
     finish_derived,
     share_table,
-    table_from_share_set,
 )
 
 PARTY_COUNTS = pytest.mark.parametrize("parties", [2, 3, 5])
@@ -50,18 +50,9 @@ def run_on_table(
     valid: Any = None,
     seed: int | None = 2024,
 ) -> list[Any]:
-    shares = share_table(
-        {c: frame[c].to_numpy() for c in SPECS},
-        SPECS,
-        parties,
-        valid=valid,
-        rng=np.random.default_rng(1),
+    return run_frame_at_every_party(
+        parties, frame, SPECS, program, valid=valid, seed=seed, share_seed=1, timeout=TIMEOUT
     )
-
-    def run(party: Party) -> Any:
-        return program(table_from_share_set(party, shares[party.id], SPECS))
-
-    return run_parties(parties, run, seed=seed, timeout=TIMEOUT)
 
 
 # -- ColumnSpec ------------------------------------------------------------------------------
