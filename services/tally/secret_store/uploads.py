@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-from fastapi import Request
+from fastapi import Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -157,7 +157,11 @@ def _check_declared_length(request: Request, target: UploadTarget) -> None:
     if content_type != OCTET_STREAM:
         raise ApiError(415, "unsupported_media_type", f"send shares as {OCTET_STREAM}")
     declared = request.headers.get("content-length")
-    if declared is not None and int(declared) != target.length:
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise ApiError(400, "bad_content_length", "Content-Length must be a byte count")
+    if int(declared) != target.length:
         raise _length_error(target, int(declared))
 
 
@@ -244,10 +248,15 @@ async def _stream_to_blob(
 
 
 async def _drain(request: Request, target: UploadTarget) -> str:
+    """Hash a re-sent body without storing it; hashing runs off the event loop."""
     hasher = hashlib.sha256()
-    async for batch in _body_batches(request, target):
+
+    def update(batch: list[bytes]) -> None:
         for chunk in batch:
             hasher.update(chunk)
+
+    async for batch in _body_batches(request, target):
+        await run_in_threadpool(update, batch)
     return hasher.hexdigest()
 
 
@@ -297,6 +306,27 @@ async def receive_upload(
         os._exit(CRASH_EXIT_CODE)
     ctx.metrics.uploaded_bytes.inc(target.length)
     return await run_in_threadpool(finish_upload, ctx, principal, target, key, stored_sha, claimed)
+
+
+async def upload_column_route(
+    ctx: StoreContext,
+    principal: Principal,
+    request: Request,
+    response: Response,
+    dataset_id: str,
+    column: str,
+    partition: int | None,
+    *,
+    masked: bool,
+) -> SharePublic:
+    """The body of both column-upload routes: 201 for a new part, 200 for a re-send."""
+    target = await run_in_threadpool(
+        prepare_upload, ctx, principal, dataset_id, column, partition, masked=masked
+    )
+    share = await receive_upload(ctx, principal, request, target)
+    if not share.created:
+        response.status_code = 200
+    return share
 
 
 def _store_unmasked(ctx: StoreContext, target: UploadTarget, key: str, masked: bytearray) -> str:

@@ -97,13 +97,9 @@ async def upload_column(
     partition: Annotated[int | None, Query(ge=0, le=1 << 16)] = None,
 ) -> SharePublic:
     """Upload a column's shares (little-endian uint64; header Tally-Sha256)."""
-    target = await run_in_threadpool(
-        uploads.prepare_upload, store, principal, str(dataset_id), column, partition, masked=False
+    return await uploads.upload_column_route(
+        store, principal, request, response, str(dataset_id), column, partition, masked=False
     )
-    share = await uploads.receive_upload(store, principal, request, target)
-    if not share.created:
-        response.status_code = 200
-    return share
 
 
 @router.get("/{dataset_id}/columns/{column}", responses={**OCTET_RESPONSE, **error_responses(403)})

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from tally.common.errors import error_responses
 from tally.secret_store import datasets, masks, uploads
@@ -88,10 +87,6 @@ async def upload_masked_column(
     partition: Annotated[int | None, Query(ge=0, le=1 << 16)] = None,
 ) -> SharePublic:
     """Upload a column's masked values y = x − r (little-endian uint64; Tally-Sha256)."""
-    target = await run_in_threadpool(
-        uploads.prepare_upload, store, principal, str(dataset_id), column, partition, masked=True
+    return await uploads.upload_column_route(
+        store, principal, request, response, str(dataset_id), column, partition, masked=True
     )
-    share = await uploads.receive_upload(store, principal, request, target)
-    if not share.created:
-        response.status_code = 200
-    return share
