@@ -20,7 +20,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tally.common.auth import IDENTITY_PATTERN
 from tally.mpc.ring import Shares
 
 Phase = Literal["Pending", "Reserving", "Running", "Succeeded", "Failed", "Cancelled"]
@@ -203,6 +202,3 @@ def encode_array(values: Shares) -> str:
 def decode_array(text: str) -> Shares:
     """The inverse of :func:`encode_array`."""
     return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
-
-
-IDENTITY = IDENTITY_PATTERN

@@ -50,7 +50,7 @@ import httpx
 import numpy as np
 from numpy.typing import NDArray
 
-from tally.execution.ledger import TupleLedger
+from tally.execution.ledger import LedgerAccess, TupleLedger
 from tally.mpc.offline.layout import from_sections, parse_kind
 from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleReader, TupleServiceError
 from tally.mpc.ring import Shares
@@ -484,7 +484,7 @@ class LeasedSource(TupleSource):
         self.ledger.close()
 
 
-class TupleServiceProvider:
+class TupleServiceProvider(LedgerAccess):
     """``TupleProvider`` over this party's tuple-service (party 0 leads; module docstring)."""
 
     def __init__(
@@ -523,13 +523,6 @@ class TupleServiceProvider:
             except TupleServiceError as error:  # the tuple-service retries releasing ones
                 log.warning("releasing reservation %s of job %s: %s", reservation_id, job_id, error)
 
-    def ledger(self, job_id: str, worker: int) -> list[dict[str, Any]]:
-        """Every batch handed out for the worker here, over all epochs."""
-        return TupleLedger(self.root, job_id, worker).entries()
-
-    def next_free(self, job_id: str, worker: int) -> dict[str, int]:
-        return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
-
     def open(
         self,
         job_id: str,
@@ -537,9 +530,7 @@ class TupleServiceProvider:
         start: Mapping[str, int],
         interrupted: Callable[[], BaseException | None] | None = None,
     ) -> TupleSource:
-        epoch = int(start.get("epoch", 0))
-        ledger = TupleLedger(self.root, job_id, worker)
-        ledger.open_epoch(epoch)
+        ledger, epoch = self._open_ledger(job_id, worker, start)
         return LeasedSource(
             self.party,
             self.parties,

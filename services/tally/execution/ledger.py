@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -83,3 +84,25 @@ class TupleLedger:
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
+
+
+class LedgerAccess:
+    """Ledger queries shared by the tuple providers; the subclass sets ``root``."""
+
+    root: Path
+
+    def ledger(self, job_id: str, worker: int) -> list[dict[str, Any]]:
+        """Every batch handed out for the worker here, in order, over all epochs."""
+        return TupleLedger(self.root, job_id, worker).entries()
+
+    def next_free(self, job_id: str, worker: int) -> dict[str, int]:
+        return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
+
+    def _open_ledger(
+        self, job_id: str, worker: int, start: Mapping[str, int]
+    ) -> tuple[TupleLedger, int]:
+        """Open the epoch named by ``start`` (default 0) in the worker's ledger."""
+        epoch = int(start.get("epoch", 0))
+        ledger = TupleLedger(self.root, job_id, worker)
+        ledger.open_epoch(epoch)
+        return ledger, epoch

@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 
 from tally.common.blobstore import BlobNotFound, BlobStore
-from tally.execution.ledger import TupleLedger
+from tally.execution.ledger import LedgerAccess, TupleLedger
 from tally.execution.ports import DatasetInfo, InputError, ResultTable, spec_from_schema
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec
@@ -199,7 +199,7 @@ class _LedgerSource(TupleSource):
         self._ledger.close()
 
 
-class DealerTuples:
+class DealerTuples(LedgerAccess):
     """``TupleProvider`` from a seeded dealer, one epoch per (re)start, with a ledger."""
 
     leads = False  # nothing to reserve: every party's dealer derives the same material
@@ -230,13 +230,6 @@ class DealerTuples:
         data: dict[str, Any] = json.loads((self._dir(job_id) / "reservation.json").read_text())
         return data
 
-    def ledger(self, job_id: str, worker: int) -> list[dict[str, Any]]:
-        """Every batch handed out for the worker, in order, over all epochs."""
-        return TupleLedger(self.root, job_id, worker).entries()
-
-    def next_free(self, job_id: str, worker: int) -> dict[str, int]:
-        return {"epoch": TupleLedger(self.root, job_id, worker).next_epoch()}
-
     def open(
         self,
         job_id: str,
@@ -244,9 +237,7 @@ class DealerTuples:
         start: Mapping[str, int],
         interrupted: Callable[[], BaseException | None] | None = None,
     ) -> TupleSource:
-        epoch = int(start.get("epoch", 0))
-        ledger = TupleLedger(self.root, job_id, worker)
-        ledger.open_epoch(epoch)
+        ledger, epoch = self._open_ledger(job_id, worker, start)
         digest = hashlib.sha256(b"%s|%s|%d|%d" % (self._secret, job_id.encode(), worker, epoch))
         seed = int.from_bytes(digest.digest()[:8], "little")
         dealer = Dealer(self.parties, seed=seed, only_party=self.party)
