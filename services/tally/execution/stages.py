@@ -33,7 +33,7 @@ from tally.mpc.analytics import (
     sort_keys,
     weighted,
 )
-from tally.mpc.arithmetic import multiply, open_values, public_to_shares
+from tally.mpc.arithmetic import multiply, public_to_shares
 from tally.mpc.columns import SecretColumn
 from tally.mpc.dp import DP
 from tally.mpc.party import Party
@@ -275,20 +275,7 @@ def groupby_stages(
                 party, state.arrays["destinations"], payload, "a" * payload.shape[1]
             )
         out_rows = len(domain) if domain is not None else max_groups
-        if out_rows is None:
-            last = payload[:, -1] if payload.shape[0] else np.zeros(0, np.uint64)
-            (groups,) = open_values(party, [np.array([last.sum(dtype=np.uint64)])])
-            out_rows = int(groups[0])
-            payload = payload[:out_rows]
-            ends = public_to_shares(party, np.ones(out_rows, np.uint64))
-            padded = False
-        else:
-            payload = payload[:out_rows]
-            if payload.shape[0] < out_rows:
-                filler = np.zeros((out_rows - payload.shape[0], payload.shape[1]), np.uint64)
-                payload = np.vstack([payload, filler])
-            ends = np.ascontiguousarray(payload[:, -1])
-            padded = True
+        payload, ends, padded = engine_groupby.keep_group_ends(party, payload, out_rows)
         out = State(
             {k: v for k, v in state.arrays.items() if k.startswith("t:")}, dict(state.public)
         )

@@ -186,20 +186,30 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         destinations = bit_destinations(party, one_minus(party, last))
         payload = apply_destinations(party, destinations, payload, "a" * payload.shape[1])
 
-    if out_rows is None:
-        (groups,) = open_values(party, [np.array([last.sum(dtype=np.uint64)])])
-        out_rows = int(groups[0])
-        payload = payload[:out_rows]
-        ends = public_to_shares(party, np.ones(out_rows, np.uint64))
-        padded = False
-    else:
-        payload = payload[:out_rows]
-        if payload.shape[0] < out_rows:
-            filler = np.zeros((out_rows - payload.shape[0], payload.shape[1]), np.uint64)
-            payload = np.vstack([payload, filler])
-        ends = np.ascontiguousarray(payload[:, -1])
-        padded = True
+    payload, ends, padded = keep_group_ends(party, payload, out_rows)
     return _assemble(table, keys, aggregations, summed, extreme_requests, payload, ends, padded, dp)
+
+
+def keep_group_ends(
+    party: Party, payload: Shares, out_rows: int | None
+) -> tuple[Shares, Shares, bool]:
+    """The first rows of a compacted payload (its last column: group-end bits), and their validity.
+
+    Without padding (``out_rows`` None) the number of groups is opened and that many rows
+    kept, all valid; with padding exactly ``out_rows`` rows are kept (zero rows appended
+    if the table is shorter) and their validity is the secret group-end bit.
+    Returns (payload, ends, padded).
+    """
+    if out_rows is None:
+        last = payload[:, -1] if payload.shape[0] else np.zeros(0, np.uint64)
+        (groups,) = open_values(party, [np.array([last.sum(dtype=np.uint64)])])
+        kept = payload[: int(groups[0])]
+        return kept, public_to_shares(party, np.ones(kept.shape[0], np.uint64)), False
+    kept = payload[:out_rows]
+    if kept.shape[0] < out_rows:
+        filler = np.zeros((out_rows - kept.shape[0], kept.shape[1]), np.uint64)
+        kept = np.vstack([kept, filler])
+    return kept, np.ascontiguousarray(kept[:, -1]), True
 
 
 def _assemble(
