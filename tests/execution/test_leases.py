@@ -8,6 +8,9 @@ high-water mark below which nothing is served again.  Tuples are fake bytes that
 
 from __future__ import annotations
 
+import http.server
+import json
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tally.execution.leases import LeasedSource, LeasePolicy, lease_id, plan_id
+from tally.execution.leases import LeasedSource, LeasePolicy, _BulkReader, lease_id, plan_id
 from tally.execution.ledger import TupleLedger
 from tally.mpc.offline.layout import parse_kind
 from tally.mpc.offline.wire import encode_shuffle
@@ -84,6 +87,15 @@ class FakeClient:
             values.astype(dtype).tobytes() if dtype.itemsize == 8 else bytes(count)
             for dtype in parse_kind(kind).sections
         )
+
+    def read_into(
+        self, reservation_id: str, kind: str, offset: int, count: int, targets: list[memoryview]
+    ) -> None:
+        data, position = self.read(reservation_id, kind, offset, count), 0
+        for target in targets:
+            target[:] = data[position : position + target.nbytes]
+            position += target.nbytes
+        assert position == len(data)
 
     def shuffle(self, reservation_id: str, index: int, rows: int, kinds: str) -> bytes:
         self._serve(reservation_id, "shuffle", index, 1)
@@ -172,3 +184,73 @@ def test_a_follower_stops_waiting_when_party_0_is_gone(tmp_path: Path) -> None:
     follower.interrupted = lambda: ConnectionError("party 0 left")
     with pytest.raises(ConnectionError, match="party 0 left"):
         follower.triples(10)
+
+
+class _Bodies(http.server.BaseHTTPRequestHandler):
+    """Answers by path: a body of known bytes, a reuse refusal, a short body."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.startswith("/v1/ok"):
+            body = bytes(range(256)) * 64
+            self.send_response(200)
+        elif self.path.startswith("/v1/reused"):
+            body = json.dumps({"detail": "tuples_reused: served before"}).encode()
+            self.send_response(409)
+        elif self.path.startswith("/v1/short"):
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        else:
+            body = json.dumps({"detail": "no reservation r"}).encode()
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def bodies() -> Any:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Bodies)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_bulk_reads_fill_the_targets_in_order_and_report_refusals(bodies: str) -> None:
+    reader = _BulkReader(bodies, {"Authorization": "Bearer t"}, 5.0)
+    expected = np.frombuffer(bytes(range(256)) * 64, np.uint8)
+    whole = reader.get_into("/v1/ok", {"offset": 0}, None)
+    assert np.array_equal(whole, expected)
+    first, second = np.zeros(1000, np.uint8), np.zeros(len(expected) - 1000, np.uint8)
+    reader.get_into("/v1/ok", {}, [memoryview(first), memoryview(second)])
+    assert np.array_equal(np.concatenate([first, second]), expected)
+    with pytest.raises(TupleServiceError, match="expected 10"):
+        reader.get_into("/v1/ok", {}, [memoryview(np.zeros(10, np.uint8))])
+    with pytest.raises(TupleReuseError, match="served before"):
+        reader.get_into("/v1/reused", {}, None)
+    with pytest.raises(TupleServiceError, match="404: no reservation r"):
+        reader.get_into("/v1/missing", {}, None)
+    with pytest.raises(TupleServiceError, match="ended a body early"):
+        reader.get_into("/v1/short", {}, None)
+    assert np.array_equal(reader.get_into("/v1/ok", {}, None), expected)  # reconnects
+    reader.close()
+
+
+def test_bulk_reads_name_an_unreachable_service() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = _BulkReader(f"http://127.0.0.1:{port}", {}, 2.0)
+    with pytest.raises(TupleServiceError, match="unreachable"):
+        reader.get_into("/v1/ok", {}, None)
+    with pytest.raises(ValueError, match="http"):
+        _BulkReader("ftp://host", {}, 1.0)

@@ -11,7 +11,9 @@ import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes, word_count
 from tally.mpc.offline import Hm3Generator, Hm3Source, SetupError, ShakePrf, agree_keys
+from tally.mpc.offline.hm3 import _combine_into, _frame, _permutation
 from tally.mpc.offline.prf import Prf
+from tally.mpc.offline.replicated import PairKeys
 from tally.mpc.ring import reconstruct
 from tally.mpc.transport import InProcessHub, Transport
 from tally.mpc.tuples import HelperShare, PermuterShare
@@ -131,8 +133,6 @@ def test_each_permutation_is_known_to_its_permuter_and_the_next_party_only() -> 
         permuter = correlation[transport.party]
         assert isinstance(permuter, PermuterShare)
         # The co-knower can rebuild pi_j for j = party - 1 from its own key k_party.
-        from tally.mpc.offline.hm3 import _frame, _permutation
-
         j = (transport.party - 1) % 3
         rebuilt = _permutation(keys, j + 1, _frame(b"s") + b"/pi" + str(j).encode(), 40)
         return [permuter.permutation, rebuilt]
@@ -254,3 +254,58 @@ def test_a_generator_without_transport_refuses_dabits() -> None:
         generator.dabits(b"x", 10)
     a, _, _ = generator.triples(b"t", 3)
     assert a.shape == (3,)
+
+
+class RepeatingPrf(ShakePrf):
+    """SHAKE words with every word drawn twice in a row: sort keys with ties."""
+
+    def words(self, key: bytes, label: bytes, count: int) -> np.ndarray:
+        return np.repeat(super().words(key, label, (count + 1) // 2), 2)[:count]
+
+
+class ConstantPrf(ShakePrf):
+    """Every word is the same: the worst case of ties."""
+
+    def words(self, key: bytes, label: bytes, count: int) -> np.ndarray:
+        return np.full(count, 7, dtype=np.uint64)
+
+
+def plain_keys(prf: Prf) -> PairKeys:
+    return PairKeys(0, bytes(16), bytes(range(16)), bytes(range(16, 32)), prf)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 17, 1000, 100_000])
+def test_the_quick_permutation_is_the_stable_argsort_of_distinct_keys(rows: int) -> None:
+    keys = plain_keys(ShakePrf())
+    words = keys.words(1, b"pi", rows)
+    assert len(np.unique(words)) == rows  # distinct: the quick path, no fallback
+    permutation = _permutation(keys, 1, b"pi", rows)
+    assert permutation.dtype == np.int64
+    np.testing.assert_array_equal(permutation, np.argsort(words, kind="stable"))
+
+
+@pytest.mark.parametrize("prf", [RepeatingPrf(), ConstantPrf()], ids=["pairs", "constant"])
+@pytest.mark.parametrize("rows", [2, 3, 64, 5001])
+def test_repeated_keys_fall_back_to_the_stable_argsort(prf: Prf, rows: int) -> None:
+    keys = plain_keys(prf)
+    words = keys.words(1, b"pi", rows)
+    assert len(np.unique(words)) < rows
+    permutation = _permutation(keys, 1, b"pi", rows)
+    assert permutation.dtype == np.int64
+    np.testing.assert_array_equal(permutation, np.argsort(words, kind="stable"))
+
+
+@pytest.mark.parametrize("kinds", ["a", "x", "axa", "xax", "aaxaaa"])
+@pytest.mark.parametrize("subtract", [False, True])
+def test_combining_columns_in_place_matches_the_where_form(kinds: str, subtract: bool) -> None:
+    rng = np.random.default_rng(len(kinds) + subtract)
+    shape = (257, len(kinds))
+    left = rng.integers(0, 2**64, shape, dtype=np.uint64)
+    right = rng.integers(0, 2**64, shape, dtype=np.uint64)
+    xor = np.array([k == "x" for k in kinds], dtype=bool)
+    expected = np.where(xor, left ^ right, left - right if subtract else left + right)
+    kept = right.copy()
+    combined = _combine_into(left, right, xor, subtract=subtract)
+    assert combined is left
+    np.testing.assert_array_equal(combined, expected)
+    np.testing.assert_array_equal(right, kept)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes
 from tally.mpc.offline.layout import from_sections, parse_kind, to_sections
-from tally.mpc.offline.wire import decode_shuffle, encode_shuffle
-from tally.mpc.tuples import Dealer, HelperShare, PermuterShare
+from tally.mpc.offline.wire import decode_shuffle, encode_shuffle, encode_shuffle_parts
+from tally.mpc.tuples import Dealer, HelperShare, PermuterShare, ShuffleShare
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,63 @@ def test_malformed_shuffle_bytes_are_refused() -> None:
 def test_unknown_kinds_are_refused(name: str) -> None:
     with pytest.raises(ValueError):
         parse_kind(name)
+
+
+def test_shuffle_wire_format_is_fixed() -> None:
+    """Header, then per step a role byte and little-endian arrays, in order."""
+    permutation = np.array([2, 0, 1], dtype=np.int64)
+    delta = np.arange(6, dtype=np.uint64).reshape(3, 2)
+    mask = delta + np.uint64(10)
+    output = delta + np.uint64(20)
+    correlation: ShuffleShare = [PermuterShare(permutation, delta), HelperShare(mask, output)]
+    expected = (
+        struct.pack("<QQQ", 3, 2, 2)
+        + b"\0"
+        + struct.pack("<3q", 2, 0, 1)
+        + struct.pack("<6Q", *range(6))
+        + b"\1"
+        + struct.pack("<6Q", *range(10, 16))
+        + struct.pack("<6Q", *range(20, 26))
+    )
+    assert encode_shuffle(correlation) == expected
+    assert encode_shuffle([]) == struct.pack("<QQQ", 0, 0, 0)
+    assert decode_shuffle(encode_shuffle([])) == []
+
+
+@pytest.mark.parametrize("rows", [0, 1, 17])
+def test_shuffle_parts_are_views_of_the_arrays_in_wire_order(rows: int) -> None:
+    correlation = Dealer(3, seed=3).source(0).shuffle(rows, "axa")
+    parts, length = encode_shuffle_parts(correlation)
+    joined = b"".join(parts)
+    assert joined == encode_shuffle(correlation)
+    assert length == len(joined) == sum(len(part) for part in parts)
+    arrays = [a for step in correlation for a in vars(step).values()]
+    views = [part for part in parts if isinstance(part, memoryview)]
+    assert len(views) == len(arrays) == 6
+    for view, array in zip(views, arrays, strict=True):
+        assert view.nbytes == array.nbytes
+        if rows:
+            assert np.shares_memory(np.frombuffer(view, np.uint8), array)
+
+
+def test_decoded_arrays_alias_the_buffer() -> None:
+    data = encode_shuffle(Dealer(3, seed=4).source(2).shuffle(9, "ax"))
+    for buffer in (data, memoryview(data)):
+        for step in decode_shuffle(buffer):
+            for array in vars(step).values():
+                assert np.shares_memory(array, np.frombuffer(data, np.uint8))
+                assert not array.flags.writeable
+    writable = bytearray(data)
+    first = decode_shuffle(writable)[0]
+    assert isinstance(first, HelperShare)
+    assert first.mask.dtype == np.uint64 and first.mask.flags.writeable
+    offset = 24 + 1  # the header, then the first step's role byte
+    writable[offset : offset + 8] = (12345).to_bytes(8, "little")
+    assert int(first.mask[0, 0]) == 12345
+
+
+@pytest.mark.parametrize("cut", [0, 10, 24, 25, 100])
+def test_truncated_shuffle_bytes_are_refused(cut: int) -> None:
+    data = encode_shuffle(Dealer(3, seed=2).source(0).shuffle(4, "a"))
+    with pytest.raises(ValueError):
+        decode_shuffle(data[:cut])

@@ -5,23 +5,34 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from tally.common.blobstore import LocalBlobStore
 from tally.common.db import make_engine
+from tally.mpc.offline.wire import encode_shuffle, encode_shuffle_parts
 from tally.mpc.reserved import HttpTupleReader, TupleServiceError
+from tally.mpc.tuples import Dealer
 from tally.tuples.app import create_app
 from tally.tuples.node import TupleNode
+from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
-from tally.tuples.store import ChunkStore, migrate
+from tally.tuples.store import (
+    SHUFFLE,
+    ChunkStore,
+    ReservationError,
+    ReservationSpec,
+    TupleReuse,
+    migrate,
+)
 from tests.tuples.cluster import Cluster
 
 TOKEN = "operator-token-for-the-tuple-service-tests"
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def node(tmp_path: Path) -> Iterator[TupleNode]:
     url = f"sqlite:///{tmp_path / 'index.db'}"
     settings = TuplesSettings(
         party=1,
@@ -32,9 +43,14 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     migrate(url)
     node = TupleNode(settings, ChunkStore(make_engine(url), LocalBlobStore(tmp_path)), {})
     node.ready.set()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def client(node: TupleNode) -> Iterator[TestClient]:
     with TestClient(create_app(node)) as test_client:
         yield test_client
-    node.stop()
 
 
 PROTECTED = [
@@ -79,3 +95,68 @@ def test_the_engines_reader_sends_its_token(dealt: Cluster) -> None:
         HttpTupleReader(url, "a" * 32, token="not-the-token").read("triples", 0, 1)
     with pytest.raises(TupleServiceError, match="no reservation"):  # authenticated: got further
         HttpTupleReader(url, "a" * 32, token=dealt.token(1)).read("triples", 0, 1)
+
+
+RESERVATION = "b" * 32
+SHUFFLE_PATH = f"/v1/reservations/{RESERVATION}/shuffles/0?rows=11&kinds=ax"
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def active_reservation(node: TupleNode, monkeypatch: pytest.MonkeyPatch, state: str) -> None:
+    spec = ReservationSpec({SHUFFLE: (1, [])})
+    found = ("job", state, "session", spec)
+    monkeypatch.setattr(node.store, "reservation", lambda reservation_id: found)
+
+
+def test_a_shuffle_is_streamed_with_its_length(
+    node: TupleNode, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    correlation = Dealer(3, seed=5).source(1).shuffle(11, "ax")
+    active_reservation(node, monkeypatch, "active")
+    monkeypatch.setattr(node, "shuffle", lambda *args: encode_shuffle_parts(correlation))
+    response = client.get(SHUFFLE_PATH, headers=AUTHORIZED)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.content == encode_shuffle(correlation)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(TupleReuse("served already"), "tuples_reused"), (ReservationError("gone"), "conflict")],
+)
+def test_a_refused_shuffle_is_a_json_409_before_any_bytes(
+    node: TupleNode,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    code: str,
+) -> None:
+    active_reservation(node, monkeypatch, "active")
+
+    def refuse(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(node, "shuffle", refuse)
+    response = client.get(SHUFFLE_PATH, headers=AUTHORIZED)
+    assert response.status_code == 409
+    assert response.json()["error"] == code
+
+
+def test_a_shuffle_of_a_missing_or_inactive_reservation_is_refused(
+    node: TupleNode, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = client.get(SHUFFLE_PATH, headers=AUTHORIZED)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    active_reservation(node, monkeypatch, "released")
+    released = client.get(SHUFFLE_PATH, headers=AUTHORIZED)
+    assert released.status_code == 409 and released.json()["error"] == "conflict"
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 1001, (1 << 17) - 1, 1 << 17, 3 * (1 << 17) + 5])
+def test_aes_words_are_the_expanded_keystream(count: int) -> None:
+    """The shuffle route's PRF: words written block by block equal ``expand``'s bytes."""
+    prf, key = AesCtrPrf(), bytes(range(16))
+    words = prf.words(key, b"label", count)
+    assert words.dtype == np.uint64 and words.shape == (count,)
+    assert words.tobytes() == prf.expand(key, b"label", 8 * count)

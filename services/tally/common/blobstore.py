@@ -52,7 +52,7 @@ class BlobStore(ABC):
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Store ``data`` under ``key`` atomically, replacing any previous blob."""
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], length: int) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes | memoryview], length: int) -> None:
         """Store ``length`` bytes arriving as ``chunks`` atomically.
 
         The default buffers in memory; implementations override it to stream.
@@ -125,7 +125,7 @@ class LocalBlobStore(BlobStore):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._write(key, lambda handle: handle.write(data))
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], length: int) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes | memoryview], length: int) -> None:
         def write(handle: BinaryIO) -> None:
             written = 0
             for chunk in chunks:
@@ -271,7 +271,7 @@ class S3BlobStore(BlobStore):
             content_type="application/octet-stream",
         )
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], length: int) -> None:
+    def put_stream(self, key: str, chunks: Iterable[bytes | memoryview], length: int) -> None:
         self._ensure_bucket()
         reader = _ChunkReader(chunks)
         try:

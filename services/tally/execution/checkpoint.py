@@ -3,10 +3,13 @@
 Blob ``checkpoints/<job>/w<worker>/stage-<k>`` holds the state after stage k:
 a little-endian length, a JSON header (public values, the tuple position the
 stage ended at, array dtypes and shapes), then the raw array bytes.  Writes go
-through :meth:`BlobStore.put`, which is atomic, on a background thread, so the
-next stage runs while the previous checkpoint is written; a checkpoint counts as
-held only once its write has finished.  When a worker resumes, the parties agree
-on the newest stage that all of them hold (:mod:`tally.execution.recovery`).
+through :meth:`BlobStore.put_stream`, which is atomic, on a background thread,
+so the next stage runs while the previous checkpoint is written; a checkpoint
+counts as held only once its write has finished.  The arrays are written from
+where they are (no copy into one blob): a stage makes new arrays and never
+changes its input's in place, so they stay as they were while the write runs.
+When a worker resumes, the parties agree on the newest stage that all of them
+hold (:mod:`tally.execution.recovery`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import re
 import struct
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -27,8 +31,10 @@ _LENGTH = struct.Struct("<Q")
 _STAGE = re.compile(r"stage-(\d+)$")
 
 
-def encode_state(state: State, extra: dict[str, Any] | None = None) -> bytes:
-    """One blob for a state (and extra public values, e.g. the tuple position)."""
+def encode_parts(
+    state: State, extra: dict[str, Any] | None = None
+) -> tuple[list[bytes | memoryview], int]:
+    """A state's blob as parts (the header, then views of the arrays) and its length."""
     names = sorted(state.arrays)
     arrays = [np.ascontiguousarray(state.arrays[n]) for n in names]
     header = {
@@ -39,7 +45,12 @@ def encode_state(state: State, extra: dict[str, Any] | None = None) -> bytes:
     encoded = json.dumps(header).encode()
     parts: list[bytes | memoryview] = [_LENGTH.pack(len(encoded)), encoded]
     parts += [memoryview(a).cast("B") for a in arrays if a.nbytes]
-    return b"".join(parts)
+    return parts, sum(len(part) for part in parts)
+
+
+def encode_state(state: State, extra: dict[str, Any] | None = None) -> bytes:
+    """One blob for a state (and extra public values, e.g. the tuple position)."""
+    return b"".join(encode_parts(state, extra)[0])
 
 
 def decode_state(blob: bytes) -> State:
@@ -78,15 +89,13 @@ class CheckpointStore:
     def save(self, stage: int, state: State, extra: dict[str, Any]) -> None:
         """Start writing the state after ``stage`` (waits for the previous write first)."""
         self.flush()
-        blob = encode_state(state, extra)
+        parts, length = encode_parts(state, extra)
 
         def write() -> None:
-            import time
-
             started = time.perf_counter()
-            self._blobs.put(self._key(stage), blob)
+            self._blobs.put_stream(self._key(stage), parts, length)
             with self._lock:
-                self.bytes_written += len(blob)
+                self.bytes_written += length
                 self.write_seconds += time.perf_counter() - started
 
         self._pending = self._writer.submit(write)

@@ -38,20 +38,26 @@ each party's consumption onto the tuple-service's chunks.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import ssl
+import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
+import certifi
 import httpx
 import numpy as np
 from numpy.typing import NDArray
 
 from tally.execution.ledger import LedgerAccess, TupleLedger
-from tally.mpc.offline.layout import from_sections, parse_kind
+from tally.mpc.offline.layout import from_arrays, parse_kind
 from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleReader, TupleServiceError
 from tally.mpc.ring import Shares
 from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
@@ -88,9 +94,11 @@ class TupleServiceClient:
         self._client = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
         )
+        self._bulk = _BulkReader(self.base_url, headers, timeout)
 
     def close(self) -> None:
         self._client.close()
+        self._bulk.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -178,24 +186,122 @@ class TupleServiceClient:
         if response.status_code not in (200, 404):
             raise TupleServiceError(f"tuple-service: {_detail(response)}")
 
-    def read(self, reservation_id: str, kind: str, offset: int, count: int) -> bytes:
+    def read(self, reservation_id: str, kind: str, offset: int, count: int) -> NDArray[np.uint8]:
         """This party's sections of tuples [offset, offset + count) of a reservation."""
         path = f"/v1/reservations/{reservation_id}/tuples/{kind}"
-        return self._bytes(path, {"offset": offset, "count": count})
+        return self._body(path, {"offset": offset, "count": count})
 
-    def shuffle(self, reservation_id: str, index: int, rows: int, kinds: str) -> bytes:
+    def read_into(
+        self,
+        reservation_id: str,
+        kind: str,
+        offset: int,
+        count: int,
+        targets: Sequence[memoryview],
+    ) -> None:
+        """Like :meth:`read`, each section straight into its ``targets`` buffer, in order."""
+        path = f"/v1/reservations/{reservation_id}/tuples/{kind}"
+        self._bulk.get_into(path, {"offset": offset, "count": count}, targets)
+
+    def shuffle(self, reservation_id: str, index: int, rows: int, kinds: str) -> NDArray[np.uint8]:
         """This party's shuffle correlation ``index`` of a reservation, encoded."""
         path = f"/v1/reservations/{reservation_id}/shuffles/{index}"
-        return self._bytes(path, {"rows": rows, "kinds": kinds})
+        return self._body(path, {"rows": rows, "kinds": kinds})
 
-    def _bytes(self, path: str, params: Mapping[str, Any]) -> bytes:
-        response = self._request("GET", path, params=params)
-        if response.status_code == 200:
-            return response.content
-        detail = _detail(response)
-        if response.status_code == 409 and "tuples_reused" in response.text:
-            raise TupleReuseError(detail)
-        raise TupleServiceError(f"tuple-service answered {response.status_code}: {detail}")
+    def _body(self, path: str, params: Mapping[str, Any]) -> NDArray[np.uint8]:
+        return self._bulk.get_into(path, params, None)
+
+
+class _BulkReader:
+    """GETs of large binary bodies straight into numpy buffers (``http.client``, keep-alive).
+
+    httpx hands a body over in 64 KB pieces that are then joined; for the gigabytes a
+    job's tuples and shuffle correlations take this reads each body with one
+    ``readinto`` per buffer, so the bytes are copied once, by the kernel.
+    """
+
+    def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
+        url = urllib.parse.urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"tuple-service URL must be http(s)://host[:port], not {base_url!r}")
+        self.base_url = base_url
+        self._url = url
+        self._headers = dict(headers)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            url = self._url
+            if url.scheme == "https":
+                context = ssl.create_default_context(cafile=certifi.where())
+                self._connection = http.client.HTTPSConnection(
+                    url.hostname or "", url.port, timeout=self._timeout, context=context
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    url.hostname or "", url.port, timeout=self._timeout
+                )
+        return self._connection
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def get_into(
+        self, path: str, params: Mapping[str, Any], targets: Sequence[memoryview] | None
+    ) -> NDArray[np.uint8]:
+        """The body of ``GET path?params``, read into ``targets`` (all of it, in order),
+        or into a new buffer when ``targets`` is None (then returned)."""
+        query = urllib.parse.urlencode(params)
+        target = f"{self._url.path.rstrip('/')}{path}?{query}"
+        with self._lock:
+            try:
+                return self._get(target, targets)
+            except (OSError, http.client.HTTPException) as error:
+                if self._connection is not None:
+                    self._connection.close()
+                self._connection = None
+                raise TupleServiceError(
+                    f"tuple-service at {self.base_url} unreachable: {error}"
+                ) from None
+
+    def _get(self, target: str, targets: Sequence[memoryview] | None) -> NDArray[np.uint8]:
+        connection = self._connect()
+        connection.request("GET", target, headers=self._headers)
+        response = connection.getresponse()
+        if response.status != 200:
+            body = response.read()
+            detail = _detail_of(body)
+            if response.status == 409 and b"tuples_reused" in body:
+                raise TupleReuseError(detail)
+            raise TupleServiceError(f"tuple-service answered {response.status}: {detail}")
+        length = int(response.getheader("Content-Length") or -1)
+        buffer = np.empty(max(length, 0), np.uint8)
+        views = [memoryview(buffer)] if targets is None else list(targets)
+        if length != sum(view.nbytes for view in views):
+            response.close()
+            raise TupleServiceError(
+                f"tuple-service sent {length} bytes, expected {sum(v.nbytes for v in views)}"
+            )
+        for view in views:
+            position = 0
+            while position < view.nbytes:
+                read = response.readinto(view[position:])
+                if not read:
+                    raise TupleServiceError("the tuple-service ended a body early")
+                position += read
+        return buffer
+
+
+def _detail_of(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("detail", body[:500].decode(errors="replace")))
+    except (ValueError, AttributeError):
+        return body[:500].decode(errors="replace")
 
 
 class _LeaseReader:
@@ -205,33 +311,38 @@ class _LeaseReader:
         self.client = client
         self.reservation_id = reservation_id
 
-    def read(self, kind: str, offset: int, count: int) -> bytes:
+    def read(self, kind: str, offset: int, count: int) -> NDArray[np.uint8]:
         return self.client.read(self.reservation_id, kind, offset, count)
 
-    def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
+    def read_into(self, kind: str, offset: int, count: int, targets: Sequence[memoryview]) -> None:
+        self.client.read_into(self.reservation_id, kind, offset, count, targets)
+
+    def shuffle(self, index: int, rows: int, kinds: str) -> NDArray[np.uint8]:
         return self.client.shuffle(self.reservation_id, index, rows, kinds)
 
 
 class _Prefetched:
-    """A lease reader that serves what :meth:`LeasedSource.prefetch` read, else reads on."""
+    """A lease reader that serves what :meth:`LeasedSource.prefetch` read, else reads on.
+
+    Each kind's sections are read straight into typed arrays (one per section), and a
+    request is served as slices of them: the ``uint64`` sections without a copy, the
+    binary sections of daBits and edaBits repacked into planes.  Shuffle correlations
+    are kept as read and decoded into views of that buffer.
+    """
 
     def __init__(self, inner: _LeaseReader) -> None:
         self.inner = inner
-        self.sections: dict[str, list[NDArray[np.uint8]]] = {}
-        self.shuffles: dict[int, bytes] = {}
+        self.sections: dict[str, list[NDArray[np.generic]]] = {}
+        self.shuffles: dict[int, NDArray[np.uint8]] = {}
         self.bytes = 0
 
     def load(self, kind: str, count: int, block: int) -> None:
-        """Read all ``count`` tuples of ``kind``, ``block`` at a time, section by section."""
-        widths = [dtype.itemsize for dtype in parse_kind(kind).sections]
-        sections = [np.empty(count * width, np.uint8) for width in widths]
+        """Read all ``count`` tuples of ``kind``, ``block`` at a time, into their sections."""
+        sections = [np.empty(count, dtype) for dtype in parse_kind(kind).sections]
         for first in range(0, count, block):
             size = min(block, count - first)
-            data, position = self.inner.read(kind, first, size), 0
-            for section, width in zip(sections, widths, strict=True):
-                part = np.frombuffer(data, np.uint8, size * width, position)
-                section[first * width : (first + size) * width] = part
-                position += size * width
+            targets = [memoryview(section[first : first + size]).cast("B") for section in sections]
+            self.inner.read_into(kind, first, size, targets)
         self.sections[kind] = sections
         self.bytes += sum(section.nbytes for section in sections)
 
@@ -240,23 +351,17 @@ class _Prefetched:
         sections = self.sections.get(kind)
         if sections is None:
             return None
-        parsed = parse_kind(kind)
-        widths = [dtype.itemsize for dtype in parsed.sections]
-        if (offset + count) * widths[0] > len(sections[0]):
+        if offset + count > len(sections[0]):
             raise TupleServiceError(f"{kind} tuples [{offset}, {offset + count}) were not read")
-        views = [
-            section[offset * width : (offset + count) * width]
-            for section, width in zip(sections, widths, strict=True)
-        ]
-        arrays = from_sections(parsed, cast(list[bytes], views), count)  # copies once
-        if (offset + count) * widths[0] == len(sections[0]):  # all handed out: free it
+        views = [section[offset : offset + count] for section in sections]
+        if offset + count == len(sections[0]):  # all handed out: the views keep what is in use
             del self.sections[kind]
-        return arrays
+        return from_arrays(parse_kind(kind), views, copy=False)
 
-    def read(self, kind: str, offset: int, count: int) -> bytes:
+    def read(self, kind: str, offset: int, count: int) -> NDArray[np.uint8]:
         return self.inner.read(kind, offset, count)
 
-    def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
+    def shuffle(self, index: int, rows: int, kinds: str) -> NDArray[np.uint8]:
         data = self.shuffles.pop(index, None)
         return data if data is not None else self.inner.shuffle(index, rows, kinds)
 

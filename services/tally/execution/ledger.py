@@ -6,10 +6,12 @@ Files under ``<state_dir>/tuples/<job>/``:
   A worker opens a new epoch each time a mesh forms (the first run and every
   resume), and an epoch is never opened twice, so a resumed stage always draws
   from material no earlier epoch touched.
-* ``w<k>.ledger``: one JSON line per batch handed to the engine, written and
-  fsynced *before* the batch is read, so the ledger is a superset of what was
-  consumed even when the worker is killed mid-read.  Tests read it to show that
-  no tuple was consumed twice.
+* ``w<k>.ledger``: one JSON line per batch handed to the engine, written to the
+  file *before* the batch is read, so the ledger is a superset of what was
+  consumed even when the worker is killed mid-read (a killed process loses
+  nothing it wrote; the file is fsynced when the worker closes it, since the
+  tuple-service, not this ledger, is what refuses a second use).  Tests read it
+  to show that no tuple was consumed twice.
 """
 
 from __future__ import annotations
@@ -63,14 +65,13 @@ class TupleLedger:
             os.fsync(handle.fileno())
 
     def append(self, entry: dict[str, Any]) -> None:
-        """Record one batch (durably) before it is handed out."""
+        """Record one batch (written through to the OS) before it is handed out."""
         with self._lock:
             if self._handle is None:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self._handle = self.path.open("a")
             self._handle.write(json.dumps(entry) + "\n")
             self._handle.flush()
-            os.fsync(self._handle.fileno())
 
     def entries(self) -> list[dict[str, Any]]:
         """Every batch recorded for the worker, in order, over all epochs."""
@@ -79,9 +80,11 @@ class TupleLedger:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def close(self) -> None:
-        """Close the ledger file."""
+        """Sync and close the ledger file."""
         with self._lock:
             if self._handle is not None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
                 self._handle.close()
                 self._handle = None
 

@@ -20,6 +20,9 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from tally.mpc.offline.layout import Kind, from_sections, parse_kind
 from tally.mpc.offline.wire import decode_shuffle
 from tally.mpc.ring import Shares
@@ -28,13 +31,21 @@ from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
 SHUFFLE = "shuffle"
 
 
+Body = bytes | NDArray[np.uint8]
+"""What a reader returns: the bytes of a response, or a ``uint8`` array read into."""
+
+
+def _bytes_of(body: Body) -> memoryview:
+    return memoryview(body if isinstance(body, bytes) else body.data).cast("B")
+
+
 class TupleReader(Protocol):
     """Where a reservation's bytes come from."""
 
-    def read(self, kind: str, offset: int, count: int) -> bytes:
+    def read(self, kind: str, offset: int, count: int) -> Body:
         """This party's sections of tuples [offset, offset + count) of ``kind``."""
 
-    def shuffle(self, index: int, rows: int, kinds: str) -> bytes:
+    def shuffle(self, index: int, rows: int, kinds: str) -> Body:
         """This party's shuffle correlation number ``index``, encoded."""
 
 
@@ -101,15 +112,15 @@ class ReservedSource(TupleSource):
         kind: Kind = parse_kind(name)
         offset = self.cursors.get(name, 0)
         started = time.perf_counter()
-        data = self.reader.read(name, offset, count) if count else b""
+        data: Body = self.reader.read(name, offset, count) if count else b""
         self.generation_seconds += time.perf_counter() - started
         expected = count * kind.tuple_bytes
         if len(data) != expected:
             raise TupleServiceError(f"expected {expected} bytes of {name}, got {len(data)}")
-        sections, position = [], 0
+        sections, position, whole = [], 0, _bytes_of(data)
         for dtype in kind.sections:
             size = count * dtype.itemsize
-            sections.append(data[position : position + size])
+            sections.append(whole[position : position + size])
             position += size
         self.cursors[name] = offset + count
         return from_sections(kind, sections, count)
@@ -138,7 +149,7 @@ class ReservedSource(TupleSource):
         data = self.reader.shuffle(index, rows, kinds)
         self.generation_seconds += time.perf_counter() - started
         self.cursors[SHUFFLE] = index + 1
-        return decode_shuffle(data)
+        return decode_shuffle(_bytes_of(data))
 
     def input_masks(self, count: int) -> Shares:
         (masks,) = self._read("input_masks", count)

@@ -266,7 +266,7 @@ def create_app(node: TupleNode) -> FastAPI:
     @app.get(
         "/v1/reservations/{reservation_id}/shuffles/{index}",
         responses=error_responses(404, 409),
-        response_class=Response,
+        response_class=StreamingResponse,
     )
     def shuffle(
         reservation_id: str,
@@ -274,7 +274,7 @@ def create_app(node: TupleNode) -> FastAPI:
         node: NodeDep,
         rows: Annotated[int, Query(ge=0)],
         kinds: Annotated[str, Query(pattern="^[ax]+$")],
-    ) -> Response:
+    ) -> StreamingResponse:
         """Shuffle correlation number ``index`` of a reservation (hm3: derived, no traffic)."""
         found = node.store.reservation(reservation_id)
         if found is None:
@@ -282,13 +282,17 @@ def create_app(node: TupleNode) -> FastAPI:
         _, state, session_id, _ = found
         if state != "active":
             raise ApiError(409, "conflict", f"reservation {reservation_id} is {state}")
-        try:
-            correlation = node.shuffle(reservation_id, session_id, index, rows, kinds)
+        try:  # derived in full here: an error is still a 4xx, not a cut-off stream
+            parts, length = node.shuffle(reservation_id, session_id, index, rows, kinds)
         except TupleReuse as error:
             raise ApiError(409, "tuples_reused", str(error)) from error
         except ReservationError as error:
             raise ApiError(409, "conflict", str(error)) from error
-        return Response(correlation, media_type="application/octet-stream")
+        return StreamingResponse(
+            iter(parts),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(length)},
+        )
 
     return app
 

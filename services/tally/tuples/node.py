@@ -33,7 +33,7 @@ from tally._generated import tuples_pb2, tuples_pb2_grpc
 from tally.mpc.offline import Hm3Generator, PairKeys, ShakePrf, agree_keys
 from tally.mpc.offline.layout import parse_kind
 from tally.mpc.offline.prf import Prf
-from tally.mpc.offline.wire import encode_shuffle
+from tally.mpc.offline.wire import WireParts, encode_shuffle_parts
 from tally.mpc.transport import TransportError
 from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.link import GrpcTransport, Mailboxes
@@ -157,11 +157,13 @@ class TupleNode:
 
     def shuffle(
         self, reservation_id: str, session_id: str, index: int, rows: int, kinds: str
-    ) -> bytes:
+    ) -> tuple[WireParts, int]:
         """This party's shuffle correlation ``index`` of an active reservation, handed out once.
 
         hm3 derives it under the reservation's session keys (no traffic); in dealer
-        mode the dealer derives it and sends this party its share only.
+        mode the dealer derives it and sends this party its share only.  Returns
+        the encoding as pieces in wire order (views of the derived arrays, no
+        copy) and its length in bytes.
         """
         if self.settings.generator == "dealer":
             if self.dealer is None:
@@ -176,13 +178,14 @@ class TupleNode:
                 raise ReservationError(f"the dealer is unreachable: {error.details()}") from error
             if not reply.ok:
                 raise ReservationError(f"the dealer refused the shuffle: {reply.detail}")
-            return bytes(reply.correlation)
+            correlation = bytes(reply.correlation)
+            return [correlation], len(correlation)
         session = self.sessions.get(session_id)
         if session is None:
             raise ReservationError("the reservation's key session is gone (restarted?)")
         self.store.take_shuffle(reservation_id, index)
         label = f"{session_id}/reservation/{reservation_id}/shuffle/{index}".encode()
-        return encode_shuffle(session.generator.shuffle(label, rows, kinds))
+        return encode_shuffle_parts(session.generator.shuffle(label, rows, kinds))
 
     # -- leader --------------------------------------------------------------------------
 

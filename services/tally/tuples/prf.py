@@ -16,6 +16,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from tally.mpc.offline.prf import KEY_BYTES, Prf, Words
 
 _ZERO_IV = bytes(16)
+_BLOCK_BYTES = 1 << 20
+"""Keystream bytes written per ``update_into`` call: the zero input stays in cache."""
+_ZEROS = memoryview(bytes(_BLOCK_BYTES))
+"""The plaintext of every block (immutable, shared by all calls)."""
+_SPARE_WORDS = 2
+"""``update_into`` in older ``cryptography`` releases wants 15 bytes past the output."""
 
 
 class AesCtrPrf(Prf):
@@ -32,13 +38,19 @@ class AesCtrPrf(Prf):
         return encryptor.update(bytes(size))  # type: ignore[attr-defined, no-any-return]
 
     def words(self, key: bytes, label: bytes, count: int) -> Words:
+        """The keystream of ``expand`` as words, encrypted block by block into the result."""
         if len(key) != KEY_BYTES:
             raise ValueError(f"PRF keys are {KEY_BYTES} bytes, got {len(key)}")
         if count < 0:
             raise ValueError("cannot draw a negative number of words")
-        out = np.zeros(count + 2, dtype=np.uint64)  # update_into wants 15 spare bytes
+        out = np.empty(count + _SPARE_WORDS, dtype=np.uint64)
         if count:
             encryptor = self._encryptor(key, label)
-            source = out[:count].view(np.uint8)
-            encryptor.update_into(source, out.view(np.uint8))  # type: ignore[attr-defined]
+            target = out.view(np.uint8).data
+            size = 8 * count
+            for start in range(0, size, _BLOCK_BYTES):
+                length = min(_BLOCK_BYTES, size - start)
+                encryptor.update_into(  # type: ignore[attr-defined]
+                    _ZEROS[:length], target[start : start + length + 8 * _SPARE_WORDS]
+                )
         return out[:count]

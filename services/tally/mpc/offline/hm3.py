@@ -48,6 +48,7 @@ it does not hold.  Nothing depends on any other party's private data.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tally.mpc import bits
 from tally.mpc.offline.replicated import PARTIES, PairKeys, Replicated, Words
@@ -158,33 +159,25 @@ class Hm3Generator:
         def draw(component: int, name: bytes) -> Words:
             return keys.words(component, label + b"/" + name, rows * width).reshape(shape)
 
-        def add(left: Words, right: Words) -> Words:
-            return np.where(xor, left ^ right, left + right)
-
-        def sub(left: Words, right: Words) -> Words:
-            return np.where(xor, left ^ right, left - right)
-
         for j in range(PARTIES):
             step = str(j).encode()
             role = (me - j) % PARTIES
             if role == 0:  # the permuter: pi_j, rho from k_{j+1}; F from k_j
                 permutation = _permutation(keys, j + 1, label + b"/pi" + step, rows)
-                delta = add(draw(j + 1, b"rho" + step), draw(j, b"F" + step))
+                delta = _combine_into(draw(j + 1, b"rho" + step), draw(j, b"F" + step), xor)
                 out.append(PermuterShare(permutation, delta))
             elif role == 1:  # the co-knower: pi_j, rho from k_{j+1}; masks, G from k_{j+2}
                 permutation = _permutation(keys, j + 1, label + b"/pi" + step, rows)
                 mask = draw(j + 2, b"aco" + step)
-                total = add(mask, draw(j + 2, b"athird" + step))
-                output = sub(draw(j + 1, b"rho" + step), total[permutation])
-                output = sub(output, draw(j + 2, b"G" + step))
+                total = _combine_into(draw(j + 2, b"athird" + step), mask, xor)
+                moved = np.take(total, permutation, axis=0)
+                output = _combine_into(draw(j + 1, b"rho" + step), moved, xor, subtract=True)
+                output = _combine_into(output, draw(j + 2, b"G" + step), xor, subtract=True)
                 out.append(HelperShare(mask, output))
             else:  # the third: masks, G from k_{j+2}; F from k_j
-                out.append(
-                    HelperShare(
-                        draw(j + 2, b"athird" + step),
-                        add(draw(j, b"F" + step), draw(j + 2, b"G" + step)),
-                    )
-                )
+                mask = draw(j + 2, b"athird" + step)
+                output = _combine_into(draw(j, b"F" + step), draw(j + 2, b"G" + step), xor)
+                out.append(HelperShare(mask, output))
         return out
 
 
@@ -194,8 +187,43 @@ def _frame(label: bytes) -> bytes:
 
 
 def _permutation(keys: PairKeys, component: int, label: bytes, rows: int) -> Permutation:
-    """A permutation of ``rows`` known to the two holders of k_component (argsort of PRF words)."""
-    return np.argsort(keys.words(component, label, rows), kind="stable").astype(np.int64)
+    """A permutation of ``rows`` known to the two holders of k_component (argsort of PRF words).
+
+    Both holders must derive the same permutation on any machine and numpy
+    build.  When the 64-bit keys are pairwise distinct exactly one
+    permutation sorts them, so every correct sort returns it, whatever its
+    algorithm (numpy's default introsort or a SIMD sort) and however it
+    breaks ties; that permutation is also the stable sort's.  Only with a
+    repeated key (probability about rows^2 / 2^65) could sorts disagree, and
+    then the stable sort, which orders equal keys by position, decides.
+    """
+    words = keys.words(component, label, rows)
+    order = np.argsort(words)
+    ranked = np.take(words, order)
+    if not np.all(ranked[1:] > ranked[:-1]):
+        order = np.argsort(words, kind="stable")
+    return order.astype(np.int64, copy=False)
+
+
+def _combine_into(
+    target: Words, other: Words, xor: NDArray[np.bool_], *, subtract: bool = False
+) -> Words:
+    """``target`` (+ or -) ``other`` in the additive columns and XOR in the ``xor`` ones, in place.
+
+    One pass of arithmetic over the whole array, then only the XOR columns
+    are overwritten (their values saved first, so ``other`` may be any
+    array).  Returns ``target``.
+    """
+    arithmetic = np.subtract if subtract else np.add
+    if xor.all():
+        np.bitwise_xor(target, other, out=target)
+    elif not xor.any():
+        arithmetic(target, other, out=target)
+    else:
+        fixed = target[:, xor] ^ other[:, xor]
+        arithmetic(target, other, out=target)
+        target[:, xor] = fixed
+    return target
 
 
 def _add_components(

@@ -21,7 +21,9 @@ them into the engine's planes.  XOR sharing commutes with that transpose.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -83,14 +85,29 @@ def to_sections(kind: Kind, shares: tuple[NDArray[np.uint64], ...], count: int) 
     return [np.ascontiguousarray(s).tobytes() for s in shares]
 
 
-def from_sections(kind: Kind, sections: list[bytes], count: int) -> tuple[NDArray[np.uint64], ...]:
-    """Stored sections of ``count`` tuples -> the engine's share layout."""
+def from_arrays(
+    kind: Kind, arrays: Sequence[NDArray[np.generic]], *, copy: bool = True
+) -> tuple[NDArray[np.uint64], ...]:
+    """Typed sections of ``count`` tuples (``uint64`` / ``uint8`` arrays) -> the engine's layout.
+
+    With ``copy=False`` the ``uint64`` sections are handed out as they are (views of
+    the caller's buffer, which must not change afterwards); the binary sections of
+    daBits and edaBits are always repacked into planes.
+    """
+    words = [cast(NDArray[np.uint64], a.copy() if copy else a) for a in arrays]
+    if kind.base == "dabits":
+        return words[0], bits.pack_lanes(arrays[1])
+    if kind.base == "edabits":
+        return words[0], bits.to_planes(cast(NDArray[np.uint64], arrays[1]), kind.width)
+    return tuple(words)
+
+
+def from_sections(
+    kind: Kind, sections: Sequence[bytes | memoryview], count: int
+) -> tuple[NDArray[np.uint64], ...]:
+    """Stored sections of ``count`` tuples -> the engine's share layout (copied)."""
     arrays = [
         np.frombuffer(data, dtype=dtype)
         for data, dtype in zip(sections, kind.sections, strict=True)
     ]
-    if kind.base == "dabits":
-        return arrays[0].copy(), bits.pack_lanes(arrays[1])
-    if kind.base == "edabits":
-        return arrays[0].copy(), bits.to_planes(arrays[1].copy(), kind.width)
-    return tuple(np.array(a, dtype=np.uint64) for a in arrays)
+    return from_arrays(kind, arrays)
