@@ -228,7 +228,8 @@ def test_background_replenishment_keeps_pools_above_low_water(tmp_path: Path) ->
     pools = [{"kind": "triples", "low_water": 3 * CHUNK, "batch": 2 * CHUNK}]
     running = Cluster(tmp_path, chunk_size=CHUNK, pools=pools, replenish=True).start_all()
     try:
-        deadline = time.monotonic() + 30
+        # Under load a first session can time out (30 s) and is retried in a new one.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             available = {p["kind"]: p["available"] for p in running.get(0, "/v1/pools").json()}
             if available.get("triples", 0) >= 3 * CHUNK:
