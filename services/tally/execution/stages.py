@@ -225,8 +225,12 @@ def groupby_stages(
         carried = [table[k].shares for k in keys] + [table.valid.shares, present]
         columns = carried + [state.arrays[f"w:{c}"] for c in summed]
         out = State(dict(state.arrays), dict(state.public))
-        for prefix in ("w:", "gk", "vk"):
+        for prefix in ("w:", "gk", "vk", "present"):
             out = _without(out, prefix)
+        # From here on only the input's specs are read (by assemble): its arrays are
+        # carried empty, so that checkpoints and memory hold the sort's payload only.
+        for name in [k for k in out.arrays if k.startswith("t:")]:
+            out.arrays[name] = np.zeros(0, np.uint64)
         _put_progress(out, "sort", radix_start(key_list, np.stack(columns, axis=1)))
         return out
 
