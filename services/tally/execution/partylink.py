@@ -41,10 +41,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from tally._generated import partylink_pb2 as pb
@@ -141,8 +142,9 @@ class _Broken:
         self.error = error
 
 
-_DATA_TAG = b"\x42"
+_DATA_KEY = (8 << 3) | 2
 """``Frame.data`` on the wire: field 8, length-delimited."""
+_DATA_TAG = bytes([_DATA_KEY])
 
 
 def _varint(value: int) -> bytes:
@@ -154,6 +156,65 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+class _Incoming(NamedTuple):
+    """A received frame: its fields without ``data``, and ``data`` as a view of the message."""
+
+    frame: pb.Frame
+    data: memoryview
+
+
+def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= len(raw) or shift > 63:
+            raise ProtocolViolation("a peer sent a malformed frame")
+        byte = raw[position]
+        value |= (byte & 0x7F) << shift
+        position, shift = position + 1, shift + 7
+        if not byte & 0x80:
+            return value, position
+
+
+def _parse(raw: bytes) -> _Incoming:
+    """gRPC deserializer for frames: the ``data`` field is not copied out of the message.
+
+    Walks the top-level fields (protobuf wire format: tag, then a varint, fixed-width
+    or length-delimited value); every field but ``data`` (the last one wins, as in
+    protobuf) is parsed as a ``Frame``, and ``data`` is returned as a view.
+    """
+    view = memoryview(raw)
+    kept: list[memoryview] = []
+    data = view[0:0]
+    position = 0
+    while position < len(raw):
+        start = position
+        key, position = _read_varint(raw, position)
+        wire = key & 7
+        value_start = position
+        if wire == 0:
+            _, position = _read_varint(raw, position)
+        elif wire == 1:
+            position += 8
+        elif wire == 2:
+            length, value_start = _read_varint(raw, position)
+            position = value_start + length
+        elif wire == 5:
+            position += 4
+        else:
+            raise ProtocolViolation("a peer sent a malformed frame")
+        if position > len(raw):
+            raise ProtocolViolation("a peer sent a truncated frame")
+        if key == _DATA_KEY:
+            data = view[value_start:position]
+        else:
+            kept.append(view[start:position])
+    try:
+        frame = pb.Frame.FromString(b"".join(kept))
+    except DecodeError as error:
+        raise ProtocolViolation(f"a peer sent a malformed frame: {error}") from None
+    return _Incoming(frame, data)
 
 
 def _serialize(frame: pb.Frame | bytes) -> bytes:
@@ -223,7 +284,7 @@ class _Assembly:
         self.position = 0
         self.view_index = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         offset = 0
         while offset < len(data):
             if self.view_index >= len(self.views):
@@ -269,13 +330,14 @@ class PartyLinkTransport(Transport):
         last_round = -1
         try:
             while True:
-                frame = await link.read()
-                if frame is grpc.aio.EOF or frame is None:
+                incoming = await link.read()
+                if incoming is grpc.aio.EOF or incoming is None:
                     # The peer ended the stream after everything it sent: wake up only
                     # whoever waits for this peer (others' messages may still arrive).
                     link.ended.set()
                     self._inbox[link.peer].put(_Broken(PeerLost(f"party {link.peer} left")))
                     return
+                frame, data = incoming
                 if frame.kind == pb.Frame.ABORT:
                     raise PeerLost(f"party {link.peer} left the mesh: {frame.reason}")
                 self._check(frame, link.peer)
@@ -289,7 +351,7 @@ class PartyLinkTransport(Transport):
                     raise ProtocolViolation(f"party {link.peer} sent an unexpected frame")
                 elif frame.round != assembly.round:
                     raise ProtocolViolation(f"party {link.peer} mixed rounds within a message")
-                assembly.add(frame.data)
+                assembly.add(data)
                 if frame.last:
                     if not assembly.complete():
                         raise ProtocolViolation(f"party {link.peer} sent a truncated message")
@@ -430,9 +492,10 @@ class _Servicer(pb_grpc.PartyLinkServicer):
     async def Exchange(  # noqa: N802 - the gRPC method name
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        first = await context.read()
-        if first is grpc.aio.EOF:
+        incoming = await context.read()
+        if incoming is grpc.aio.EOF:
             return
+        first = incoming.frame
         endpoint = self.endpoint
         identity = endpoint.identity
         if first.job_id != identity.job_id or first.worker != identity.worker:
@@ -462,7 +525,7 @@ _EXCHANGE = "/tally.v1.PartyLink/Exchange"
 def _exchange_call(channel: grpc.aio.Channel) -> Any:
     """A new ``Exchange`` stream on ``channel`` whose writes take :func:`_frames` output."""
     return channel.stream_stream(
-        _EXCHANGE, request_serializer=_serialize, response_deserializer=pb.Frame.FromString
+        _EXCHANGE, request_serializer=_serialize, response_deserializer=_parse
     )()
 
 
@@ -471,7 +534,7 @@ def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
     handlers = {
         "Exchange": grpc.stream_stream_rpc_method_handler(
             servicer.Exchange,
-            request_deserializer=pb.Frame.FromString,
+            request_deserializer=_parse,
             response_serializer=_serialize,
         )
     }
@@ -681,7 +744,11 @@ class PartyLinkEndpoint:
             ):
                 problems[peer] = f"{address} refused this worker: {detail}"
             return None
-        if reply is grpc.aio.EOF or reply.kind != pb.Frame.HELLO or reply.sender != peer:
+        if (
+            reply is grpc.aio.EOF
+            or reply.frame.kind != pb.Frame.HELLO
+            or reply.frame.sender != peer
+        ):
             call.cancel()
             await channel.close()
             problems[peer] = f"{address} did not answer with party {peer}'s hello"
@@ -691,4 +758,4 @@ class PartyLinkEndpoint:
             call.cancel()
             asyncio.ensure_future(channel.close())
 
-        return _Link(peer, call.read, call.write, close, call.done_writing), reply.hello
+        return _Link(peer, call.read, call.write, close, call.done_writing), reply.frame.hello
