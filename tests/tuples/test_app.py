@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,7 +15,6 @@ from tally.mpc.reserved import HttpTupleReader, TupleServiceError
 from tally.mpc.tuples import Dealer
 from tally.tuples.app import create_app
 from tally.tuples.node import TupleNode
-from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
 from tally.tuples.store import (
     SHUFFLE,
@@ -151,12 +149,3 @@ def test_a_shuffle_of_a_missing_or_inactive_reservation_is_refused(
     active_reservation(node, monkeypatch, "released")
     released = client.get(SHUFFLE_PATH, headers=AUTHORIZED)
     assert released.status_code == 409 and released.json()["error"] == "conflict"
-
-
-@pytest.mark.parametrize("count", [0, 1, 2, 3, 1001, (1 << 17) - 1, 1 << 17, 3 * (1 << 17) + 5])
-def test_aes_words_are_the_expanded_keystream(count: int) -> None:
-    """The shuffle route's PRF: words written block by block equal ``expand``'s bytes."""
-    prf, key = AesCtrPrf(), bytes(range(16))
-    words = prf.words(key, b"label", count)
-    assert words.dtype == np.uint64 and words.shape == (count,)
-    assert words.tobytes() == prf.expand(key, b"label", 8 * count)
