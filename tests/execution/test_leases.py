@@ -12,6 +12,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -187,9 +188,23 @@ def test_a_follower_stops_waiting_when_party_0_is_gone(tmp_path: Path) -> None:
 
 
 class _Bodies(http.server.BaseHTTPRequestHandler):
-    """Answers by path: a body of known bytes, a reuse refusal, a short body."""
+    """Answers by path: a body of known bytes, a reuse refusal, a short body; HTTP/1.1,
+    and ``/v1/idle`` answers and then drops the connection as an idle keep-alive timeout
+    would, without saying so."""
+
+    protocol_version = "HTTP/1.1"
+    requests = 0
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).requests += 1
+        if self.path.startswith("/v1/idle"):
+            body = bytes(range(256)) * 64
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         if self.path.startswith("/v1/ok"):
             body = bytes(range(256)) * 64
             self.send_response(200)
@@ -242,6 +257,17 @@ def test_bulk_reads_fill_the_targets_in_order_and_report_refusals(bodies: str) -
     with pytest.raises(TupleServiceError, match="ended a body early"):
         reader.get_into("/v1/short", {}, None)
     assert np.array_equal(reader.get_into("/v1/ok", {}, None), expected)  # reconnects
+    reader.close()
+
+
+def test_a_keep_alive_connection_the_service_dropped_is_replaced(bodies: str) -> None:
+    reader = _BulkReader(bodies, {}, 5.0)
+    expected = np.frombuffer(bytes(range(256)) * 64, np.uint8)
+    assert np.array_equal(reader.get_into("/v1/idle", {}, None), expected)
+    time.sleep(0.2)  # the server has closed its end by now
+    before = _Bodies.requests
+    assert np.array_equal(reader.get_into("/v1/ok", {}, None), expected)
+    assert _Bodies.requests == before + 1  # asked again once, served once
     reader.close()
 
 

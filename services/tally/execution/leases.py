@@ -245,11 +245,14 @@ class _BulkReader:
                 )
         return self._connection
 
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._drop()
 
     def get_into(
         self, path: str, params: Mapping[str, Any], targets: Sequence[memoryview] | None
@@ -262,17 +265,26 @@ class _BulkReader:
             try:
                 return self._get(target, targets)
             except (OSError, http.client.HTTPException) as error:
-                if self._connection is not None:
-                    self._connection.close()
-                self._connection = None
+                self._drop()
                 raise TupleServiceError(
                     f"tuple-service at {self.base_url} unreachable: {error}"
                 ) from None
 
     def _get(self, target: str, targets: Sequence[memoryview] | None) -> NDArray[np.uint8]:
-        connection = self._connect()
-        connection.request("GET", target, headers=self._headers)
-        response = connection.getresponse()
+        reused = self._connection is not None
+        try:
+            connection = self._connect()
+            connection.request("GET", target, headers=self._headers)
+            response = connection.getresponse()
+        except ConnectionError:
+            if not reused:
+                raise
+            # The service closed the idle keep-alive connection before reading this
+            # request (no response came back, so nothing was served): ask again, once.
+            self._drop()
+            connection = self._connect()
+            connection.request("GET", target, headers=self._headers)
+            response = connection.getresponse()
         if response.status != 200:
             body = response.read()
             detail = _detail_of(body)
@@ -283,7 +295,7 @@ class _BulkReader:
         buffer = np.empty(max(length, 0), np.uint8)
         views = [memoryview(buffer)] if targets is None else list(targets)
         if length != sum(view.nbytes for view in views):
-            response.close()
+            self._drop()  # the body is left unread: the connection cannot serve another
             raise TupleServiceError(
                 f"tuple-service sent {length} bytes, expected {sum(v.nbytes for v in views)}"
             )
@@ -292,6 +304,7 @@ class _BulkReader:
             while position < view.nbytes:
                 read = response.readinto(view[position:])
                 if not read:
+                    self._drop()
                     raise TupleServiceError("the tuple-service ended a body early")
                 position += read
         return buffer
