@@ -21,7 +21,9 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
+
+from pydantic import SecretStr
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 
@@ -350,3 +352,37 @@ def _iter_response(response: Any, chunk_size: int) -> Iterator[bytes]:
     finally:
         response.close()
         response.release_conn()
+
+
+class S3Settings(Protocol):
+    """The S3 fields every service's settings share (``TALLY_<SERVICE>_S3_*``)."""
+
+    @property
+    def s3_endpoint(self) -> str: ...
+    @property
+    def s3_access_key(self) -> str: ...
+    @property
+    def s3_secret_key(self) -> SecretStr: ...
+    @property
+    def s3_bucket(self) -> str: ...
+    @property
+    def s3_secure(self) -> bool: ...
+    @property
+    def s3_region(self) -> str | None: ...
+    @property
+    def s3_prefix(self) -> str: ...
+
+
+def make_blob_store(settings: S3Settings, local_root: Path) -> BlobStore:
+    """S3 when ``settings.s3_endpoint`` is set, else the directory ``local_root``."""
+    if settings.s3_endpoint:
+        return S3BlobStore(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            key_prefix=settings.s3_prefix,
+        )
+    return LocalBlobStore(local_root)

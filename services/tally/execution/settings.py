@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
-from tally.common.blobstore import BlobStore, LocalBlobStore, S3BlobStore
+from tally.common.blobstore import BlobStore, make_blob_store
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 from tally.execution.tls import PartyTLS
 
@@ -246,17 +246,7 @@ class ExecutionSettings(BaseSettings):
 
 def blob_store(settings: ExecutionSettings) -> BlobStore:
     """The party's blob store: S3 when ``s3_endpoint`` is set, else the blob directory."""
-    if settings.s3_endpoint:
-        return S3BlobStore(
-            settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key.get_secret_value(),
-            settings.s3_bucket,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            key_prefix=settings.s3_prefix,
-        )
-    return LocalBlobStore(settings.blobs_root)
+    return make_blob_store(settings, settings.blobs_root)
 
 
 def load_tls(settings: ExecutionSettings) -> PartyTLS | None:

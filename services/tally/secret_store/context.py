@@ -15,8 +15,9 @@ from prometheus_client import Counter
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.common import blobstore
 from tally.common.auth import TokenAuthenticator
-from tally.common.blobstore import BlobStore, LocalBlobStore, S3BlobStore
+from tally.common.blobstore import BlobStore
 from tally.common.db import is_sqlite, make_engine, make_sessionmaker, upgrade_database
 from tally.common.metrics import HttpMetrics
 from tally.secret_store.settings import SecretStoreSettings
@@ -80,17 +81,7 @@ class StoreContext:
 
 def make_blob_store(settings: SecretStoreSettings) -> BlobStore:
     """S3 when ``s3_endpoint`` is set, else the local directory."""
-    if settings.s3_endpoint:
-        return S3BlobStore(
-            settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key.get_secret_value(),
-            settings.s3_bucket,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            key_prefix=settings.s3_prefix,
-        )
-    return LocalBlobStore(settings.blob_dir)
+    return blobstore.make_blob_store(settings, settings.blob_dir)
 
 
 def build_context(

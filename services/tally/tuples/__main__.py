@@ -14,7 +14,7 @@ import threading
 
 import uvicorn
 
-from tally.common.blobstore import BlobStore, LocalBlobStore, S3BlobStore
+from tally.common.blobstore import make_blob_store
 from tally.common.db import make_engine
 from tally.common.settings import ConfigurationError
 from tally.common.tls import PeerTLS, party_name
@@ -26,18 +26,6 @@ from tally.tuples.settings import TuplesSettings
 from tally.tuples.store import ChunkStore, migrate
 
 log = logging.getLogger("tally.tuples")
-
-
-def make_blobs(settings: TuplesSettings) -> BlobStore:
-    if settings.s3_endpoint:
-        return S3BlobStore(
-            settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key,
-            settings.s3_bucket,
-            secure=settings.s3_secure,
-        )
-    return LocalBlobStore(settings.blob_dir)
 
 
 def load_tls(settings: TuplesSettings) -> PeerTLS | None:
@@ -63,7 +51,9 @@ def build(settings: TuplesSettings) -> TupleNode:
     if settings.migrate_on_start:
         migrate(settings.database_url)
     tls = load_tls(settings)
-    store = ChunkStore(make_engine(settings.database_url), make_blobs(settings))
+    store = ChunkStore(
+        make_engine(settings.database_url), make_blob_store(settings, settings.blob_dir)
+    )
     dealer = None
     if settings.generator == "dealer":
         dealer = connect_dealer(settings.dealer, settings.dealer_name, tls)

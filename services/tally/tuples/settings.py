@@ -98,9 +98,11 @@ class TuplesSettings(BaseSettings):
     blob_dir: Path = Field(default=Path("./data/tuples/chunks"), description="chunk shares")
     s3_endpoint: str = Field(default="", description="host:port of an S3 server; empty = local")
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
     s3_bucket: str = "tally-tuples"
-    s3_secure: bool = False
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. party-0/")
+    s3_secure: bool = Field(default=False, description="use HTTPS for S3")
+    s3_region: str | None = None
 
     chunk_size: int = Field(default=1 << 20, gt=0, description="tuples per chunk")
     pools: list[PoolSettings] = Field(default_factory=default_pools)
@@ -148,7 +150,11 @@ class TuplesSettings(BaseSettings):
                         f"token of {spec.identity!r}", spec.token.get_secret_value(), "production"
                     )
             if self.s3_endpoint:
-                check_secret("TALLY_TUPLES_S3_SECRET_KEY", self.s3_secret_key, "production")
+                check_secret(
+                    "TALLY_TUPLES_S3_SECRET_KEY",
+                    self.s3_secret_key.get_secret_value(),
+                    "production",
+                )
         return self
 
 
