@@ -280,17 +280,7 @@ class ChunkStore:
                         "wait for the pool to refill or raise its low-water mark"
                     )
                 spec.kinds[kind] = (count, ids)
-            self._take(connection, reservation_id, spec.chunk_ids())
-            connection.execute(
-                insert(reservations).values(
-                    id=reservation_id,
-                    job_id=job_id,
-                    state="pending",
-                    session=session,
-                    spec=spec.to_json(),
-                    created_at=_now(),
-                )
-            )
+            self._record(connection, reservation_id, job_id, "pending", session, spec)
         return spec
 
     @staticmethod
@@ -332,17 +322,29 @@ class ChunkStore:
                     )
                 if sum(int(r.size) for r in rows) < count:
                     raise ReservationError(f"the {kind} chunks hold fewer than {count} tuples")
-            self._take(connection, reservation_id, spec.chunk_ids())
-            connection.execute(
-                insert(reservations).values(
-                    id=reservation_id,
-                    job_id=job_id,
-                    state="active",
-                    session=session,
-                    spec=spec.to_json(),
-                    created_at=_now(),
-                )
+            self._record(connection, reservation_id, job_id, "active", session, spec)
+
+    def _record(
+        self,
+        connection: Connection,
+        reservation_id: str,
+        job_id: str,
+        state: str,
+        session: str,
+        spec: ReservationSpec,
+    ) -> None:
+        """Take the reservation's chunks and insert its row, in ``connection``'s transaction."""
+        self._take(connection, reservation_id, spec.chunk_ids())
+        connection.execute(
+            insert(reservations).values(
+                id=reservation_id,
+                job_id=job_id,
+                state=state,
+                session=session,
+                spec=spec.to_json(),
+                created_at=_now(),
             )
+        )
 
     def set_state(self, reservation_id: str, state: str) -> None:
         with self._begin() as connection:
