@@ -30,6 +30,21 @@ from tally.mpc.table import ColumnSpec
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "mallory": "mallory-token"}
 
+SPECS = {"region": ColumnSpec("key", bits=4), "views": ColumnSpec("int", bits=24)}
+"""The schema of the jobs tests' datasets."""
+GROUPBY = {
+    "keys": ["region"],
+    "aggregations": {
+        "total": ["views", "sum"],
+        "n": ["views", "count"],
+        "avg": ["views", "mean"],
+        "low": ["views", "min"],
+        "high": ["views", "max"],
+    },
+    "max_groups": 16,
+}
+"""Group-by params with every aggregation, padded (16 groups: the key has 4 bits)."""
+
 
 @dataclass
 class Cluster:

@@ -24,11 +24,10 @@ from tally.execution.local import read_dataset
 from tally.execution.results import combine_results
 from tally.mpc.partition import split_partitions
 from tally.mpc.ring import decode_int, reconstruct
-from tally.mpc.table import ColumnSpec, share_table
-from tests.execution.cluster import Cluster
+from tally.mpc.table import share_table
+from tests.execution.cluster import GROUPBY, SPECS, Cluster
 from tests.execution.custom_programs import doubled_total
 
-SPECS = {"region": ColumnSpec("key", bits=4), "views": ColumnSpec("int", bits=24)}
 CUSTOM = {"TALLY_EXECUTION_PROGRAM_MODULES": '["tests.execution.custom_programs"]'}
 
 
@@ -61,19 +60,6 @@ def _frame(cluster: Cluster, *names: str) -> pd.DataFrame:
         data, valid = cluster.data[name]  # type: ignore[attr-defined]
         frames.append(pd.DataFrame(data)[valid == 1])
     return pd.concat(frames)
-
-
-GROUPBY = {
-    "keys": ["region"],
-    "aggregations": {
-        "total": ["views", "sum"],
-        "n": ["views", "count"],
-        "avg": ["views", "mean"],
-        "low": ["views", "min"],
-        "high": ["views", "max"],
-    },
-    "max_groups": 16,
-}
 
 
 def _job(job_id: str, **changes: Any) -> dict[str, Any]:

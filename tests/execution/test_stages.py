@@ -15,6 +15,7 @@ from tally.mpc.program import get_program
 from tally.mpc.ring import reconstruct
 from tally.mpc.simulate import run_parties
 from tally.mpc.table import ColumnSpec, share_table, table_from_share_set
+from tests.execution.cluster import GROUPBY
 
 SPECS = {"region": ColumnSpec("key", bits=3), "views": ColumnSpec("int", bits=20)}
 
@@ -29,17 +30,7 @@ def _data(rows: int, seed: int = 1) -> tuple[dict[str, Any], np.ndarray]:
 PARAMS: list[tuple[str, dict[str, Any]]] = [
     (
         "groupby",
-        {
-            "keys": ["region"],
-            "aggregations": {
-                "total": ["views", "sum"],
-                "n": ["views", "count"],
-                "avg": ["views", "mean"],
-                "low": ["views", "min"],
-                "high": ["views", "max"],
-            },
-            "max_groups": 8,
-        },
+        {**GROUPBY, "max_groups": 8},
     ),
     ("groupby", {"keys": ["region"], "aggregations": {"total": ["views", "sum"]}}),
     (

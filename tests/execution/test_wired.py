@@ -22,21 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tally.mpc.table import ColumnSpec, share_table
+from tally.mpc.table import share_table
+from tests.execution.cluster import GROUPBY, SPECS
 from tests.execution.deployment import Deployment
 
-SPECS = {"region": ColumnSpec("key", bits=4), "views": ColumnSpec("int", bits=24)}
-GROUPBY = {
-    "keys": ["region"],
-    "aggregations": {
-        "total": ["views", "sum"],
-        "n": ["views", "count"],
-        "avg": ["views", "mean"],
-        "low": ["views", "min"],
-        "high": ["views", "max"],
-    },
-    "max_groups": 16,
-}
 CHUNK = 1 << 14
 
 
