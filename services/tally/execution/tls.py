@@ -10,49 +10,28 @@ shared with the tuple-service in :mod:`tally.common.tls`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tally.common import tls as common_tls
-from tally.common.tls import make_ca, party_name
+from tally.common.tls import PeerTLS, make_ca, party_name
 
 __all__ = ["PartyTLS", "issue_party_certificate", "make_ca", "party_name", "peer_party"]
 
 
-@dataclass(frozen=True)
-class PartyTLS:
+class PartyTLS(PeerTLS):
     """PEM bytes: the consortium CA, this party's certificate chain and its private key."""
 
-    ca: bytes
-    certificate: bytes
-    key: bytes
-
     @classmethod
-    def load(cls, ca_path: Path, cert_path: Path, key_path: Path) -> PartyTLS:
+    def load(
+        cls, ca_path: Path, cert_path: Path, key_path: Path, what: str = "PartyLink TLS"
+    ) -> PartyTLS:
         """Read the three PEM files; a missing file is a clear configuration error."""
-        parts = []
-        for label, path in (("CA", ca_path), ("certificate", cert_path), ("key", key_path)):
-            try:
-                parts.append(Path(path).read_bytes())
-            except OSError as error:
-                raise ValueError(f"cannot read the PartyLink TLS {label} {path}: {error}") from None
-        return cls(*parts)
-
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Server side: present our certificate, require a client certificate from the CA."""
-        return grpc.ssl_server_credentials(
-            [(self.key, self.certificate)], root_certificates=self.ca, require_client_auth=True
-        )
-
-    def channel_credentials(self) -> grpc.ChannelCredentials:
-        """Client side: verify the server against the CA, present our certificate."""
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca, private_key=self.key, certificate_chain=self.certificate
-        )
+        return cast(PartyTLS, super().load(ca_path, cert_path, key_path, what))
 
 
 def peer_party(context: grpc.aio.ServicerContext[object, object]) -> int | None:
