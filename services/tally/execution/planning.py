@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +35,8 @@ import numpy as np
 from tally.execution.stages import build_stages, initial_state
 from tally.mpc.party import Party
 from tally.mpc.program import Program
+from tally.mpc.simulate import run_parties
 from tally.mpc.table import ColumnSpec, SecretTable
-from tally.mpc.transport import InProcessHub
 from tally.mpc.tuples import Dealer
 
 log = logging.getLogger(__name__)
@@ -81,37 +80,24 @@ def dry_run(
 ) -> DryRun:
     """What one run on zero shares of these sizes asks its dealer for."""
     staged = build_stages(program, inputs, params)
-    hub = InProcessHub(parties, timeout=120.0)
     dealer = Dealer(parties, seed=0)
-    errors: list[BaseException] = []
 
-    def run(index: int) -> None:
-        party = Party(index, hub.transport(index), dealer.source(index))
-        try:
-            tables = {
-                name: SecretTable.from_shares(
-                    party,
-                    {column: np.zeros(rows, np.uint64) for column in specs},
-                    specs,
-                    np.zeros(rows, np.uint64),
-                )
-                for name, (specs, rows) in inputs.items()
-            }
-            state = initial_state(program, tables)
-            for stage in staged.stages:
-                state = stage.run(party, state)
-            staged.finish(party, state)
-        except BaseException as error:  # re-raised by the caller's thread
-            errors.append(error)
-            hub.aborted.set()
+    def run(party: Party) -> None:
+        tables = {
+            name: SecretTable.from_shares(
+                party,
+                {column: np.zeros(rows, np.uint64) for column in specs},
+                specs,
+                np.zeros(rows, np.uint64),
+            )
+            for name, (specs, rows) in inputs.items()
+        }
+        state = initial_state(program, tables)
+        for stage in staged.stages:
+            state = stage.run(party, state)
+        staged.finish(party, state)
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(parties)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_parties(parties, run, timeout=120.0, dealer=dealer)
     counts: dict[str, int] = {}
     calls: dict[str, int] = {}
     shuffles: list[tuple[int, str]] = []

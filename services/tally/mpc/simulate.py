@@ -18,15 +18,16 @@ def run_parties(
     program: Callable[[Party], Result],
     seed: int | None = None,
     timeout: float = 600.0,
+    dealer: Dealer | None = None,
 ) -> list[Result]:
     """Run ``program(party)`` at every party concurrently; return each party's result.
 
     Parties talk through an :class:`InProcessHub` and draw tuples from one
-    shared :class:`Dealer` (seeded when ``seed`` is given).  The first
+    shared :class:`Dealer` (``dealer``, else a new one, seeded when ``seed`` is given).  The first
     exception raised at any party is re-raised here.
     """
     hub = InProcessHub(parties, timeout=timeout)
-    dealer = Dealer(parties, seed=seed)
+    dealer = dealer or Dealer(parties, seed=seed)
     results: list[Any] = [None] * parties
     errors: list[BaseException] = []
 
