@@ -260,12 +260,12 @@ async def _drain(request: Request, target: UploadTarget) -> str:
     return hasher.hexdigest()
 
 
-async def _read_whole(request: Request, target: UploadTarget) -> bytearray:
-    body = bytearray()
+async def _read_whole(request: Request, target: UploadTarget) -> bytes:
+    """The whole body; the loop only collects chunks, the join runs in the thread pool."""
+    chunks: list[bytes] = []
     async for batch in _body_batches(request, target):
-        for chunk in batch:
-            body += chunk
-    return body
+        chunks.extend(batch)
+    return await run_in_threadpool(b"".join, chunks)
 
 
 def _checksum_error(claimed: str, actual: str) -> ApiError:
@@ -329,7 +329,7 @@ async def upload_column_route(
     return share
 
 
-def _store_unmasked(ctx: StoreContext, target: UploadTarget, key: str, masked: bytearray) -> str:
+def _store_unmasked(ctx: StoreContext, target: UploadTarget, key: str, masked: bytes) -> str:
     """This party's share of x from y = x − r: y + r_0 at party 0, r_i elsewhere."""
     assert target.mask_key is not None
     mask = ctx.blobs.get_range(target.mask_key, target.mask_offset, target.length)
