@@ -19,6 +19,16 @@ from tally.mpc.ring import reconstruct
 REGIONS = ["north", "south", "east", "west", "islands"]  # "islands" never occurs
 
 
+EVERY_AGGREGATION = {
+    "views": ("views", "sum"),
+    "n": ("views", "count"),
+    "avg": ("price", "mean"),
+    "low": ("views", "min"),
+    "high": ("price", "max"),
+}
+"""Named aggregations in the form both Tally's and pandas' ``agg`` take."""
+
+
 def provider_frame(seed: int, rows: int = 60) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
@@ -58,29 +68,13 @@ def test_two_providers_padded_group_by_matches_pandas(deployment: LocalDeploymen
             "views-provider-b",
         }
         table = analyst.table("views-provider-a", "views-provider-b")
-        job = (
-            table.group_by("region", domain=REGIONS)
-            .agg(
-                views=("views", "sum"),
-                n=("views", "count"),
-                avg=("price", "mean"),
-                low=("views", "min"),
-                high=("price", "max"),
-            )
-            .run()
-        )
+        job = table.group_by("region", domain=REGIONS).agg(**EVERY_AGGREGATION).run()
         got = job.result(timeout=120)
         assert job.status().phase == "Succeeded"
     expected = (
         pd.concat(frames)
         .groupby("region")
-        .agg(
-            views=("views", "sum"),
-            n=("views", "count"),
-            avg=("price", "mean"),
-            low=("views", "min"),
-            high=("price", "max"),
-        )
+        .agg(**EVERY_AGGREGATION)
         .reindex(sorted(REGIONS))
         .fillna({"views": 0, "n": 0})
         .reset_index()
