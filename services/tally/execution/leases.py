@@ -79,10 +79,15 @@ def lease_id(job_id: str, worker: int, epoch: int, kind: str, number: int) -> st
 
 
 def _detail(response: httpx.Response) -> str:
+    return _detail_of(response.content)
+
+
+def _detail_of(body: bytes) -> str:
+    """The ``detail`` of a JSON error body, else the body's start."""
     try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:500]
+        return str(json.loads(body).get("detail", body[:500].decode(errors="replace")))
+    except (ValueError, AttributeError):
+        return body[:500].decode(errors="replace")
 
 
 class TupleServiceClient:
@@ -308,13 +313,6 @@ class _BulkReader:
                     raise TupleServiceError("the tuple-service ended a body early")
                 position += read
         return buffer
-
-
-def _detail_of(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("detail", body[:500].decode(errors="replace")))
-    except (ValueError, AttributeError):
-        return body[:500].decode(errors="replace")
 
 
 class _LeaseReader:
