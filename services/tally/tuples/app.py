@@ -253,9 +253,9 @@ def create_app(node: TupleNode) -> FastAPI:
         def body() -> Iterator[bytes]:
             for section in range(len(parsed.sections)):
                 for chunk_id, start, length in parts:
-                    yield node.store.read_part(parsed, chunk_id, sizes[chunk_id], start, length)[
-                        section
-                    ]
+                    yield node.store.read_section(
+                        parsed, chunk_id, sizes[chunk_id], start, length, section
+                    )
 
         return StreamingResponse(
             body(),

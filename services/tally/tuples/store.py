@@ -464,25 +464,20 @@ class ChunkStore:
             else:
                 connection.execute(update(served).where(where).values(next_offset=index + 1))
 
-    def read_part(
-        self, kind: Kind, chunk_id: int, chunk_count: int, start: int, length: int
-    ) -> list[bytes]:
-        """Each section's bytes for tuples [start, start + length) of one chunk."""
-        out, section_offset = [], 0
-        for dtype in kind.sections:
-            width = dtype.itemsize
-            try:
-                out.append(
-                    self.blobs.get_range(
-                        blob_key(kind.name, chunk_id),
-                        section_offset + start * width,
-                        length * width,
-                    )
-                )
-            except BlobNotFound:
-                raise ReservationError(f"chunk {chunk_id} is missing from the blob store") from None
-            section_offset += chunk_count * width
-        return out
+    def read_section(
+        self, kind: Kind, chunk_id: int, chunk_count: int, start: int, length: int, section: int
+    ) -> bytes:
+        """Section ``section``'s bytes for tuples [start, start + length) of one chunk."""
+        widths = [dtype.itemsize for dtype in kind.sections]
+        section_offset = chunk_count * sum(widths[:section])
+        try:
+            return self.blobs.get_range(
+                blob_key(kind.name, chunk_id),
+                section_offset + start * widths[section],
+                length * widths[section],
+            )
+        except BlobNotFound:
+            raise ReservationError(f"chunk {chunk_id} is missing from the blob store") from None
 
     def chunk_count(self, chunk_id: int) -> int:
         with self._begin() as connection:
