@@ -189,6 +189,33 @@ def test_cancel_stops_the_job_everywhere(cluster: Cluster) -> None:
     assert "cancelled" in states[0]["reason"]
 
 
+def test_status_with_wait_answers_at_the_next_change(cluster: Cluster) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = _job("groupby-follow")
+    assert cluster.request(0, "POST", "/v1/jobs", json=spec).status_code == 201
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        follow = pool.submit(
+            cluster.request, 0, "GET", "/v1/jobs/groupby-follow", params={"wait": 25}
+        )
+        time.sleep(1.0)
+        assert not follow.done()  # nothing changed yet: the request is held
+        for party in (1, 2):
+            assert cluster.request(party, "POST", "/v1/jobs", json=spec).status_code == 201
+        answer = follow.result(timeout=25)
+        assert time.monotonic() - started < 20
+    assert answer.status_code == 200 and answer.json()["phase"] != "Pending"
+    states = cluster.wait("groupby-follow", timeout=60)
+    assert [s["phase"] for s in states] == ["Succeeded"] * 3, states
+    started = time.monotonic()
+    final = cluster.request(0, "GET", "/v1/jobs/groupby-follow", params={"wait": 25})
+    assert final.json()["phase"] == "Succeeded" and time.monotonic() - started < 5
+    for bad in (-1, 61, "soon"):
+        response = cluster.request(0, "GET", "/v1/jobs/groupby-follow", params={"wait": bad})
+        assert response.status_code == 422, response.text
+
+
 def test_custom_program_pinned_by_hash_runs_where_allowed(cluster: Cluster) -> None:
     spec = {
         "id": "custom-denied",

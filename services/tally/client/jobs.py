@@ -33,6 +33,9 @@ from tally.client.results import combine_results
 FINAL = ("Succeeded", "Failed", "Cancelled")
 UNREACHABLE_GRACE_S = 5.0
 POLL_S = 0.2
+"""Pause before asking again after a party did not answer."""
+FOLLOW_S = 2.0
+"""How long one status request may wait at a party for the job to change (long poll)."""
 
 
 class JobTimeoutError(TallyError, TimeoutError):
@@ -154,9 +157,13 @@ class Job:
         )
         return summarize(self.id, states)
 
-    def _poll(self, unreachable_since: dict[int, float]) -> JobStatus | None:
+    def _poll(self, unreachable_since: dict[int, float], wait: float) -> JobStatus | None:
+        params = {"wait": round(wait, 3)} if wait > 0 else {}
         outcomes = settle_at_every_party(
-            [lambda e=e: e.request("GET", f"/v1/jobs/{self.id}") for e in self._executions]  # type: ignore[misc]
+            [
+                lambda e=e: e.request("GET", f"/v1/jobs/{self.id}", params=params)  # type: ignore[misc]
+                for e in self._executions
+            ]
         )
         now = time.monotonic()
         states = []
@@ -178,9 +185,10 @@ class Job:
         """Wait until the job ends; a progress bar on a terminal.  Raises if it failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         unreachable: dict[int, float] = {}
+        wait = 0.0
         with progress_bar(f"job {self.id}", 1, self._show_progress) as bar:
             while True:
-                status = self._poll(unreachable)
+                status = self._poll(unreachable, wait)
                 if status is not None:
                     text = f"job {self.id}: {status.phase.lower()}"
                     bar.update(status.stage, max(status.stages_total, 1), text)
@@ -191,7 +199,11 @@ class Job:
                         f"job {self.id} is still running after {timeout:.0f} s; "
                         f"`tally status {self.id}` follows it, `tally result {self.id}` waits"
                     )
-                time.sleep(POLL_S)
+                if status is None:
+                    time.sleep(POLL_S)
+                # Each party answers when the job changes there (the server waits, not us).
+                left = FOLLOW_S if deadline is None else deadline - time.monotonic()
+                wait = max(0.0, min(FOLLOW_S, left))
         if status.phase != "Succeeded":
             raise JobFailedError(self.id, status.failed_party or 0, status.reason)
         return status

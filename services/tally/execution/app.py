@@ -5,7 +5,8 @@
 Routes (errors are ``{"error": code, "detail": text}``):
 
 * ``POST /v1/jobs``: submit a job (the same id and spec at every party);
-* ``GET /v1/jobs/{id}``: phase, stage k of K, restarts, timings, bytes, rounds, reason;
+* ``GET /v1/jobs/{id}``: phase, stage k of K, restarts, timings, bytes, rounds, reason
+  (``?wait=S``: answered at the next change, at most S seconds later);
 * ``GET /v1/jobs/{id}/result``: this party's shares of the ``open`` outputs, for
   their recipients only (the client adds every party's shares: nothing is opened
   to any party);
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
@@ -81,6 +82,9 @@ def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+MAX_WAIT_S = 60.0
+"""Longest a ``GET /v1/jobs/{id}?wait=`` is held open."""
 
 
 class WorkerAttach(BaseModel):
@@ -153,10 +157,22 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             response.status_code = 200
         return record.public()
 
-    @app.get("/v1/jobs/{job_id}", responses=error_responses(401, 404))
-    def get_job(job_id: str, who: CurrentPrincipal) -> JobPublic:
-        """A job's phase and progress at this party."""
-        return visible(job_id, who).public()  # type: ignore[no-any-return]
+    @app.get("/v1/jobs/{job_id}", responses=error_responses(401, 404, 422))
+    async def get_job(
+        job_id: str,
+        who: CurrentPrincipal,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+    ) -> JobPublic:
+        """A job's phase and progress at this party.
+
+        With ``wait`` (seconds), a job that has not ended is answered when its phase or
+        progress next changes here, or after ``wait`` seconds: a client follows a job
+        with one request per change instead of polling.
+        """
+        record = visible(job_id, who)
+        if wait and record.phase not in FINAL_PHASES:
+            await manager().changed(job_id, wait)
+        return record.public()  # type: ignore[no-any-return]
 
     @app.delete("/v1/jobs/{job_id}", responses=error_responses(401, 403, 404))
     async def cancel_job(job_id: str, who: CurrentPrincipal) -> JobPublic:

@@ -22,6 +22,7 @@ Per job, one asyncio task drives the phases (never any MPC work on the event loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -85,6 +86,8 @@ class JobManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._restarts: dict[tuple[str, int], int] = {}
         self._finishing: set[str] = set()
+        self._changes: dict[str, asyncio.Event] = {}
+        self._seen: dict[tuple[str, int], tuple[int, int]] = {}
         self.observed: list[tuple[str, float, int]] = []
         """(program, stage seconds, bytes per round) per finished stage, for /metrics."""
         self.orphans: list[str] = []
@@ -185,6 +188,29 @@ class JobManager:
 
     def _save(self, record: JobRecord) -> None:
         self._files(record.spec.id).save_record(record)
+        change = self._changes.pop(record.spec.id, None)
+        if change is not None:
+            change.set()
+
+    async def changed(self, job_id: str, timeout: float) -> None:
+        """Return when the job's record next changes here, or after ``timeout`` seconds."""
+        change = self._changes.setdefault(job_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(change.wait(), timeout)
+
+    def _worker_update(self, files: JobFiles, worker: int) -> WorkerStatus | None:
+        """A worker's status if its file changed since the last look, else None (no parse)."""
+        try:
+            info = files.worker_path(worker).stat()
+        except OSError:
+            return None
+        key, stamp = (files.job_id, worker), (info.st_mtime_ns, info.st_size)
+        if self._seen.get(key) == stamp:
+            return None
+        status = files.load_worker(worker)
+        if status is not None:
+            self._seen[key] = stamp
+        return status
 
     # -- driving a job ---------------------------------------------------------------------------
 
@@ -281,10 +307,11 @@ class JobManager:
             await asyncio.sleep(POLL_SECONDS)
             if job_id in self._finishing:
                 return
+            changed = False
             for worker in range(record.spec.partitions):
-                status = files.load_worker(worker)
+                status = self._worker_update(files, worker)
                 if status is not None:
-                    record.workers[worker] = status
+                    record.workers[worker], changed = status, True
                 process = self._procs.get((job_id, worker))
                 code = process.poll() if process is not None else None
                 if worker in done or code is None:
@@ -292,6 +319,7 @@ class JobManager:
                 if code == 0:
                     done.add(worker)
                 elif code == FAILED_EXIT:
+                    status = files.load_worker(worker)
                     reason = status.reason if status else "the worker failed"
                     await self.finish(record, "Failed", reason)
                     return
@@ -309,10 +337,12 @@ class JobManager:
                     record.restarts += 1
                     log.warning("job %s worker %d died (exit %s): restarting", job_id, worker, code)
                     self._spawn(record, worker)
+                    changed = True
             if len(done) == record.spec.partitions:
                 await self.finish(record, "Succeeded", "")
                 return
-            self._save(record)
+            if changed:
+                self._save(record)
 
     async def _watch_external(self, record: JobRecord) -> None:
         """Follow the reports of workers that Kubernetes runs (``workers=external``)."""
@@ -393,6 +423,8 @@ class JobManager:
         if record.phase in FINAL_PHASES or record.spec.id in self._finishing:
             return
         self._finishing.add(record.spec.id)
+        for worker in range(record.spec.partitions):
+            self._seen.pop((record.spec.id, worker), None)
         for worker in range(record.spec.partitions):
             await asyncio.to_thread(self._stop_worker, record.spec.id, worker)
             status = self._files(record.spec.id).load_worker(worker)
