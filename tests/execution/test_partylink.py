@@ -14,10 +14,12 @@ import pytest
 
 from tally._generated import partylink_pb2 as pb
 from tally.execution.partylink import (
+    CHUNK_BYTES,
     LinkIdentity,
     PartyLinkEndpoint,
     PartyLinkTransport,
     ProtocolViolation,
+    _Assembly,
     _frames,
     _parse,
 )
@@ -26,9 +28,10 @@ JOB = "job-frames"
 
 
 def test_parsed_frames_equal_protobufs_parse_without_copying_data() -> None:
-    arrays = [np.arange(700_000, dtype=np.uint64), np.zeros(0, np.uint8), np.ones(3, np.int32)]
+    words = CHUNK_BYTES // 8 + 100_000
+    arrays = [np.arange(words, dtype=np.uint64), np.zeros(0, np.uint8), np.ones(3, np.int32)]
     frames = list(_frames(LinkIdentity(JOB, 2, 1, 3), 9, arrays))
-    assert len(frames) == 3  # 5.6 MB in two chunks, then the small array
+    assert len(frames) == 3  # the big array in two chunks, then the small one
     for raw in frames:
         reference = pb.Frame.FromString(raw)
         frame, data = _parse(raw)
@@ -44,6 +47,32 @@ def test_parsed_frames_equal_protobufs_parse_without_copying_data() -> None:
     ).SerializeToString()
     frame, data = _parse(hello)
     assert frame == pb.Frame.FromString(hello) and len(data) == 0
+
+
+def test_assembly_keeps_whole_arrays_in_place_and_copies_split_ones() -> None:
+    words = CHUNK_BYTES // 8 + 100_000
+    arrays = [
+        np.arange(words, dtype=np.uint64),
+        np.zeros((0, 4), np.uint8),
+        np.arange(12, dtype=np.int32).reshape(3, 4),
+        np.arange(1000, dtype=np.uint64) * 3,
+    ]
+    received = [_parse(raw) for raw in _frames(LinkIdentity(JOB, 0, 1, 3), 4, arrays)]
+    assert len(received) == 4  # the first array in two chunks, then one frame per array
+    assembly = _Assembly(received[0].frame)
+    for incoming in received:
+        assert not assembly.complete()
+        assembly.add(incoming.data)
+    assert assembly.complete()
+    for got, sent in zip(assembly.arrays, arrays, strict=True):
+        assert got.dtype == sent.dtype and got.shape == sent.shape
+        np.testing.assert_array_equal(got, sent)
+    assert assembly.arrays[0].flags.owndata  # split over two frames: copied
+    last = received[-1].data
+    assert np.shares_memory(assembly.arrays[3], np.frombuffer(last, np.uint8))  # not copied
+    assert not assembly.arrays[3].flags.writeable
+    with pytest.raises(ProtocolViolation, match="more bytes"):
+        assembly.add(b"x")
 
 
 @pytest.mark.parametrize(

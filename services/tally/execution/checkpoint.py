@@ -86,8 +86,14 @@ class CheckpointStore:
     def _key(self, stage: int) -> str:
         return f"{self._prefix}stage-{stage:04d}"
 
-    def save(self, stage: int, state: State, extra: dict[str, Any]) -> None:
-        """Start writing the state after ``stage`` (waits for the previous write first)."""
+    def save(
+        self, stage: int, state: State, extra: dict[str, Any], prune_before: int | None = None
+    ) -> None:
+        """Start writing the state after ``stage`` (waits for the previous write first).
+
+        With ``prune_before``, the checkpoints of older stages are deleted once this one
+        is written, in the background too (deleting a large file is not free).
+        """
         self.flush()
         parts, length = encode_parts(state, extra)
 
@@ -97,6 +103,8 @@ class CheckpointStore:
             with self._lock:
                 self.bytes_written += length
                 self.write_seconds += time.perf_counter() - started
+            if prune_before is not None:
+                self.prune(prune_before)
 
         self._pending = self._writer.submit(write)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -55,8 +56,8 @@ from tally.mpc.transport import Message, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 4 << 20
-"""Largest array payload in one frame."""
+CHUNK_BYTES = 16 << 20
+"""Largest array payload in one frame (an array up to this size is received without a copy)."""
 MAX_FRAME = CHUNK_BYTES + (1 << 20)
 MAX_MESSAGE_BYTES = 16 << 30
 """Largest round message accepted from a peer (guards the receive allocation)."""
@@ -263,42 +264,68 @@ def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Itera
 
 
 class _Assembly:
-    """The arrays of one incoming round message, filled chunk by chunk."""
+    """The arrays of one incoming round message, filled chunk by chunk.
+
+    An array that arrives whole in one frame is used where it is: a read-only view of
+    the received message, not a copy (the engine never writes into what it received).
+    An array split over several frames is copied into memory of its own, by numpy,
+    which lets go of the GIL while it copies.
+    """
 
     def __init__(self, frame: pb.Frame) -> None:
         self.round = frame.round
         self.arrays: list[NDArray[np.generic]] = []
-        self.views: list[memoryview] = []
+        self._pending: list[tuple[int, np.dtype[Any], tuple[int, ...], int]] = []
         total = 0
         for header in frame.arrays:
             dtype = np.dtype(header.dtype)
             if dtype.hasobject:
                 raise ProtocolViolation(f"refusing arrays of dtype {dtype}")
-            array = np.empty(tuple(int(s) for s in header.shape), dtype=dtype)
-            total += array.nbytes
+            shape = tuple(int(s) for s in header.shape)
+            if any(s < 0 for s in shape):
+                raise ProtocolViolation("a peer sent a negative array dimension")
+            nbytes = math.prod(shape) * dtype.itemsize
+            total += nbytes
             if total > MAX_MESSAGE_BYTES:
                 raise ProtocolViolation("a round message exceeds the size limit")
-            self.arrays.append(array)
-            if array.nbytes:
-                self.views.append(memoryview(array).cast("B"))
-        self.position = 0
-        self.view_index = 0
+            if nbytes:
+                self._pending.append((len(self.arrays), dtype, shape, nbytes))
+            self.arrays.append(np.empty(shape, dtype=dtype) if not nbytes else _NOTHING)
+        self._pending.reverse()
+        self._filling: NDArray[np.uint8] | None = None
+        self._position = 0
 
     def add(self, data: bytes | memoryview) -> None:
         offset = 0
         while offset < len(data):
-            if self.view_index >= len(self.views):
-                raise ProtocolViolation("a peer sent more bytes than its array headers declare")
-            view = self.views[self.view_index]
-            take = min(len(view) - self.position, len(data) - offset)
-            view[self.position : self.position + take] = data[offset : offset + take]
-            self.position += take
+            if self._filling is None:
+                if not self._pending:
+                    raise ProtocolViolation("a peer sent more bytes than its array headers declare")
+                index, dtype, shape, nbytes = self._pending[-1]
+                if offset == 0 and len(data) >= nbytes:
+                    whole = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize)
+                    self.arrays[index] = whole.reshape(shape)
+                    self._pending.pop()
+                    offset = nbytes
+                    continue
+                self.arrays[index] = np.empty(shape, dtype=dtype)
+                self._filling = self.arrays[index].reshape(-1).view(np.uint8)
+                self._position = 0
+            take = min(len(self._filling) - self._position, len(data) - offset)
+            piece = np.frombuffer(data, dtype=np.uint8, count=take, offset=offset)
+            self._filling[self._position : self._position + take] = piece
+            self._position += take
             offset += take
-            if self.position == len(view):
-                self.view_index, self.position = self.view_index + 1, 0
+            if self._position == len(self._filling):
+                self._filling = None
+                self._pending.pop()
 
     def complete(self) -> bool:
-        return self.view_index == len(self.views)
+        return not self._pending
+
+
+_NOTHING: NDArray[np.generic] = np.empty(0, dtype=np.uint8)
+"""Placeholder for an array whose bytes have not arrived yet."""
 
 
 class PartyLinkTransport(Transport):

@@ -283,8 +283,9 @@ class Worker:
         state = stage.run(party, state)
         seconds = time.perf_counter() - started
         position = getattr(party.tuples, "position", lambda: {})()
-        self.checkpoints.save(number + 1, state, {"tuples": position, "stage": stage.name})
-        self.checkpoints.prune(number - 2)
+        self.checkpoints.save(
+            number + 1, state, {"tuples": position, "stage": stage.name}, prune_before=number - 2
+        )
         self.report(
             stage=number + 1,
             stage_name=stage.name,

@@ -99,6 +99,14 @@ class InProcessHub:
         return [self.transport(p) for p in range(self.parties)]
 
 
+def _received(array: NDArray[np.generic]) -> NDArray[np.generic]:
+    """A read-only copy: a transport may hand out views of its receive buffers (PartyLink
+    does), so the engine must never write into what it received; tests hold it to that."""
+    copy = np.array(array, copy=True)
+    copy.flags.writeable = False
+    return copy
+
+
 class InProcessTransport(Transport):
     """A party's end of an :class:`InProcessHub`; arrays are copied on send."""
 
@@ -110,7 +118,7 @@ class InProcessTransport(Transport):
         self, outgoing: Mapping[int, Message], expect: list[int]
     ) -> dict[int, list[NDArray[np.generic]]]:
         for peer, arrays in outgoing.items():
-            self._hub._boxes[(self.party, peer)].put([np.array(a, copy=True) for a in arrays])
+            self._hub._boxes[(self.party, peer)].put([_received(a) for a in arrays])
         return {peer: self._receive(peer) for peer in expect}
 
     def _receive(self, peer: int) -> list[NDArray[np.generic]]:
