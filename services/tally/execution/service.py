@@ -199,13 +199,18 @@ class JobManager:
             await asyncio.wait_for(change.wait(), timeout)
 
     def _worker_update(self, files: JobFiles, worker: int) -> WorkerStatus | None:
-        """A worker's status if its file changed since the last look, else None (no parse)."""
+        """A worker's status, or None when its file is as it was at the last look (no parse).
+
+        File times may be coarse (a few ms), so a file written in the last second is
+        read again whatever its stamp says: two writes in one tick are never missed.
+        """
         try:
             info = files.worker_path(worker).stat()
         except OSError:
             return None
-        key, stamp = (files.job_id, worker), (info.st_mtime_ns, info.st_size)
-        if self._seen.get(key) == stamp:
+        key, stamp = (files.job_id, worker), (info.st_ino, info.st_mtime_ns, info.st_size)
+        settled = time.time_ns() - info.st_mtime_ns > 1_000_000_000
+        if settled and self._seen.get(key) == stamp:
             return None
         status = files.load_worker(worker)
         if status is not None:
@@ -310,7 +315,7 @@ class JobManager:
             changed = False
             for worker in range(record.spec.partitions):
                 status = self._worker_update(files, worker)
-                if status is not None:
+                if status is not None and status != record.workers[worker]:
                     record.workers[worker], changed = status, True
                 process = self._procs.get((job_id, worker))
                 code = process.poll() if process is not None else None
@@ -349,12 +354,19 @@ class JobManager:
         job_id, files = record.spec.id, self._files(record.spec.id)
         record.timings["started"] = time.time()
         deadline = time.monotonic() + self.settings.worker_start_timeout_s
+        attached: dict[int, WorkerStatus] = {}
         while record.phase == "Running":
             await asyncio.sleep(POLL_SECONDS)
             if job_id in self._finishing:
                 return
-            statuses = [files.load_worker(w) for w in range(record.spec.partitions)]
-            missing = [w for w, status in enumerate(statuses) if status is None]
+            changed = False
+            for worker in range(record.spec.partitions):
+                status = self._worker_update(files, worker)
+                if status is not None:
+                    attached[worker] = status
+                    if status != record.workers[worker]:
+                        record.workers[worker], changed = status, True
+            missing = [w for w in range(record.spec.partitions) if w not in attached]
             if missing and time.monotonic() > deadline:
                 await self.finish(
                     record,
@@ -363,17 +375,15 @@ class JobManager:
                     f"{self.settings.worker_start_timeout_s:.0f} s (are the worker pods running?)",
                 )
                 return
-            for worker, status in enumerate(statuses):
-                if status is not None:
-                    record.workers[worker] = status
-            for worker, status in enumerate(statuses):
-                if status is not None and status.phase == "Failed":
+            for worker, status in sorted(attached.items()):
+                if status.phase == "Failed":
                     await self.finish(record, "Failed", status.reason or f"worker {worker} failed")
                     return
-            if all(s is not None and s.phase == "Succeeded" for s in statuses):
+            if not missing and all(s.phase == "Succeeded" for s in attached.values()):
                 await self.finish(record, "Succeeded", "")
                 return
-            self._save(record)
+            if changed:
+                self._save(record)
 
     def attach(self, job_id: str, worker: int, pod: str) -> tuple[JobRecord, WorkerStatus | None]:
         """An external worker (pod) starts: the job and the partition's last status.
