@@ -8,6 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tally.mpc.arithmetic import add_public, multiply, open_values, public_to_shares
+from tally.mpc.opening import IN_TURN_MIN_ELEMENTS
 from tally.mpc.party import Party
 from tally.mpc.ring import decode_int, encode_int, reconstruct, split
 from tally.mpc.simulate import run_parties
@@ -56,6 +57,29 @@ def test_open_values_costs_one_round_and_eight_bytes_per_element(parties: int) -
     for rounds, sent in run_parties(parties, program, seed=1, timeout=TIMEOUT):
         assert rounds == 1
         assert sent == 8 * 60 * (parties - 1)
+
+
+@PARTY_COUNTS
+def test_long_vectors_are_opened_through_each_party_in_turn(parties: int) -> None:
+    size = IN_TURN_MIN_ELEMENTS + 1001  # not a multiple of the party count
+    secrets = [words(size - 7, 5), words((7,), 6)]
+    shared = [share(secret, parties, index) for index, secret in enumerate(secrets)]
+
+    def program(party: Party) -> tuple[list[np.ndarray], int, int]:
+        opened = open_values(party, [shares[party.id] for shares in shared])
+        return opened, party.transport.rounds, party.transport.bytes_sent
+
+    results = run_parties(parties, program, seed=1, timeout=TIMEOUT)
+    pieces = [size * (k + 1) // parties - size * k // parties for k in range(parties)]
+    for index, (opened, rounds, sent) in enumerate(results):
+        for value, secret in zip(opened, secrets, strict=True):
+            np.testing.assert_array_equal(value, secret)
+        if parties < 3:  # in turn would save nothing: broadcast
+            assert rounds == 1 and sent == 8 * size * (parties - 1)
+        else:  # every share but one's own piece, then one's piece to every peer
+            assert rounds == 2
+            assert sent == 8 * (size - pieces[index]) + 8 * pieces[index] * (parties - 1)
+            assert sent < 8 * size * (parties - 1) * 0.7
 
 
 @PARTY_COUNTS

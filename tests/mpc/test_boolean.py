@@ -8,6 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tally.mpc.boolean import and_words, not_words, open_bits, xor_public
+from tally.mpc.opening import IN_TURN_MIN_ELEMENTS
 from tally.mpc.party import Party
 from tally.mpc.simulate import run_parties
 
@@ -37,6 +38,20 @@ def xor_share(secret: np.ndarray, parties: int, seed: int = 0) -> list[np.ndarra
 def xor_reconstruct(shares: list[np.ndarray]) -> np.ndarray:
     combined: np.ndarray = np.bitwise_xor.reduce(np.stack(shares), axis=0)
     return combined
+
+
+@PARTY_COUNTS
+def test_long_xor_vectors_are_opened_through_each_party_in_turn(parties: int) -> None:
+    secret = words(IN_TURN_MIN_ELEMENTS + 5, 3)
+    shared = xor_share(secret, parties, 4)
+
+    def program(party: Party) -> tuple[np.ndarray, int]:
+        (opened,) = open_bits(party, [shared[party.id]])
+        return opened, party.transport.rounds
+
+    for opened, rounds in run_parties(parties, program, seed=1, timeout=TIMEOUT):
+        np.testing.assert_array_equal(opened, secret)
+        assert rounds == (2 if parties >= 3 else 1)
 
 
 @PARTY_COUNTS

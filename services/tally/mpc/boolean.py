@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tally.mpc.opening import open_vector
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
 
@@ -17,12 +18,10 @@ ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def open_bits(party: Party, shares: Sequence[Shares]) -> list[Shares]:
-    """Reveal XOR-shared words in one round (8 bytes per word to each peer)."""
+    """Reveal XOR-shared words, as :func:`tally.mpc.arithmetic.open_values` does sums."""
     flat = [np.asarray(s, dtype=np.uint64) for s in shares]
     joined = np.concatenate([s.ravel() for s in flat]) if flat else np.zeros(0, np.uint64)
-    total = joined.copy()
-    for arrays in party.transport.broadcast([joined]).values():
-        total ^= arrays[0].view(np.uint64)
+    total = open_vector(party, joined, np.bitwise_xor)
     out, offset = [], 0
     for original in flat:
         out.append(total[offset : offset + original.size].reshape(original.shape))

@@ -22,7 +22,9 @@ independent of the data.  Everything else opened is masked by fresh tuples.
 
 Rounds per key bit: n + 3.  Communication per row and key bit, to each peer:
 1 bit (daBit) + 16 bytes (product) + 8 bytes (opened destination) + 8 bytes
-per carried column in the shuffle.  Stable by construction (LSD radix).
+per carried column in the shuffle.  (These are broadcast openings; from 2^16 rows on
+with three or more parties each opening takes one more round and a third fewer bytes,
+see :mod:`tally.mpc.opening`.)  Stable by construction (LSD radix).
 
 Quicksort over shuffled unique keys (the other approach in DESIGN §6.3) needs
 about 1.4 log2(m) levels of m comparisons, each ~38 bytes and 8 rounds per
