@@ -25,7 +25,7 @@ BENCH_OUT := bench/results/latest.jsonl
 help:
 	@echo "make install  create .venv and install tally with its dev tools (editable)"
 	@echo "make test     run the test suite"
-	@echo "make lint     ruff check, ruff format --check, mypy --strict on tally.mpc, tally.client, tally.common, tally.secret_store and tally_operator, import-linter"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict on the tally package and tally_operator, import-linter"
 	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
 	@echo "make bench-analytics  sort and group-by benchmarks (issue 3)"
 	@echo "make demo     a 3-party local deployment, two providers, a group-by checked against pandas"
@@ -78,10 +78,7 @@ lint: install
 	@status=0; \
 	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
 	echo "ruff format --check $(LINT_PATHS)"; $(BIN)/ruff format --check $(LINT_PATHS) || status=1; \
-	echo "mypy --strict -p tally.mpc"; $(BIN)/mypy --strict -p tally.mpc || status=1; \
-	echo "mypy --strict -p tally.client"; $(BIN)/mypy --strict -p tally.client || status=1; \
-	echo "mypy --strict -p tally.common -p tally.secret_store"; \
-	  $(BIN)/mypy --strict -p tally.common -p tally.secret_store || status=1; \
+	echo "mypy --strict -p tally"; $(BIN)/mypy --strict -p tally || status=1; \
 	echo "mypy --strict operator/tally_operator"; $(BIN)/mypy --strict operator/tally_operator || status=1; \
 	echo "lint-imports"; $(BIN)/lint-imports || status=1; \
 	if [ $$status -ne 0 ]; then echo "make lint: failed (see above)" >&2; fi; \

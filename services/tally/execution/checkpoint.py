@@ -44,7 +44,7 @@ def encode_parts(
     }
     encoded = json.dumps(header).encode()
     parts: list[bytes | memoryview] = [_LENGTH.pack(len(encoded)), encoded]
-    parts += [memoryview(a).cast("B") for a in arrays if a.nbytes]
+    parts += [a.data.cast("B") for a in arrays if a.nbytes]
     return parts, sum(len(part) for part in parts)
 
 

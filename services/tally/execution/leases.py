@@ -298,7 +298,7 @@ class _BulkReader:
             raise TupleServiceError(f"tuple-service answered {response.status}: {detail}")
         length = int(response.getheader("Content-Length") or -1)
         buffer = np.empty(max(length, 0), np.uint8)
-        views = [memoryview(buffer)] if targets is None else list(targets)
+        views = [buffer.data] if targets is None else list(targets)
         if length != sum(view.nbytes for view in views):
             self._drop()  # the body is left unread: the connection cannot serve another
             raise TupleServiceError(
@@ -352,7 +352,7 @@ class _Prefetched:
         sections = [np.empty(count, dtype) for dtype in parse_kind(kind).sections]
         for first in range(0, count, block):
             size = min(block, count - first)
-            targets = [memoryview(section[first : first + size]).cast("B") for section in sections]
+            targets = [section[first : first + size].data.cast("B") for section in sections]
             self.inner.read_into(kind, first, size, targets)
         self.sections[kind] = sections
         self.bytes += sum(section.nbytes for section in sections)

@@ -115,7 +115,7 @@ class _Link:
         self,
         peer: int,
         read: Callable[[], Awaitable[Any]],
-        write: Callable[[pb.Frame], Awaitable[None]],
+        write: Callable[[pb.Frame | bytes], Awaitable[None]],
         close: Callable[[], None],
         done_writing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -239,26 +239,30 @@ def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Itera
             raise TransportError(f"cannot send arrays of dtype {contiguous.dtype}")
         headers.append(pb.ArrayHeader(dtype=contiguous.dtype.str, shape=list(contiguous.shape)))
         if contiguous.nbytes:
-            views.append(memoryview(contiguous).cast("B"))
-    common = {
-        "job_id": identity.job_id,
-        "worker": identity.worker,
-        "sender": identity.party,
-        "round": round_number,
-    }
+            views.append(contiguous.data.cast("B"))
+
+    def header(kind: pb.Frame.Kind, arrays: list[pb.ArrayHeader] | None = None) -> pb.Frame:
+        return pb.Frame(
+            kind=kind,
+            job_id=identity.job_id,
+            worker=identity.worker,
+            sender=identity.party,
+            round=round_number,
+            arrays=arrays,
+        )
+
     chunks = [
         view[start : start + CHUNK_BYTES]
         for view in views
         for start in range(0, len(view), CHUNK_BYTES)
     ]
     if not chunks:
-        yield pb.Frame(kind=pb.Frame.DATA, arrays=headers, last=True, **common).SerializeToString()
+        only = header(pb.Frame.DATA, headers)
+        only.last = True
+        yield only.SerializeToString()
         return
     for index, chunk in enumerate(chunks):
-        if index == 0:
-            head = pb.Frame(kind=pb.Frame.DATA, arrays=headers, **common)
-        else:
-            head = pb.Frame(kind=pb.Frame.CHUNK, **common)
+        head = header(pb.Frame.DATA, headers) if index == 0 else header(pb.Frame.CHUNK)
         head.last = index == len(chunks) - 1
         yield b"".join((head.SerializeToString(), _DATA_TAG, _varint(len(chunk)), chunk))
 
@@ -726,7 +730,7 @@ class PartyLinkEndpoint:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._pending_changed.wait(), min(remaining, 0.5))
 
-    def _frame(self, kind: pb.Frame.Kind.ValueType, hello: pb.Hello | None = None) -> pb.Frame:
+    def _frame(self, kind: pb.Frame.Kind, hello: pb.Hello | None = None) -> pb.Frame:
         return pb.Frame(
             kind=kind,
             job_id=self.identity.job_id,

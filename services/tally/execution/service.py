@@ -87,7 +87,7 @@ class JobManager:
         self._restarts: dict[tuple[str, int], int] = {}
         self._finishing: set[str] = set()
         self._changes: dict[str, asyncio.Event] = {}
-        self._seen: dict[tuple[str, int], tuple[int, int]] = {}
+        self._seen: dict[tuple[str, int], tuple[int, int, int]] = {}
         self.observed: list[tuple[str, float, int]] = []
         """(program, stage seconds, bytes per round) per finished stage, for /metrics."""
         self.orphans: list[str] = []
@@ -504,8 +504,9 @@ class JobManager:
                 return status.address, record.phase
             return "", record.phase
         process = self._procs.get((job_id, worker))
-        alive = process is not None and process.poll() is None
-        if alive and status is not None and status.pid == process.pid and status.address:
+        if process is None or process.poll() is not None or status is None:
+            return "", record.phase
+        if status.pid == process.pid and status.address:
             return status.address, record.phase
         return "", record.phase
 

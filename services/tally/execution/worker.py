@@ -282,7 +282,7 @@ class Worker:
         started = time.perf_counter()
         state = stage.run(party, state)
         seconds = time.perf_counter() - started
-        position = getattr(party.tuples, "position", lambda: {})()
+        position: dict[str, int] = getattr(party.tuples, "position", dict)()
         self.checkpoints.save(
             number + 1, state, {"tuples": position, "stage": stage.name}, prune_before=number - 2
         )
