@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tally.tuples.settings import check_dealer
 from tally_operator.settings import OperatorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "operator": {"enabled": False},
         "networkPolicy": {"enabled": False},
         "podDisruptionBudget": {"enabled": False},
-        "tupleService": {"generator": "dealer"},
+        "tupleService": {"generator": "dealer", "dealer": {"address": "tally-dealer:7200"}},
     },
 }
 
@@ -353,6 +354,9 @@ def test_in_cluster_stores_by_default() -> None:
         {"party": {"id": "p0", "index": -1}},
         {"operator": {"pollInterval": 0}},
         {"tupleService": {"generator": "trusted-friend"}},
+        {"tupleService": {"generator": "dealer"}},
+        {"tupleService": {"generator": "dealer", "dealer": {"address": ""}}},
+        {"tupleService": {"generator": "dealer", "dealer": {"address": "d:72", "name": "party-1"}}},
         {"partyLink": {"peers": [{"id": "party-1"}]}},
         {"minio": {"enabled": False}},
         {"replicas": 3},
@@ -458,3 +462,31 @@ def test_execution_and_workers_take_tuples_from_the_tuple_service() -> None:
     workers = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
     assert workers["TALLY_EXECUTION_TUPLES"] == "service"
     assert workers["TALLY_EXECUTION_TUPLES_URL"] == env["TALLY_EXECUTION_TUPLES_URL"]
+
+
+def test_dealer_mode_names_the_dealer_and_admits_it_to_tuplelink_only() -> None:
+    values = dict(VALUE_SETS["three-parties"])
+    values["tupleService"] = {
+        "generator": "dealer",
+        "dealer": {"address": "dealer.example.org:7200", "cidrs": ["192.0.2.7/32"]},
+    }
+    docs = render(values)
+    (tuples,) = objects(docs, "Deployment")["p0-tally-tuple-service"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = _env(tuples)
+    assert env["TALLY_TUPLES_GENERATOR"] == "dealer"
+    assert env["TALLY_TUPLES_DEALER"] == "dealer.example.org:7200"
+    assert env["TALLY_TUPLES_DEALER_NAME"] == "dealer"
+    check_dealer(env["TALLY_TUPLES_DEALER"], env["TALLY_TUPLES_DEALER_NAME"], [], "production")
+    dealer = {"ipBlock": {"cidr": "192.0.2.7/32"}}
+    tuple_rules = _ingress_rules(docs, "p0-tally-tuple-service")
+    tuplelink = [r for r in tuple_rules if r["ports"] == [{"port": "tuplelink"}]]
+    assert len(tuplelink) == 1 and dealer in tuplelink[0]["from"]
+    for name in ("p0-tally-execution", "p0-tally-secret-store"):
+        assert all(dealer not in rule.get("from", []) for rule in _ingress_rules(docs, name))
+    hm3 = render(VALUE_SETS["three-parties"])
+    (plain,) = objects(hm3, "Deployment")["p0-tally-tuple-service"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "TALLY_TUPLES_DEALER" not in _env(plain)
