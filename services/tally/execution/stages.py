@@ -221,7 +221,13 @@ def groupby_stages(
     def main_keys(party: Party, state: State) -> State:
         table = table_from_state(party, state, "t:")
         present = state.arrays["present"]
-        key_list = merge_keys([*sort_keys(table, keys), bit_key(party, present)])
+        if extreme_requests:  # decomposed once, by "extremes: keys"
+            group_keys = [
+                SortKey(state.arrays[f"gk{i}"], width) for i, width in enumerate(group_widths)
+            ]
+        else:
+            group_keys = sort_keys(table, keys)
+        key_list = merge_keys([*group_keys, bit_key(party, present)])
         carried = [table[k].shares for k in keys] + [table.valid.shares, present]
         columns = carried + [state.arrays[f"w:{c}"] for c in summed]
         out = State(dict(state.arrays), dict(state.public))

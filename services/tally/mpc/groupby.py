@@ -57,7 +57,7 @@ from tally.mpc.columns import SecretColumn
 from tally.mpc.dp import DP, add_noise
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
-from tally.mpc.sort import apply_destinations, bit_destinations, key_from_values
+from tally.mpc.sort import SortKey, apply_destinations, bit_destinations, key_from_values
 from tally.mpc.table import ColumnSpec, SecretTable
 
 if TYPE_CHECKING:
@@ -108,14 +108,17 @@ def _pad_with_domain(
 
 
 def _extremes(
-    table: SecretTable, keys: Sequence[str], requests: Sequence[tuple[str, str]]
+    table: SecretTable, group_keys: Sequence[SortKey], requests: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Shares]:
-    """For each (column, min|max), the column sorted so that each group's last row is extreme."""
+    """For each (column, min|max), the column sorted so that each group's last row is extreme.
+
+    ``group_keys``: the group keys as :func:`sort_keys` decomposed them (once, for this
+    sort and the main one).
+    """
     party = table.party
     out: dict[tuple[str, str], Shares] = {}
     if not requests:
         return out
-    group_keys = sort_keys(table, keys)
     valid_key = bit_key(party, table.valid.shares)
     for column, function in requests:
         spec = table.spec(column)
@@ -156,9 +159,10 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     extreme_requests = sorted({(c, f) for c, f in aggregations.values() if f in ("min", "max")})
     weights = weighted(table, summed) if summed else []
 
-    extremes = _extremes(table, keys, extreme_requests)
+    group_keys = sort_keys(table, keys)
+    extremes = _extremes(table, group_keys, extreme_requests)
     # Sort by (keys, present): a group's last row is present whenever any of its rows is.
-    key_list = merge_keys([*sort_keys(table, keys), bit_key(party, present)])
+    key_list = merge_keys([*group_keys, bit_key(party, present)])
     carried = [table[k].shares for k in keys] + [table.valid.shares, present]
     ordered = radix_sort_columns(party, key_list, carried + [w.shares for w in weights])
     width = len(keys)
