@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -186,3 +188,51 @@ def test_execution_service_writes_results_for_their_readers(api: Api) -> None:
         assert response.status_code == 200 and response.headers["tally-sha256"] == sha256(data)
     assert api.request("GET", f"/v1/datasets/{result['id']}", "carol").status_code == 404
     assert api.request("GET", f"/v1/datasets/{result['id']}", "execution").status_code == 404
+
+
+def test_privacy_budget_is_recorded_and_enforced_per_dataset(api: Api) -> None:
+    dataset_id, _ = api.committed(dp_budget=1.0)
+    url = f"/v1/internal/datasets/{dataset_id}/dp-charges"
+
+    def charge(job: str, epsilon: float, identity: str = "alice", who: str = "execution") -> Any:
+        body = {"job_id": job, "identity": identity, "program": "groupby", "epsilon": epsilon}
+        return api.request("POST", url, who, json=body)
+
+    assert charge("job-a", 0.25, who="alice").status_code == 403  # service credential only
+    first = charge("job-a", 0.25)
+    assert first.status_code == 201, first.text
+    assert first.json() == {
+        "dataset_id": dataset_id,
+        "job_id": "job-a",
+        "epsilon": 0.25,
+        "dp_budget": 1.0,
+        "dp_spent": 0.25,
+    }
+    assert charge("job-a", 0.25).status_code == 200  # a retry is not a second spending
+    assert charge("job-a", 0.5).status_code == 409  # the same job, another epsilon
+    assert charge("job-b", 0.5).status_code == 201
+    before = api.snapshot()
+    refused = charge("job-c", 0.5)  # 0.25 left
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "privacy_budget_exhausted"
+    assert "0.25 left" in refused.json()["detail"] and "job-c" in refused.json()["detail"]
+    assert api.snapshot() == before  # nothing recorded
+    assert charge("job-d", 0.25, identity="bob").status_code == 404  # bob may not use it
+    assert charge("job-d", 0.25).status_code == 201  # exactly what was left
+    meta = api.request("GET", f"/v1/datasets/{dataset_id}").json()
+    assert meta["dp_budget"] == 1.0 and meta["dp_spent"] == 1.0
+    for bad in ({"epsilon": 0}, {"epsilon": -1}, {"job_id": "no spaces"}):
+        body = {"job_id": "job-e", "identity": "alice", "program": "groupby", "epsilon": 0.1}
+        assert api.request("POST", url, "execution", json={**body, **bad}).status_code == 422
+
+
+def test_without_a_budget_spending_is_recorded_but_not_capped(api: Api) -> None:
+    dataset_id, _ = api.committed()
+    url = f"/v1/internal/datasets/{dataset_id}/dp-charges"
+    for job in range(3):
+        body = {"job_id": f"job-{job}", "identity": "alice", "program": "groupby", "epsilon": 5}
+        assert api.request("POST", url, "execution", json=body).status_code == 201
+    meta = api.request("GET", f"/v1/datasets/{dataset_id}").json()
+    assert meta["dp_budget"] is None and meta["dp_spent"] == 15
+    assert api.create(dp_budget=0).status_code == 422
+    assert api.create(dp_budget=-1).status_code == 422

@@ -36,6 +36,7 @@ from tally.secret_store.models import (
     PENDING,
     Dataset,
     DatasetColumn,
+    DpCharge,
     Grant,
     InputMask,
     Share,
@@ -46,6 +47,8 @@ from tally.secret_store.schemas import (
     DatasetCreate,
     DatasetPage,
     DatasetPublic,
+    DpChargeCreate,
+    DpChargePublic,
     MaskedInputCreate,
     ResultDatasetCreate,
     SortKey,
@@ -100,6 +103,8 @@ def to_public(dataset: Dataset) -> DatasetPublic:
         created_at=dataset.created_at,
         committed_at=dataset.committed_at,
         masked=dataset.mask_id is not None,
+        dp_budget=dataset.dp_budget,
+        dp_spent=dataset.dp_spent,
     )
 
 
@@ -193,6 +198,7 @@ def _insert(
         mask_id=str(body.reservation_id) if isinstance(body, MaskedInputCreate) else None,
         created_at=now,
         committed_at=None,
+        dp_budget=body.dp_budget,
     )
     dataset.columns = [
         DatasetColumn(
@@ -251,6 +257,72 @@ def get_dataset(ctx: StoreContext, principal: Principal, dataset_id: str) -> Dat
     """Metadata of a committed dataset the caller may see."""
     with session_scope(ctx.sessions) as session:
         return to_public(find_visible(session, dataset_id, principal.identity))
+
+
+def charge_dp(
+    ctx: StoreContext, dataset_id: str, body: DpChargeCreate
+) -> tuple[DpChargePublic, bool]:
+    """Record a differentially private job's epsilon on an input; ``(charge, created)``.
+
+    The dataset's row is locked (``FOR UPDATE`` on PostgreSQL) while the spending is
+    summed, so two jobs cannot both take the last of a budget.  Charging the same job
+    again with the same epsilon returns the recorded charge (a restarted service
+    retries); another epsilon for the same job is a 409, as is a charge above what is
+    left of the budget.
+    """
+    with session_scope(ctx.sessions) as session:
+        find_usable(session, dataset_id, body.identity, body.program)
+        dataset = session.execute(
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+        ).scalar_one()
+        spent = float(
+            session.scalar(
+                select(func.coalesce(func.sum(DpCharge.epsilon), 0.0)).where(
+                    DpCharge.dataset_id == dataset_id
+                )
+            )
+            or 0.0
+        )
+        existing = session.get(DpCharge, (dataset_id, body.job_id))
+        if existing is not None:
+            if not math.isclose(existing.epsilon, body.epsilon, rel_tol=1e-12):
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"job {body.job_id} already spent epsilon {existing.epsilon:g} on dataset "
+                    f"{dataset_id}, not {body.epsilon:g}",
+                )
+            return _charge_public(dataset, existing, spent), False
+        budget = dataset.dp_budget
+        if budget is not None and spent + body.epsilon > budget * (1 + 1e-12):
+            raise ApiError(
+                409,
+                "privacy_budget_exhausted",
+                f"dataset {dataset_id} has epsilon {max(budget - spent, 0.0):g} left of its "
+                f"budget {budget:g}; job {body.job_id} needs {body.epsilon:g}",
+            )
+        charge = DpCharge(
+            dataset_id=dataset_id,
+            job_id=body.job_id,
+            identity=body.identity,
+            program=body.program,
+            epsilon=body.epsilon,
+            charged_at=utcnow(),
+        )
+        session.add(charge)
+        session.flush()
+        log.info("dataset %s: job %s spent epsilon %g", dataset_id, body.job_id, body.epsilon)
+        return _charge_public(dataset, charge, spent + body.epsilon), True
+
+
+def _charge_public(dataset: Dataset, charge: DpCharge, spent: float) -> DpChargePublic:
+    return DpChargePublic(
+        dataset_id=dataset.id,
+        job_id=charge.job_id,
+        epsilon=charge.epsilon,
+        dp_budget=dataset.dp_budget,
+        dp_spent=spent,
+    )
 
 
 def get_usable_dataset(

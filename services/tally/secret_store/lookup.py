@@ -9,12 +9,12 @@ never change once it is created.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, or_, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 
 from tally.common.auth import Principal
 from tally.secret_store.access import not_found
 from tally.secret_store.context import StoreContext
-from tally.secret_store.models import COMMITTED, Dataset, DatasetColumn, Grant, Tag
+from tally.secret_store.models import COMMITTED, Dataset, DatasetColumn, DpCharge, Grant, Tag
 from tally.secret_store.schemas import ColumnPublic, DatasetPublic
 
 COLUMN_CACHE_SIZE = 10_000
@@ -58,6 +58,11 @@ _DATASET_WITH_TAGS = (
         Dataset.mask_id,
         Dataset.created_at,
         Dataset.committed_at,
+        Dataset.dp_budget,
+        select(func.coalesce(func.sum(DpCharge.epsilon), 0.0))
+        .where(DpCharge.dataset_id == Dataset.id)
+        .scalar_subquery()
+        .label("dp_spent"),
         Tag.key,
         Tag.value,
     )
@@ -92,4 +97,6 @@ def read_dataset(ctx: StoreContext, principal: Principal, dataset_id: str) -> Da
         created_at=first.created_at,
         committed_at=first.committed_at,
         masked=first.mask_id is not None,
+        dp_budget=first.dp_budget,
+        dp_spent=float(first.dp_spent or 0.0),
     )

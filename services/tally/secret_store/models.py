@@ -53,6 +53,8 @@ class Dataset(Base):
     mask_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dp_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Total epsilon that differentially private jobs may spend on this dataset; None: no cap."""
 
     columns: Mapped[list[DatasetColumn]] = relationship(
         order_by="DatasetColumn.position",
@@ -69,6 +71,14 @@ class Dataset(Base):
     grants: Mapped[list[Grant]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )
+    dp_charges: Mapped[list[DpCharge]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+
+    @property
+    def dp_spent(self) -> float:
+        """Epsilon spent on this dataset by the jobs charged so far."""
+        return sum(charge.epsilon for charge in self.dp_charges)
 
 
 class DatasetColumn(Base):
@@ -118,6 +128,21 @@ class Tag(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     number: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DpCharge(Base):
+    """Epsilon one differentially private job spent on a dataset (one row per job)."""
+
+    __tablename__ = "dp_charges"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(128))
+    program: Mapped[str] = mapped_column(String(128))
+    epsilon: Mapped[float] = mapped_column(Float)
+    charged_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Grant(Base):

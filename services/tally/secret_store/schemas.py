@@ -108,6 +108,13 @@ class DatasetCreate(BaseModel):
     rows: int = Field(ge=0, le=MAX_ROWS)
     partitions: int = Field(default=1, ge=1, le=MAX_PARTITIONS)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=64)
+    dp_budget: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="total epsilon that differentially private jobs may spend on this dataset "
+        "(DESIGN 6.5); none: no cap, the spending is still recorded",
+    )
 
     @field_validator("name")
     @classmethod
@@ -171,6 +178,29 @@ class DatasetPublic(BaseModel):
     created_at: datetime
     committed_at: datetime | None
     masked: bool = Field(description="uploaded as masked input")
+    dp_budget: float | None = Field(default=None, description="total epsilon; none: no cap")
+    dp_spent: float = Field(default=0.0, description="epsilon spent by the jobs charged so far")
+
+
+class DpChargeCreate(BaseModel):
+    """A differentially private job's spending on one of its inputs (execution service only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    identity: Identity
+    program: ProgramName
+    epsilon: float = Field(gt=0, le=1000)
+
+
+class DpChargePublic(BaseModel):
+    """A recorded charge, with the dataset's budget and total spending after it."""
+
+    dataset_id: str
+    job_id: str
+    epsilon: float
+    dp_budget: float | None
+    dp_spent: float
 
 
 class DatasetPage(BaseModel):

@@ -4,6 +4,8 @@ Only the party's service credential is accepted. Reads name the identity the job
 for and the program; the dataset must be that identity's, or carry a ``use`` grant
 covering the program. Results are created here with an owner and readers, then
 uploaded and committed through the ordinary dataset routes with the same credential.
+Differentially private jobs record the epsilon they spend on each input here, and the
+dataset's budget is enforced.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from tally.secret_store.api.deps import (
     ServicePrincipal,
     StoreDep,
 )
-from tally.secret_store.schemas import DatasetPublic, Identity, ProgramName, ResultDatasetCreate
+from tally.secret_store.schemas import (
+    DatasetPublic,
+    DpChargeCreate,
+    DpChargePublic,
+    Identity,
+    ProgramName,
+    ResultDatasetCreate,
+)
 
 router = APIRouter(
     prefix="/v1/internal", tags=["intra-party"], responses=error_responses(401, 403, 404)
@@ -72,3 +81,22 @@ def read_input(
         store, Principal(identity), str(dataset_id), column, partition, program=program
     )
     return stream_download(store, download)
+
+
+@router.post("/datasets/{dataset_id}/dp-charges", status_code=201, responses=error_responses(409))
+def charge_dp(
+    dataset_id: DatasetId,
+    body: DpChargeCreate,
+    store: StoreDep,
+    service: ServicePrincipal,
+    response: Response,
+) -> DpChargePublic:
+    """Record the epsilon a differentially private job spends on an input (DESIGN 6.5).
+
+    409 ``privacy_budget_exhausted`` when the dataset's budget has not that much left;
+    the same job charged again with the same epsilon gets its charge back (200).
+    """
+    charge, created = datasets.charge_dp(store, str(dataset_id), body)
+    if not created:
+        response.status_code = 200
+    return charge
