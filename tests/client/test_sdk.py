@@ -9,6 +9,7 @@ import pytest
 from tally.client.cluster import Cluster
 from tally.client.errors import (
     InputError,
+    TallyError,
     UnknownColumnError,
     UnknownDatasetError,
     ValueOutOfRangeError,
@@ -160,3 +161,21 @@ def test_mistakes_are_specific_and_upload_nothing(cluster: Cluster) -> None:
         table.group_by("region").agg(n=("v", "median"))
     with pytest.raises(InputError, match="not a key column"):
         table.group_by("v")
+
+
+def test_a_privacy_budget_caps_what_dp_jobs_spend(cluster: Cluster) -> None:
+    frame = provider_frame(21, rows=40)
+    with pytest.raises(InputError, match="dp_budget must be a number above 0"):
+        cluster.upload(frame, name="budget-bad", dp_budget=0)
+    dataset = cluster.upload(frame, name="budgeted", dp_budget=1.5)
+    assert dataset.dp_budget == 1.5 and dataset.dp_spent == 0
+    table = cluster.table("budgeted")
+    with pytest.raises(TallyError, match="privacy budget"):
+        table.group_by("region").agg(n=("views", "count")).to_pandas()
+    dp = {"epsilon": 1.0, "delta": 1e-6}
+    noisy = table.group_by("region", max_groups=8).agg(dp=dp, n=("views", "count")).to_pandas()
+    assert set(noisy["region"]) <= set(REGIONS)
+    assert cluster.datasets(name="budgeted")[0].dp_spent == 1.0
+    with pytest.raises(TallyError, match=r"0\.5 left"):
+        table.group_by("region", max_groups=8).agg(dp=dp, n=("views", "count")).to_pandas()
+    assert cluster.datasets(name="budgeted")[0].dp_spent == 1.0

@@ -175,6 +175,7 @@ class Deployment:
         specs: Mapping[str, ColumnSpec],
         owner: str = "alice",
         use: Mapping[str, list[str] | None] | None = None,
+        dp_budget: float | None = None,
     ) -> str:
         """Create, upload and commit one dataset at every party; its id (equal everywhere)."""
         dataset_id = str(uuid.uuid4())
@@ -182,7 +183,9 @@ class Deployment:
         if VALID_COLUMN in share_sets[0]:
             columns.append({"name": VALID_COLUMN, "kind": "bool"})
         rows = len(next(iter(share_sets[0].values())))
-        body = {"id": dataset_id, "name": name, "columns": columns, "rows": rows}
+        body: dict[str, Any] = {"id": dataset_id, "name": name, "columns": columns, "rows": rows}
+        if dp_budget is not None:
+            body["dp_budget"] = dp_budget
         for party, shares in enumerate(share_sets):
             created = self.store(party, "POST", "/v1/datasets", owner, json=body)
             assert created.status_code == 201, created.text

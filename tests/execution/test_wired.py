@@ -202,6 +202,48 @@ def test_inputs_the_submitter_may_not_use_are_refused(
     assert response.json()["error"] == code
 
 
+def test_privacy_budget_is_charged_per_job_and_enforced_at_every_party(wired: Wired) -> None:
+    deployment = wired.deployment
+    data, valid = _events(600, 7)
+    shares = share_table(data, SPECS, 3, valid=valid)
+    budgeted = deployment.upload("budgeted", shares, SPECS, owner="alice", dp_budget=1.0)
+    aggregations = {"total": ["views", "sum"], "n": ["views", "count"]}
+    params = {"keys": ["region"], "aggregations": aggregations, "domain": list(range(12))}
+    dp = {"epsilon": 0.3, "delta": 1e-6}  # count and one sum: 0.6 per job
+
+    def job(job_id: str, **changes: Any) -> dict[str, Any]:
+        return wired.job(
+            job_id, ["alice"], **{"inputs": {"events": [budgeted]}, "params": params, **changes}
+        )
+
+    def spent() -> list[float]:
+        return [
+            deployment.store(p, "GET", f"/v1/datasets/{budgeted}").json()["dp_spent"]
+            for p in range(3)
+        ]
+
+    refused = deployment.execution.submit(job("dp-none"))
+    assert all(r.status_code == 422 for r in refused), [r.text for r in refused]
+    assert all(r.json()["error"] == "dp_required" for r in refused)
+    extremes = dict(aggregations, low=["views", "min"])
+    refused = deployment.execution.submit(
+        job("dp-min", dp=dp, params={**params, "aggregations": extremes})
+    )
+    assert all(r.status_code == 422 and "min and max" in r.json()["detail"] for r in refused)
+
+    assert all(r.status_code == 201 for r in deployment.execution.submit(job("dp-1", dp=dp)))
+    states = deployment.execution.wait("dp-1", timeout=120)
+    assert [s["phase"] for s in states] == ["Succeeded"] * 3, states
+    assert spent() == pytest.approx([0.6] * 3)
+
+    assert all(r.status_code == 201 for r in deployment.execution.submit(job("dp-2", dp=dp)))
+    states = deployment.execution.wait("dp-2", timeout=120)
+    assert [s["phase"] for s in states] == ["Failed"] * 3, states
+    assert any("budget" in s["reason"] and "0.4 left" in s["reason"] for s in states), states
+    assert spent() == pytest.approx([0.6] * 3)  # nothing charged for the refused job
+    assert all(deployment.execution.worker_status(p, "dp-2") == {} for p in range(3))
+
+
 def test_a_failed_job_releases_its_reservation(wired: Wired) -> None:
     deployment, job_id = wired.deployment, "wired-lost"
     responses = deployment.execution.submit(wired.job(job_id, ["alice"]))

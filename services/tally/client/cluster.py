@@ -42,6 +42,10 @@ class Dataset:
     tags: dict[str, str]
     created_at: str
     masked: bool
+    dp_budget: float | None = None
+    """Total epsilon that differentially private jobs may spend on it; None: no cap."""
+    dp_spent: float = 0.0
+    """Epsilon spent so far (at party 0)."""
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> Dataset:
@@ -57,6 +61,8 @@ class Dataset:
             tags=dict(body.get("tags", {})),
             created_at=str(body.get("created_at", "")),
             masked=bool(body.get("masked", False)),
+            dp_budget=None if body.get("dp_budget") is None else float(body["dp_budget"]),
+            dp_spent=float(body.get("dp_spent", 0.0)),
         )
 
 
@@ -116,6 +122,7 @@ class Cluster:
         partition_by: Sequence[str] | None = None,
         share_with: Sequence[str] = (),
         replace: bool = False,
+        dp_budget: float | None = None,
     ) -> Dataset:
         """Validate, secret-share and upload ``frame`` to every party; commit everywhere or nowhere.
 
@@ -124,8 +131,14 @@ class Cluster:
         list of all values).  ``partitions``: split rows by a keyed hash of the keys so P
         workers aggregate in parallel.  ``mode="masked"``: never hold all shares at once
         (masks from the parties).  ``share_with``: identities that may use the dataset
-        in jobs.  ``replace``: replace your dataset of the same name.
+        in jobs.  ``replace``: replace your dataset of the same name.  ``dp_budget``: the
+        total epsilon that jobs may spend on the dataset; every job on it must then use
+        ``dp``, and the parties refuse a job that would overspend.
         """
+        if dp_budget is not None and not (
+            isinstance(dp_budget, (int, float)) and 0 < dp_budget <= 1000
+        ):
+            raise InputError("dp_budget must be a number above 0 and at most 1000 (epsilon)")
         if mode not in ("direct", "masked"):
             raise InputError(f"mode must be 'direct' or 'masked', not {mode!r}")
         if not isinstance(name, str) or not name.strip():
@@ -147,7 +160,7 @@ class Cluster:
             tags=tags,
         )
         uploader = Uploader(self.stores, self.show_progress)
-        record = uploader.run(table, name, mode, list(share_with))
+        record = uploader.run(table, name, mode, list(share_with), dp_budget)
         for old in existing:
             uploader.delete_everywhere(old.id)
         return Dataset.from_api(record)

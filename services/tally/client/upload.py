@@ -126,11 +126,16 @@ class Uploader:
         return len(self.stores)
 
     def run(
-        self, table: EncodedTable, name: str, mode: Mode, share_with: Sequence[str]
+        self,
+        table: EncodedTable,
+        name: str,
+        mode: Mode,
+        share_with: Sequence[str],
+        dp_budget: float | None = None,
     ) -> dict[str, Any]:
         """Upload, commit everywhere and grant ``use``; returns party 0's dataset record."""
         dataset_id = str(uuid.uuid4())
-        body = {
+        body: dict[str, Any] = {
             "id": dataset_id,
             "name": name,
             "columns": table.schema,
@@ -138,6 +143,8 @@ class Uploader:
             "partitions": table.partitions,
             "tags": table.tags,
         }
+        if dp_budget is not None:
+            body["dp_budget"] = float(dp_budget)
         steps = self.parties * len(table.columns) * table.partitions
         try:
             self._check_reachable()

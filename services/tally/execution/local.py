@@ -133,6 +133,12 @@ class LocalDatasets:
         loaded = [read_dataset(self.blobs, info.id, p) for p in parts]
         return {name: np.concatenate([part[name] for part in loaded]) for name in loaded[0]}
 
+    def charge_dp(
+        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+    ) -> None:
+        """Development datasets carry no privacy budget: only access is checked."""
+        self.describe(dataset_id, identity, program)
+
     def write(
         self, job_id: str, output: str, parts: list[ResultTable], owner: str, readers: list[str]
     ) -> str:

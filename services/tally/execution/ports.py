@@ -49,6 +49,8 @@ class DatasetInfo:
     rows: int
     partitions: int
     has_valid: bool
+    dp_budget: float | None = None
+    """The total epsilon differentially private jobs may spend on it; None: no cap."""
 
     @property
     def rows_per_partition(self) -> int:
@@ -78,6 +80,13 @@ class InputStore(Protocol):
         self, info: DatasetInfo, identity: str, program: str, partition: int | None
     ) -> dict[str, Shares]:
         """This party's shares of every column (and ``valid``) of one partition, or all."""
+        ...
+
+    def charge_dp(
+        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+    ) -> None:
+        """Record that a job spends ``epsilon`` on the dataset; ``InputError`` when its
+        privacy budget has not that much left (the same job again is no second charge)."""
         ...
 
 

@@ -47,7 +47,8 @@ def resolve_program(name_or_digest: str, settings: ExecutionSettings) -> Program
     return program
 
 
-def _dataset_ids(value: str | list[str]) -> list[str]:
+def dataset_ids(value: str | list[str]) -> list[str]:
+    """The dataset ids of one job input (one id, or a list of them)."""
     return [value] if isinstance(value, str) else list(value)
 
 
@@ -57,9 +58,9 @@ def describe_inputs(
     """Every input dataset's metadata, checked: usable, one schema per input, partitions fit."""
     described: dict[str, list[DatasetInfo]] = {}
     for name, ids in spec.inputs.items():
-        if not _dataset_ids(ids):
+        if not dataset_ids(ids):
             raise InputError(422, "bad_input", f"input {name!r} names no dataset")
-        infos = [store.describe(i, submitter, spec.program) for i in _dataset_ids(ids)]
+        infos = [store.describe(i, submitter, spec.program) for i in dataset_ids(ids)]
         for info in infos[1:]:
             if info.columns != infos[0].columns:
                 raise InputError(
@@ -152,3 +153,16 @@ def input_tables(
         name: SecretTable.from_shares(party, columns, meta[name][0], columns["valid"])
         for name, columns in loaded.items()
     }
+
+
+def dp_epsilon(params: Mapping[str, Any], dp: Mapping[str, float]) -> float:
+    """The epsilon a differentially private group-by spends on each of its inputs.
+
+    The count and every summed column (``sum``, ``mean``) get noise of their own, and
+    each is an (epsilon, delta) release; by basic composition the job spends their sum.
+    Groups are disjoint, so a row lies in one group of each release (parallel
+    composition): the number of groups does not multiply the cost.
+    """
+    aggregations = params.get("aggregations", {})
+    summed = {spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")}
+    return float(dp["epsilon"]) * (1 + len(summed))

@@ -118,9 +118,30 @@ class SecretStoreDatasets:
             if c["name"] != VALID_COLUMN
         }
         has_valid = any(c["name"] == VALID_COLUMN for c in body["columns"])
+        budget = body.get("dp_budget")
         return DatasetInfo(
-            body["id"], columns, int(body["rows"]), int(body["partitions"]), has_valid
+            body["id"],
+            columns,
+            int(body["rows"]),
+            int(body["partitions"]),
+            has_valid,
+            None if budget is None else float(budget),
         )
+
+    def charge_dp(
+        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+    ) -> None:
+        body = {"job_id": job_id, "identity": identity, "program": program, "epsilon": epsilon}
+        try:
+            response = self._request(
+                "POST", f"/v1/internal/datasets/{quote(dataset_id, safe='')}/dp-charges", json=body
+            )
+        except ServiceError as error:
+            raise InputError(503, "secret_store_unavailable", str(error)) from None
+        if response.status_code == 409:
+            raise InputError(409, "privacy_budget_exhausted", _detail(response))
+        if response.status_code not in (200, 201):
+            raise self._input_error(response, dataset_id)
 
     def read(
         self, info: DatasetInfo, identity: str, program: str, partition: int | None

@@ -41,8 +41,20 @@ from tally.execution.jobs import (
     spec_hash,
 )
 from tally.execution.planning import estimate_tuples
-from tally.execution.ports import InputError, InputStore, ServiceError, TupleProvider
-from tally.execution.programs import check_params, describe_inputs, resolve_program
+from tally.execution.ports import (
+    DatasetInfo,
+    InputError,
+    InputStore,
+    ServiceError,
+    TupleProvider,
+)
+from tally.execution.programs import (
+    check_params,
+    dataset_ids,
+    describe_inputs,
+    dp_epsilon,
+    resolve_program,
+)
 from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
@@ -130,7 +142,32 @@ class JobManager:
             )
         if spec.dp is not None and program.name != "groupby":
             raise InputError(422, "bad_params", "dp applies to the groupby program only")
-        meta = self._worker_inputs(spec, submitter)
+        if spec.dp is not None and not spec.dp.get("epsilon", 0) > 0:
+            raise InputError(422, "bad_params", "dp needs a positive epsilon")
+        if spec.dp is not None:
+            aggregations = spec.params.get("aggregations", {})
+            extremes = sorted(
+                name
+                for name, agg in aggregations.items()
+                if isinstance(agg, (list, tuple)) and len(agg) == 2 and agg[1] in ("min", "max")
+            )
+            if extremes:
+                raise InputError(
+                    422,
+                    "bad_params",
+                    f"with dp, min and max would be opened without noise ({', '.join(extremes)}): "
+                    "drop them or dp",
+                )
+        described = describe_inputs(self.inputs, spec, submitter)
+        budgeted = sorted({i.id for infos in described.values() for i in infos if i.dp_budget})
+        if budgeted and spec.dp is None:
+            raise InputError(
+                422,
+                "dp_required",
+                f"dataset(s) {', '.join(budgeted)} carry a privacy budget: a job on them must "
+                "set dp (epsilon, delta, sensitivity)",
+            )
+        meta = self._worker_inputs(spec, submitter, described)
         for columns, _ in meta.values():
             check_params(program, columns, spec.params)
         try:
@@ -142,10 +179,14 @@ class JobManager:
         return len(staged.stages)
 
     def _worker_inputs(
-        self, spec: JobCreate, submitter: str
+        self,
+        spec: JobCreate,
+        submitter: str,
+        described: dict[str, list[DatasetInfo]] | None = None,
     ) -> dict[str, tuple[dict[str, ColumnSpec], int]]:
         """Per input: its column specs and the rows one worker gets (public metadata)."""
-        described = describe_inputs(self.inputs, spec, submitter)
+        if described is None:
+            described = describe_inputs(self.inputs, spec, submitter)
         return {
             name: (
                 dict(infos[0].columns),
@@ -153,6 +194,14 @@ class JobManager:
             )
             for name, infos in described.items()
         }
+
+    def _charge_dp(self, record: JobRecord) -> None:
+        """Record the job's epsilon on every input at this party's secret-store, which
+        refuses it (``InputError``) when a dataset's privacy budget has not that much left."""
+        spec = record.spec
+        epsilon = dp_epsilon(spec.params, spec.dp or {})
+        for dataset_id in sorted({d for ids in spec.inputs.values() for d in dataset_ids(ids)}):
+            self.inputs.charge_dp(dataset_id, record.submitter, spec.program, spec.id, epsilon)
 
     def _tuple_needs(self, record: JobRecord) -> dict[str, int]:
         """Party 0: the tuples one worker of the job will consume (a dry plan's estimate)."""
@@ -225,6 +274,8 @@ class JobManager:
             await self._agree(record)
             if record.phase in FINAL_PHASES or job_id in self._finishing:
                 return
+            if record.spec.dp is not None:
+                await asyncio.to_thread(self._charge_dp, record)
             record.phase = "Reserving"
             self._save(record)
             needs = await asyncio.to_thread(self._tuple_needs, record) if self.tuples.leads else {}
