@@ -201,6 +201,8 @@ def read_table(path: Path) -> pd.DataFrame:
               show_default=True, help="masked: never hold every share at once")  # fmt: skip
 @click.option("--share-with", multiple=True, help="identity that may use it in jobs")
 @click.option("--replace", is_flag=True, help="replace your dataset of the same name")
+@click.option("--dp-budget", type=click.FloatRange(0, 1000, min_open=True), default=None,
+              help="total epsilon jobs may spend on it (each must then use dp)")  # fmt: skip
 @pass_context
 def upload(
     context: Context,
@@ -213,6 +215,7 @@ def upload(
     mode: str,
     share_with: Sequence[str],
     replace: bool,
+    dp_budget: float | None,
 ) -> None:
     """Secret-share a CSV or Parquet file to every party.
 
@@ -241,6 +244,7 @@ def upload(
             domains=domain_map or None,
             share_with=share_with,
             replace=replace,
+            dp_budget=dp_budget,
         )
     _err(f"uploaded {dataset.name!r}: {dataset.rows} rows to {cluster.parties} parties")
     click.echo(dataset.id)
