@@ -411,15 +411,19 @@ def test_the_crd_schema_rejects_invalid_analytics_jobs(path: tuple[str, ...], va
         validate_custom_resource(broken)
 
 
+def _container(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    """The one container of a rendered Deployment."""
+    (container,) = objects(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
 def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
 def test_workers_are_external_pods_with_checkpoints_in_s3() -> None:
     docs = render(VALUE_SETS["three-parties"])
-    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    execution = _container(docs, "p0-tally-execution")
     env = _env(execution)
     assert env["TALLY_EXECUTION_WORKERS"] == "external"
     assert env["TALLY_EXECUTION_S3_ENDPOINT"] == "p0-tally-minio:9000"
@@ -429,9 +433,7 @@ def test_workers_are_external_pods_with_checkpoints_in_s3() -> None:
     for name in ("TALLY_EXECUTION_S3_ENDPOINT", "TALLY_EXECUTION_S3_BUCKET"):
         assert workers[name] == env[name]
     assert workers["TALLY_EXECUTION_S3_PREFIX"] == "party-0/"
-    (operator,) = objects(docs, "Deployment")["p0-tally-operator"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    operator = _container(docs, "p0-tally-operator")
     command = json.loads(_env(operator)["TALLY_OPERATOR_WORKER_COMMAND"])
     assert command == ["python", "-m", "tally.execution.pod"]
     policy = objects(docs, "NetworkPolicy")["p0-tally-execution"]["spec"]["ingress"][0]
@@ -444,17 +446,13 @@ def test_workers_are_external_pods_with_checkpoints_in_s3() -> None:
 
 def test_without_the_operator_the_service_starts_its_own_workers() -> None:
     docs = render(VALUE_SETS["minimal"])
-    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    execution = _container(docs, "p0-tally-execution")
     assert _env(execution)["TALLY_EXECUTION_WORKERS"] == "process"
 
 
 def test_execution_and_workers_take_tuples_from_the_tuple_service() -> None:
     docs = render(VALUE_SETS["three-parties"])
-    (execution,) = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    execution = _container(docs, "p0-tally-execution")
     env = _env(execution)
     assert env["TALLY_EXECUTION_INPUTS"] == "secret-store"
     assert env["TALLY_EXECUTION_TUPLES"] == "service"
@@ -471,9 +469,7 @@ def test_dealer_mode_names_the_dealer_and_admits_it_to_tuplelink_only() -> None:
         "dealer": {"address": "dealer.example.org:7200", "cidrs": ["192.0.2.7/32"]},
     }
     docs = render(values)
-    (tuples,) = objects(docs, "Deployment")["p0-tally-tuple-service"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    tuples = _container(docs, "p0-tally-tuple-service")
     env = _env(tuples)
     assert env["TALLY_TUPLES_GENERATOR"] == "dealer"
     assert env["TALLY_TUPLES_DEALER"] == "dealer.example.org:7200"
@@ -486,7 +482,5 @@ def test_dealer_mode_names_the_dealer_and_admits_it_to_tuplelink_only() -> None:
     for name in ("p0-tally-execution", "p0-tally-secret-store"):
         assert all(dealer not in rule.get("from", []) for rule in _ingress_rules(docs, name))
     hm3 = render(VALUE_SETS["three-parties"])
-    (plain,) = objects(hm3, "Deployment")["p0-tally-tuple-service"]["spec"]["template"]["spec"][
-        "containers"
-    ]
+    plain = _container(hm3, "p0-tally-tuple-service")
     assert "TALLY_TUPLES_DEALER" not in _env(plain)
