@@ -214,7 +214,9 @@ class TupleServiceClient:
         return self._body(path, {"rows": rows, "kinds": kinds})
 
     def _body(self, path: str, params: Mapping[str, Any]) -> NDArray[np.uint8]:
-        return self._bulk.get_into(path, params, None)
+        body = self._bulk.get_into(path, params, None)
+        assert body is not None  # no targets: a new buffer
+        return body
 
 
 class _BulkReader:
@@ -261,7 +263,7 @@ class _BulkReader:
 
     def get_into(
         self, path: str, params: Mapping[str, Any], targets: Sequence[memoryview] | None
-    ) -> NDArray[np.uint8]:
+    ) -> NDArray[np.uint8] | None:
         """The body of ``GET path?params``, read into ``targets`` (all of it, in order),
         or into a new buffer when ``targets`` is None (then returned)."""
         query = urllib.parse.urlencode(params)
@@ -275,21 +277,8 @@ class _BulkReader:
                     f"tuple-service at {self.base_url} unreachable: {error}"
                 ) from None
 
-    def _get(self, target: str, targets: Sequence[memoryview] | None) -> NDArray[np.uint8]:
-        reused = self._connection is not None
-        try:
-            connection = self._connect()
-            connection.request("GET", target, headers=self._headers)
-            response = connection.getresponse()
-        except ConnectionError:
-            if not reused:
-                raise
-            # The service closed the idle keep-alive connection before reading this
-            # request (no response came back, so nothing was served): ask again, once.
-            self._drop()
-            connection = self._connect()
-            connection.request("GET", target, headers=self._headers)
-            response = connection.getresponse()
+    def _get(self, target: str, targets: Sequence[memoryview] | None) -> NDArray[np.uint8] | None:
+        response = self._send(target)
         if response.status != 200:
             body = response.read()
             detail = _detail_of(body)
@@ -297,13 +286,16 @@ class _BulkReader:
                 raise TupleReuseError(detail)
             raise TupleServiceError(f"tuple-service answered {response.status}: {detail}")
         length = int(response.getheader("Content-Length") or -1)
-        buffer = np.empty(max(length, 0), np.uint8)
-        views = [buffer.data] if targets is None else list(targets)
-        if length != sum(view.nbytes for view in views):
+        buffer: NDArray[np.uint8] | None = None
+        if targets is None:
+            buffer = np.empty(max(length, 0), np.uint8)
+            views = [buffer.data]
+        else:
+            views = list(targets)
+        expected = sum(view.nbytes for view in views)
+        if length != expected:
             self._drop()  # the body is left unread: the connection cannot serve another
-            raise TupleServiceError(
-                f"tuple-service sent {length} bytes, expected {sum(v.nbytes for v in views)}"
-            )
+            raise TupleServiceError(f"tuple-service sent {length} bytes, expected {expected}")
         for view in views:
             position = 0
             while position < view.nbytes:
@@ -313,6 +305,23 @@ class _BulkReader:
                     raise TupleServiceError("the tuple-service ended a body early")
                 position += read
         return buffer
+
+    def _send(self, target: str) -> http.client.HTTPResponse:
+        """GET ``target`` on the kept connection; once more on a new one if the service had
+        closed the idle connection before reading the request (nothing was served)."""
+        reused = self._connection is not None
+        try:
+            return self._request(target)
+        except ConnectionError:
+            if not reused:
+                raise
+            self._drop()
+            return self._request(target)
+
+    def _request(self, target: str) -> http.client.HTTPResponse:
+        connection = self._connect()
+        connection.request("GET", target, headers=self._headers)
+        return connection.getresponse()
 
 
 class _LeaseReader:
