@@ -99,6 +99,12 @@ class LinkIdentity:
     party: int
     parties: int
 
+    def frame(self, kind: pb.Frame.Kind, **fields: Any) -> pb.Frame:
+        """A frame from this worker: its job, worker and sender filled in."""
+        return pb.Frame(
+            kind=kind, job_id=self.job_id, worker=self.worker, sender=self.party, **fields
+        )
+
 
 def secure_channel(address: str, tls: PartyTLS | None, peer: int) -> grpc.aio.Channel:
     """An aio channel to ``peer``; with TLS the server must present ``party-<peer>``."""
@@ -241,29 +247,21 @@ def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Itera
         if contiguous.nbytes:
             views.append(contiguous.data.cast("B"))
 
-    def header(kind: pb.Frame.Kind, arrays: list[pb.ArrayHeader] | None = None) -> pb.Frame:
-        return pb.Frame(
-            kind=kind,
-            job_id=identity.job_id,
-            worker=identity.worker,
-            sender=identity.party,
-            round=round_number,
-            arrays=arrays,
-        )
-
     chunks = [
         view[start : start + CHUNK_BYTES]
         for view in views
         for start in range(0, len(view), CHUNK_BYTES)
     ]
     if not chunks:
-        only = header(pb.Frame.DATA, headers)
-        only.last = True
+        only = identity.frame(pb.Frame.DATA, round=round_number, arrays=headers, last=True)
         yield only.SerializeToString()
         return
     for index, chunk in enumerate(chunks):
-        head = header(pb.Frame.DATA, headers) if index == 0 else header(pb.Frame.CHUNK)
-        head.last = index == len(chunks) - 1
+        last = index == len(chunks) - 1
+        if index == 0:
+            head = identity.frame(pb.Frame.DATA, round=round_number, arrays=headers, last=last)
+        else:
+            head = identity.frame(pb.Frame.CHUNK, round=round_number, last=last)
         yield b"".join((head.SerializeToString(), _DATA_TAG, _varint(len(chunk)), chunk))
 
 
@@ -438,13 +436,7 @@ class PartyLinkTransport(Transport):
         for link in self._links.values():
             if reason and not link.closed.is_set():
                 with contextlib.suppress(Exception):
-                    frame = pb.Frame(
-                        kind=pb.Frame.ABORT,
-                        job_id=self._identity.job_id,
-                        worker=self._identity.worker,
-                        sender=self._identity.party,
-                        reason=reason,
-                    )
+                    frame = self._identity.frame(pb.Frame.ABORT, reason=reason)
                     await asyncio.wait_for(link.write(frame), 1.0)
         for task in self._readers:
             task.cancel()
@@ -719,7 +711,7 @@ class PartyLinkEndpoint:
                 if peer in self._pending and peer not in out:
                     link, peer_hello = self._pending.pop(peer)
                     try:
-                        await link.write(self._frame(pb.Frame.HELLO, hello))
+                        await link.write(self.identity.frame(pb.Frame.HELLO, hello=hello))
                         out[peer] = (link, peer_hello)
                     except Exception:  # the dialer went away again; wait for its next try
                         link.close()
@@ -729,15 +721,6 @@ class PartyLinkEndpoint:
             self._pending_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._pending_changed.wait(), min(remaining, 0.5))
-
-    def _frame(self, kind: pb.Frame.Kind, hello: pb.Hello | None = None) -> pb.Frame:
-        return pb.Frame(
-            kind=kind,
-            job_id=self.identity.job_id,
-            worker=self.identity.worker,
-            sender=self.identity.party,
-            hello=hello,
-        )
 
     async def _dial(
         self, peer: int, hello: pb.Hello, deadline: float, problems: dict[int, str]
@@ -762,7 +745,7 @@ class PartyLinkEndpoint:
         channel = secure_channel(address, self.tls, peer)
         call = _exchange_call(channel)
         try:
-            await call.write(self._frame(pb.Frame.HELLO, hello))
+            await call.write(self.identity.frame(pb.Frame.HELLO, hello=hello))
             reply = await asyncio.wait_for(call.read(), max(0.5, deadline - time.monotonic()))
         except (grpc.aio.AioRpcError, TimeoutError, asyncio.CancelledError) as error:
             call.cancel()
