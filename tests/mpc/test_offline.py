@@ -14,7 +14,7 @@ from tally.mpc.offline import Hm3Generator, Hm3Source, SetupError, ShakePrf, agr
 from tally.mpc.offline.hm3 import _combine_into, _frame, _permutation
 from tally.mpc.offline.prf import Prf
 from tally.mpc.offline.replicated import PairKeys
-from tally.mpc.ring import reconstruct
+from tally.mpc.ring import column_runs, reconstruct
 from tally.mpc.transport import InProcessHub, Transport
 from tally.mpc.tuples import HelperShare, PermuterShare
 
@@ -305,7 +305,7 @@ def test_combining_columns_in_place_matches_the_where_form(kinds: str, subtract:
     xor = np.array([k == "x" for k in kinds], dtype=bool)
     expected = np.where(xor, left ^ right, left - right if subtract else left + right)
     kept = right.copy()
-    combined = _combine_into(left, right, xor, subtract=subtract)
+    combined = _combine_into(left, right, column_runs(kinds), subtract=subtract)
     assert combined is left
     np.testing.assert_array_equal(combined, expected)
     np.testing.assert_array_equal(right, kept)

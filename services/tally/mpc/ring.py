@@ -132,3 +132,48 @@ def _os_random_bytes(count: int) -> bytes:
     import secrets
 
     return secrets.token_bytes(count)
+
+
+ColumnRuns = list[tuple[int, int, bool]]
+"""Maximal runs of equal column kinds as (start, stop, is_xor)."""
+
+
+def column_runs(kinds: str) -> ColumnRuns:
+    """The runs of a kinds string: ``'a'`` additive columns, ``'x'`` XOR-shared ones."""
+    runs: ColumnRuns = []
+    for index, kind in enumerate(kinds):
+        if runs and runs[-1][2] == (kind == "x"):
+            runs[-1] = (runs[-1][0], index + 1, runs[-1][2])
+        else:
+            runs.append((index, index + 1, kind == "x"))
+    return runs
+
+
+def combine_columns(
+    left: Shares,
+    right: Shares,
+    runs: ColumnRuns,
+    *,
+    subtract: bool = False,
+    out: Shares | None = None,
+) -> Shares:
+    """left (+ or -) right in the additive columns and XOR in the XOR ones.
+
+    ``left`` and ``right`` are ``(rows, width)``; the result goes to ``out`` (which
+    may be ``left`` itself, for an in-place update) or to a new array.  With both
+    kinds, one arithmetic pass covers every column and the XOR columns (computed
+    first, so ``out`` may alias an input) are written over it: cheaper than one
+    strided pass per run.
+    """
+    if out is None:
+        out = np.empty_like(left)
+    arithmetic = np.subtract if subtract else np.add
+    if len(runs) == 1:
+        operation = np.bitwise_xor if runs[0][2] else arithmetic
+        operation(left, right, out=out)
+        return out
+    xor = [column for start, stop, is_xor in runs if is_xor for column in range(start, stop)]
+    fixed = left[:, xor] ^ right[:, xor]
+    arithmetic(left, right, out=out)
+    out[:, xor] = fixed
+    return out

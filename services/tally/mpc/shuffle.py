@@ -20,39 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from tally.mpc.party import Party
-from tally.mpc.ring import Shares
+from tally.mpc.ring import Shares, column_runs, combine_columns
 from tally.mpc.tuples import HelperShare
-
-
-def _runs(kinds: str) -> list[tuple[int, int, bool]]:
-    """Maximal runs of equal column kinds as (start, stop, is_xor)."""
-    runs: list[tuple[int, int, bool]] = []
-    for index, kind in enumerate(kinds):
-        if runs and runs[-1][2] == (kind == "x"):
-            runs[-1] = (runs[-1][0], index + 1, runs[-1][2])
-        else:
-            runs.append((index, index + 1, kind == "x"))
-    return runs
-
-
-def _apply_runs(
-    left: Shares, right: Shares, runs: list[tuple[int, int, bool]], subtract: bool
-) -> Shares:
-    """left (+|-|XOR) right column run by column run, without temporaries per kind."""
-    if len(runs) == 1:
-        if runs[0][2]:
-            return left ^ right
-        return left - right if subtract else left + right
-    out = np.empty_like(left)
-    for start, stop, is_xor in runs:
-        target = out[:, start:stop]
-        if is_xor:
-            np.bitwise_xor(left[:, start:stop], right[:, start:stop], out=target)
-        elif subtract:
-            np.subtract(left[:, start:stop], right[:, start:stop], out=target)
-        else:
-            np.add(left[:, start:stop], right[:, start:stop], out=target)
-    return out
 
 
 def shuffle_columns(party: Party, columns: Shares, kinds: str | None = None) -> Shares:
@@ -62,13 +31,13 @@ def shuffle_columns(party: Party, columns: Shares, kinds: str | None = None) -> 
     kinds = kinds or "a" * width
     if len(kinds) != width:
         raise ValueError("one kind per column")
-    runs = _runs(kinds)
+    runs = column_runs(kinds)
 
     def combine(left: Shares, right: Shares) -> Shares:
-        return _apply_runs(left, right, runs, subtract=False)
+        return combine_columns(left, right, runs)
 
     def remove(left: Shares, right: Shares) -> Shares:
-        return _apply_runs(left, right, runs, subtract=True)
+        return combine_columns(left, right, runs, subtract=True)
 
     correlation = party.tuples.shuffle(rows, kinds)
     share = columns

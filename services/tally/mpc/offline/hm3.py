@@ -48,10 +48,10 @@ it does not hold.  Nothing depends on any other party's private data.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
 from tally.mpc import bits
 from tally.mpc.offline.replicated import PARTIES, PairKeys, Replicated, Words
+from tally.mpc.ring import ColumnRuns, column_runs, combine_columns
 from tally.mpc.transport import Transport
 from tally.mpc.tuples import HelperShare, Permutation, PermuterShare, ShuffleShare
 
@@ -152,7 +152,7 @@ class Hm3Generator:
         label = _frame(label)
         keys, me = self.keys, self.party
         width = len(kinds)
-        xor = np.array([k == "x" for k in kinds], dtype=bool)
+        runs = column_runs(kinds)
         shape = (rows, width)
         out: ShuffleShare = []
 
@@ -164,19 +164,19 @@ class Hm3Generator:
             role = (me - j) % PARTIES
             if role == 0:  # the permuter: pi_j, rho from k_{j+1}; F from k_j
                 permutation = _permutation(keys, j + 1, label + b"/pi" + step, rows)
-                delta = _combine_into(draw(j + 1, b"rho" + step), draw(j, b"F" + step), xor)
+                delta = _combine_into(draw(j + 1, b"rho" + step), draw(j, b"F" + step), runs)
                 out.append(PermuterShare(permutation, delta))
             elif role == 1:  # the co-knower: pi_j, rho from k_{j+1}; masks, G from k_{j+2}
                 permutation = _permutation(keys, j + 1, label + b"/pi" + step, rows)
                 mask = draw(j + 2, b"aco" + step)
-                total = _combine_into(draw(j + 2, b"athird" + step), mask, xor)
+                total = _combine_into(draw(j + 2, b"athird" + step), mask, runs)
                 moved = np.take(total, permutation, axis=0)
-                output = _combine_into(draw(j + 1, b"rho" + step), moved, xor, subtract=True)
-                output = _combine_into(output, draw(j + 2, b"G" + step), xor, subtract=True)
+                output = _combine_into(draw(j + 1, b"rho" + step), moved, runs, subtract=True)
+                output = _combine_into(output, draw(j + 2, b"G" + step), runs, subtract=True)
                 out.append(HelperShare(mask, output))
             else:  # the third: masks, G from k_{j+2}; F from k_j
                 mask = draw(j + 2, b"athird" + step)
-                output = _combine_into(draw(j, b"F" + step), draw(j + 2, b"G" + step), xor)
+                output = _combine_into(draw(j, b"F" + step), draw(j + 2, b"G" + step), runs)
                 out.append(HelperShare(mask, output))
         return out
 
@@ -206,24 +206,10 @@ def _permutation(keys: PairKeys, component: int, label: bytes, rows: int) -> Per
 
 
 def _combine_into(
-    target: Words, other: Words, xor: NDArray[np.bool_], *, subtract: bool = False
+    target: Words, other: Words, runs: ColumnRuns, *, subtract: bool = False
 ) -> Words:
-    """``target`` (+ or -) ``other`` in the additive columns and XOR in the ``xor`` ones, in place.
-
-    One pass of arithmetic over the whole array, then only the XOR columns
-    are overwritten (their values saved first, so ``other`` may be any
-    array).  Returns ``target``.
-    """
-    arithmetic = np.subtract if subtract else np.add
-    if xor.all():
-        np.bitwise_xor(target, other, out=target)
-    elif not xor.any():
-        arithmetic(target, other, out=target)
-    else:
-        fixed = target[:, xor] ^ other[:, xor]
-        arithmetic(target, other, out=target)
-        target[:, xor] = fixed
-    return target
+    """``target`` (+ or -) ``other`` per column kind, in place; returns ``target``."""
+    return combine_columns(target, other, runs, subtract=subtract, out=target)
 
 
 def _add_components(
