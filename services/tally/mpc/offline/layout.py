@@ -94,12 +94,15 @@ def from_arrays(
     the caller's buffer, which must not change afterwards); the binary sections of
     daBits and edaBits are always repacked into planes.
     """
-    words = [cast(NDArray[np.uint64], a.copy() if copy else a) for a in arrays]
     if kind.base == "dabits":
-        return words[0], bits.pack_lanes(arrays[1])
+        return _words(arrays[0], copy), bits.pack_lanes(arrays[1])
     if kind.base == "edabits":
-        return words[0], bits.to_planes(cast(NDArray[np.uint64], arrays[1]), kind.width)
-    return tuple(words)
+        return _words(arrays[0], copy), bits.to_planes(_words(arrays[1], False), kind.width)
+    return tuple(_words(a, copy) for a in arrays)
+
+
+def _words(array: NDArray[np.generic], copy: bool) -> NDArray[np.uint64]:
+    return cast(NDArray[np.uint64], array.copy() if copy else array)
 
 
 def from_sections(
