@@ -18,6 +18,7 @@ import pytest
 
 from tally.mpc.arithmetic import open_values
 from tally.mpc.dp import DP, add_noise, binomial_noise
+from tally.mpc.groupby import check_dp, dp_epsilon
 from tally.mpc.party import Party
 from tally.mpc.program import get_program
 from tally.mpc.ring import decode_fixed, decode_int
@@ -237,3 +238,12 @@ def test_the_groupby_program_refuses_bad_dp_parameters() -> None:
 
     with pytest.raises(ValueError, match="delta"):
         run_parties(2, program, seed=0, timeout=TIMEOUT)
+
+
+def test_min_and_max_are_refused_under_dp_and_the_cost_counts_every_noised_release() -> None:
+    with pytest.raises(ValueError, match=r"min and max would be opened without noise \(low\)"):
+        check_dp({"n": ("views", "count"), "low": ("views", "min")}, DP(1.0, 1e-6))
+    check_dp({"low": ("views", "min")}, None)  # no dp: nothing to refuse
+    # count, plus views (sum and mean share one noised total), plus price: 3 releases
+    assert dp_epsilon(AGGREGATIONS, DP(0.5, 1e-6)) == pytest.approx(1.5)
+    assert dp_epsilon({"n": ("views", "count")}, DP(0.5, 1e-6)) == pytest.approx(0.5)

@@ -153,16 +153,3 @@ def input_tables(
         name: SecretTable.from_shares(party, columns, meta[name][0], columns["valid"])
         for name, columns in loaded.items()
     }
-
-
-def dp_epsilon(params: Mapping[str, Any], dp: Mapping[str, float]) -> float:
-    """The epsilon a differentially private group-by spends on each of its inputs.
-
-    The count and every summed column (``sum``, ``mean``) get noise of their own, and
-    each is an (epsilon, delta) release; by basic composition the job spends their sum.
-    Groups are disjoint, so a row lies in one group of each release (parallel
-    composition): the number of groups does not multiply the cost.
-    """
-    aggregations = params.get("aggregations", {})
-    summed = {spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")}
-    return float(dp["epsilon"]) * (1 + len(summed))

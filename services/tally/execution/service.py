@@ -52,12 +52,13 @@ from tally.execution.programs import (
     check_params,
     dataset_ids,
     describe_inputs,
-    dp_epsilon,
     resolve_program,
 )
 from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
+from tally.mpc.dp import DP
+from tally.mpc.groupby import dp_epsilon
 from tally.mpc.reserved import TupleServiceError
 from tally.mpc.table import ColumnSpec
 
@@ -142,22 +143,6 @@ class JobManager:
             )
         if spec.dp is not None and program.name != "groupby":
             raise InputError(422, "bad_params", "dp applies to the groupby program only")
-        if spec.dp is not None and not spec.dp.get("epsilon", 0) > 0:
-            raise InputError(422, "bad_params", "dp needs a positive epsilon")
-        if spec.dp is not None:
-            aggregations = spec.params.get("aggregations", {})
-            extremes = sorted(
-                name
-                for name, agg in aggregations.items()
-                if isinstance(agg, (list, tuple)) and len(agg) == 2 and agg[1] in ("min", "max")
-            )
-            if extremes:
-                raise InputError(
-                    422,
-                    "bad_params",
-                    f"with dp, min and max would be opened without noise ({', '.join(extremes)}): "
-                    "drop them or dp",
-                )
         described = describe_inputs(self.inputs, spec, submitter)
         budgeted = sorted({i.id for infos in described.values() for i in infos if i.dp_budget})
         if budgeted and spec.dp is None:
@@ -199,7 +184,7 @@ class JobManager:
         """Record the job's epsilon on every input at this party's secret-store, which
         refuses it (``InputError``) when a dataset's privacy budget has not that much left."""
         spec = record.spec
-        epsilon = dp_epsilon(spec.params, spec.dp or {})
+        epsilon = dp_epsilon(spec.params["aggregations"], DP(**(spec.dp or {})))
         for dataset_id in sorted({d for ids in spec.inputs.values() for d in dataset_ids(ids)}):
             self.inputs.charge_dp(dataset_id, record.submitter, spec.program, spec.id, epsilon)
 

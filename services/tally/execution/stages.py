@@ -171,6 +171,7 @@ def groupby_stages(
     keys = list(keys)
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
     noise = DP(**dp) if dp else None
+    engine_groupby.check_dp(named, noise)
     padded_rows = rows + (len(domain) if domain is not None else 0)
     summed = sorted({c for c, f in named.values() if f in ("sum", "mean")})
     extreme_requests = sorted({(c, f) for c, f in named.values() if f in ("min", "max")})

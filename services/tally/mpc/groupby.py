@@ -82,6 +82,31 @@ def _check(table: SecretTable, keys: Sequence[str], aggregations: Mapping[str, A
             raise ValueError(f"output name {name!r} collides with a key column")
 
 
+def check_dp(aggregations: Mapping[str, Sequence[str]], dp: DP | None) -> None:
+    """Refuse min and max under ``dp``: only counts and sums get noise, so they would be
+    opened exactly."""
+    if dp is None:
+        return
+    extremes = sorted(name for name, spec in aggregations.items() if spec[1] in ("min", "max"))
+    if extremes:
+        raise ValueError(
+            f"with dp, min and max would be opened without noise ({', '.join(extremes)}): "
+            "drop them or dp"
+        )
+
+
+def dp_epsilon(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
+    """The epsilon a group-by with ``dp`` spends on its input.
+
+    The count and every summed column (``sum``, ``mean``) get noise of their own, and
+    each is an (epsilon, delta) release; by basic composition the job spends their sum.
+    Groups are disjoint, so a row lies in one group of each release (parallel
+    composition): the number of groups does not multiply the cost.
+    """
+    summed = {spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")}
+    return dp.epsilon * (1 + len(summed))
+
+
 def _pad_with_domain(
     table: SecretTable, keys: Sequence[str], domain: Sequence[Any]
 ) -> tuple[SecretTable, Shares]:
@@ -142,6 +167,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     """Run ``group_by(...).agg(...)``; returns the output table (keys first, then aggregates)."""
     table, keys = group.table, group.keys
     _check(table, keys, aggregations)
+    check_dp(aggregations, dp)
     if group.domain is not None and group.max_groups is not None:
         raise ValueError("give either domain or max_groups, not both")
     if group.max_groups is not None and group.max_groups < 1:
