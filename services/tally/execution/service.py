@@ -471,7 +471,6 @@ class JobManager:
         self._finishing.add(record.spec.id)
         for worker in range(record.spec.partitions):
             self._seen.pop((record.spec.id, worker), None)
-        for worker in range(record.spec.partitions):
             await asyncio.to_thread(self._stop_worker, record.spec.id, worker)
             status = self._files(record.spec.id).load_worker(worker)
             if status is not None:
