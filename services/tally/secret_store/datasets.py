@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tally.common.auth import Principal
 from tally.common.db import session_scope
@@ -392,7 +392,12 @@ def list_datasets(
     order = column.desc() if sort.startswith("-") else column.asc()
     with session_scope(ctx.sessions) as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = session.scalars(query.order_by(order, Dataset.id).limit(limit).offset(offset))
+        page = session.scalars(
+            query.order_by(order, Dataset.id)
+            .limit(limit)
+            .offset(offset)
+            .options(selectinload(Dataset.dp_charges))  # one query for the page's spending
+        )
         items = [to_public(dataset) for dataset in page]
     return DatasetPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -72,8 +72,9 @@ class Dataset(Base):
         cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )
     dp_charges: Mapped[list[DpCharge]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+        cascade="all, delete-orphan", passive_deletes=True, lazy="select"
     )
+    """Loaded when read (only the metadata views read it), not with every dataset."""
 
     @property
     def dp_spent(self) -> float:
