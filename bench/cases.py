@@ -22,6 +22,10 @@ class Case:
     groups: int = 100
     partitions: int = 1
     key_bits: int = 0
+    padding: str = "max_groups"
+    """``max_groups`` or ``domain`` (group-by only); ``--dp`` implies ``domain``."""
+    dp: bool = False
+    """Group-by under dp (epsilon 1, delta 1e-6, values clipped to [0, 1000])."""
 
     def make_input(self, rng: np.random.Generator) -> Any:
         return rng.integers(-LIMIT, LIMIT, size=(2, self.rows))
@@ -159,10 +163,17 @@ class GroupBy(Case):
         from tally.mpc.table import table_from_share_set
 
         table = table_from_share_set(party, shares, self._specs())
-        out = table.group_by("key", max_groups=self.groups).agg(
-            total=("value", "sum"), n=("value", "count")
-        )
+        if self.dp or self.padding == "domain":
+            grouped = table.group_by("key", domain=list(range(self.groups)))
+        else:
+            grouped = table.group_by("key", max_groups=self.groups)
+        out = grouped.agg(dp=self._dp(), total=("value", "sum"), n=("value", "count"))
         return np.stack([out["key"].shares, out["total"].shares, out["n"].shares, out.valid.shares])
+
+    def _dp(self) -> Any:
+        from tally.mpc.dp import DP
+
+        return DP(1.0, 1e-6, clip={"value": (0.0, 1000.0)}) if self.dp else None
 
     def baseline(self, plain: Any) -> Any:
         import pandas as pd
@@ -189,6 +200,17 @@ class GroupBy(Case):
 
     def check(self, outputs: list[Any], expected: Any, plain: Any) -> bool:
         got = decode_int(reconstruct(outputs))
+        if self.dp:  # every domain key, each value within the noise's support
+            dp = self._dp()
+            exact = expected.set_index("key").reindex(range(self.groups), fill_value=0)
+            reach = {"total": 1024 * (dp.trials // 2 + 1), "n": dp.trials // 2 + 1}
+            return bool(
+                np.array_equal(got[0], np.arange(self.groups))
+                and np.all(got[3] == 1)
+                and np.all(np.abs(got[1] - exact["total"].to_numpy()) <= reach["total"])
+                and np.all(np.abs(got[2] - exact["n"].to_numpy()) <= reach["n"])
+                and np.all(got[1] % 1024 == 0)
+            )
         keep = got[3] == 1
         return bool(
             np.array_equal(got[0][keep], expected["key"].to_numpy())
@@ -197,4 +219,44 @@ class GroupBy(Case):
         )
 
 
-CASES.update({"sort": Sort, "groupby": GroupBy})
+class Bound(Case):
+    """Contribution bounding: at most 5 rows per privacy unit (``--groups`` units)."""
+
+    def make_input(self, rng: np.random.Generator) -> Any:
+        return {
+            "unit": rng.integers(0, self.groups, self.rows),
+            "value": rng.integers(0, 9, self.rows),
+        }
+
+    def _specs(self) -> dict[str, Any]:
+        from tally.mpc.table import ColumnSpec
+
+        return {"unit": ColumnSpec("key", bits=_key_bits(self)), "value": ColumnSpec("int")}
+
+    def share(self, plain: Any, parties: int, rng: np.random.Generator) -> list[Any]:
+        from tally.mpc.table import share_table
+
+        return share_table(plain, self._specs(), parties, rng=rng)
+
+    def run(self, party: Party, shares: Any) -> Any:
+        from tally.mpc.groupby import bound_contributions
+        from tally.mpc.table import table_from_share_set
+
+        table = bound_contributions(table_from_share_set(party, shares, self._specs()), "unit", 5)
+        return np.stack([table["unit"].shares, table.valid.shares])
+
+    def baseline(self, plain: Any) -> Any:
+        import pandas as pd
+
+        frame = pd.DataFrame(plain).sort_values("unit", kind="stable")
+        return frame.groupby("unit").head(5).groupby("unit").size()
+
+    def check(self, outputs: list[Any], expected: Any, plain: Any) -> bool:
+        import pandas as pd
+
+        got = decode_int(reconstruct(outputs))
+        kept = pd.Series(got[0][got[1] == 1]).value_counts().sort_index()
+        return bool(np.array_equal(kept.to_numpy(), expected.to_numpy()))
+
+
+CASES.update({"sort": Sort, "groupby": GroupBy, "bound": Bound})

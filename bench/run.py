@@ -1,7 +1,8 @@
 """Benchmarks: each party in its own OS process over loopback TCP, one JSON line per run.
 
     python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer]
-                             [--partitions P] [--key-bits L]
+                             [--partitions P] [--key-bits L] [--padding domain] [--dp --clip]
+    CASE: mul ltz eq shuffle sort groupby bound (contribution bounding to 5 rows a unit)
     python bench/run.py gen-triples --tuples hm3   (offline phase; see tuples_bench.py)
     python bench/run.py job-groupby [--rows N] [--groups G]   (services; see job_bench.py)
     python bench/run.py store-upload | store-meta   (the secret-store; see store.py)
@@ -116,9 +117,18 @@ def party_main(
 
 
 def run_case(
-    name: str, parties: int, rows: int, groups: int, partitions: int, key_bits: int, seed: int
+    name: str,
+    parties: int,
+    rows: int,
+    groups: int,
+    partitions: int,
+    key_bits: int,
+    seed: int,
+    **options: Any,
 ) -> dict[str, Any]:
-    case = CASES[name](rows=rows, groups=groups, partitions=partitions, key_bits=key_bits)
+    case = CASES[name](
+        rows=rows, groups=groups, partitions=partitions, key_bits=key_bits, **options
+    )
     rng = np.random.default_rng(seed)
     plain = case.make_input(rng)
     started = time.perf_counter()
@@ -164,6 +174,7 @@ def run_case(
         "rows": rows,
         "groups": groups,
         "partitions": partitions,
+        **options,
         "tuples": "dealer",
         "online_seconds": round(max(r.online_seconds for r in reports), 4),
         "offline_seconds": round(max(r.offline_seconds for r in reports), 4),
@@ -201,9 +212,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-bits", type=int, default=0, help="0: just enough for --groups")
     parser.add_argument("--tuples", choices=["dealer"], default="dealer")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--padding", choices=["max_groups", "domain"], default="max_groups", help="group-by only"
+    )
+    parser.add_argument(
+        "--dp",
+        action="store_true",
+        help="group-by under dp: epsilon 1, delta 1e-6, a public domain of --groups keys",
+    )
+    parser.add_argument(
+        "--clip", action="store_true", help="with --dp: values clipped to [0, 1000] in MPC"
+    )
     args = parser.parse_args(argv)
+    if args.dp and not args.clip:
+        parser.error("--dp needs --clip: a summed column's sensitivity comes from its bounds")
+    options: dict[str, Any] = {}
+    if args.case == "groupby":
+        options = {"padding": "domain" if args.dp else args.padding, "dp": args.dp}
     result = run_case(
-        args.case, args.parties, args.rows, args.groups, args.partitions, args.key_bits, args.seed
+        args.case,
+        args.parties,
+        args.rows,
+        args.groups,
+        args.partitions,
+        args.key_bits,
+        args.seed,
+        **options,
     )
     print(json.dumps(result), flush=True)
     return 0 if result["correct"] else 1

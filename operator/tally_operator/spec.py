@@ -52,7 +52,10 @@ class DpSpec:
 
     epsilon: float
     delta: float
-    sensitivity: float
+    clip: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    """Column -> [lo, hi]: every summed column's bounds (its sensitivity follows from them)."""
+    unit: str | None = None
+    max_contributions: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +99,12 @@ class AnalyticsJobSpec:
             "dp": None,
         }
         if self.dp is not None:
-            request["dp"] = dataclasses.asdict(self.dp)
+            dp: dict[str, Any] = {"epsilon": self.dp.epsilon, "delta": self.dp.delta}
+            if self.dp.clip:
+                dp["clip"] = {k: list(v) for k, v in self.dp.clip.items()}
+            if self.dp.unit is not None:
+                dp["unit"], dp["max_contributions"] = self.dp.unit, self.dp.max_contributions
+            request["dp"] = dp
         return request
 
 
@@ -245,22 +253,40 @@ def _parse_dp(raw: object, problems: list[str]) -> DpSpec | None:
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        problems.append("spec.dp: must be an object with epsilon, delta and sensitivity")
+        problems.append("spec.dp: must be an object with epsilon, delta and clip")
         return None
     epsilon = _number(raw.get("epsilon"))
     delta = _number(raw.get("delta", 0.0))
-    sensitivity = _number(raw.get("sensitivity", 1.0))
     if epsilon is None or not epsilon > 0:
         problems.append(f"spec.dp.epsilon: must be a positive number, got {raw.get('epsilon')!r}")
-    if delta is None or not 0 <= delta < 1:
-        problems.append(f"spec.dp.delta: must be in [0, 1), got {raw.get('delta')!r}")
-    if sensitivity is None or not sensitivity > 0:
+    if delta is None or not 0 < delta < 1:
+        problems.append(f"spec.dp.delta: must be in (0, 1), got {raw.get('delta')!r}")
+    if "sensitivity" in raw:
         problems.append(
-            f"spec.dp.sensitivity: must be a positive number, got {raw.get('sensitivity')!r}"
+            "spec.dp.sensitivity: not set by the analyst; it follows from spec.dp.clip "
+            "({column: [lo, hi]}) and the privacy unit's maxContributions"
         )
-    if epsilon is None or delta is None or sensitivity is None:
+    clip: dict[str, list[float]] = {}
+    raw_clip = raw.get("clip", {})
+    if not isinstance(raw_clip, Mapping):
+        problems.append("spec.dp.clip: must map column names to [lo, hi]")
+        raw_clip = {}
+    for column, bounds in raw_clip.items():
+        pair = [_number(b) for b in bounds] if isinstance(bounds, (list, tuple)) else []
+        if len(pair) != 2 or pair[0] is None or pair[1] is None or not pair[0] < pair[1]:
+            problems.append(f"spec.dp.clip.{column}: must be [lo, hi] with lo < hi")
+            continue
+        clip[str(column)] = [float(pair[0]), float(pair[1])]
+    unit = raw.get("unit")
+    if unit is not None and not (isinstance(unit, str) and unit):
+        problems.append("spec.dp.unit: must be a column name")
+    limit = raw.get("maxContributions", 1)
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit <= 1000):
+        problems.append(f"spec.dp.maxContributions: must be an integer in 1..1000, got {limit!r}")
+        limit = 1
+    if epsilon is None or delta is None:
         return None
-    return DpSpec(epsilon=epsilon, delta=delta, sensitivity=sensitivity)
+    return DpSpec(epsilon, delta, clip, unit if isinstance(unit, str) else None, limit)
 
 
 def _parse_scheduling(raw: object, limits: SpecLimits, problems: list[str]) -> SchedulingSpec:

@@ -350,6 +350,8 @@ def run() -> None:
 @click.option("--max-groups", type=click.IntRange(1), help="pad the output to G groups")
 @click.option("--dp-epsilon", type=float, help="differential privacy: epsilon")
 @click.option("--dp-delta", type=float, default=1e-6, show_default=True, help="and delta")
+@click.option("--dp-clip", "dp_clip", multiple=True, metavar="COLUMN=LO:HI",
+              help="with dp: clip bounds of a summed column (repeatable)")  # fmt: skip
 @click.option("--partitions", type=int, hidden=True, help="(taken from the datasets)")
 @_job_options
 @pass_context
@@ -363,6 +365,7 @@ def run_groupby(
     max_groups: int | None,
     dp_epsilon: float | None,
     dp_delta: float,
+    dp_clip: Sequence[str],
     partitions: int | None,
     **options: Any,
 ) -> None:
@@ -370,7 +373,11 @@ def run_groupby(
     names = _table_names(datasets, options.pop("inputs"))
     aggregations = dict(_parse_agg(text) for text in aggs)
     values = domain.split(",") if domain else None
-    dp = {"epsilon": dp_epsilon, "delta": dp_delta} if dp_epsilon else None
+    dp = (
+        {"epsilon": dp_epsilon, "delta": dp_delta, "clip": dict(map(_parse_clip, dp_clip))}
+        if dp_epsilon
+        else None
+    )
 
     def query(cluster: Any) -> Any:
         table = cluster.table(*names)
@@ -384,6 +391,22 @@ def run_groupby(
         )
 
     _submit(context, query, options)
+
+
+def _parse_clip(text: str) -> tuple[str, list[float]]:
+    column, _, bounds = text.partition("=")
+    lo, _, hi = bounds.partition(":")
+    try:
+        pair = [float(lo), float(hi)]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected COLUMN=LO:HI", param_hint="--dp-clip"
+        ) from None
+    if not column or not pair[0] < pair[1]:
+        raise click.BadParameter(
+            f"{text!r}: expected COLUMN=LO:HI with LO < HI", param_hint="--dp-clip"
+        )
+    return column, pair
 
 
 @run.command("sum")

@@ -108,7 +108,7 @@ def test_shares_reconstruct_and_no_party_holds_the_values(cluster: Cluster, mode
         cluster.dataset(dataset.id)
 
 
-def test_hashed_text_keys_partitioned_with_dp(cluster: Cluster) -> None:
+def test_hashed_text_keys_partitioned_and_dp(cluster: Cluster) -> None:
     rng = np.random.default_rng(7)
     products = [f"sku-{i:03d}" for i in range(12)]
     frame = pd.DataFrame({"product": rng.choice(products, 150), "units": rng.integers(1, 20, 150)})
@@ -120,13 +120,26 @@ def test_hashed_text_keys_partitioned_with_dp(cluster: Cluster) -> None:
     assert list(got["product"]) == sorted(set(frame["product"]))
     assert got["units"].tolist() == expected["units"].tolist()
     assert got["n"].tolist() == expected["n"].tolist()
+    dp = {"epsilon": 1.0, "delta": 1e-6, "clip": {"units": [0, 20]}}
+    with pytest.raises(TallyError, match="public domain"):
+        table.group_by("product", max_groups=16).agg(dp=dp, n=("units", "count")).to_pandas()
+    # a domain would be released once per partition: refused
+    with pytest.raises(TallyError, match="once per partition"):
+        table.group_by("product", domain=products).agg(dp=dp, n=("units", "count")).to_pandas()
+    cluster.upload(frame, name="sales-one")
     noisy = (
-        table.group_by("product", max_groups=16)
-        .agg(dp={"epsilon": 1.0, "delta": 1e-6}, n=("units", "count"))
+        cluster.table("sales-one")
+        .group_by("product", domain=products)
+        .agg(dp=dp, n=("units", "count"), units=("units", "sum"))
         .to_pandas()
+        .set_index("product")
     )
-    assert set(noisy["product"]) <= set(products)
-    assert np.all(np.abs(noisy.set_index("product")["n"] - expected["n"]).dropna() < 250)
+    # every domain key is released; the noise (80 coins) moves a count by at most 40 and
+    # a sum, in units of 32 >= 20, by at most 40 units and half a unit of rounding
+    assert sorted(noisy.index) == products
+    assert np.all(np.abs(noisy["n"] - expected["n"].reindex(noisy.index)) <= 40)
+    assert np.all(noisy["units"] % 32 == 0)
+    assert np.all(np.abs(noisy["units"] - expected["units"].reindex(noisy.index)) <= 32 * 40 + 16)
 
 
 def test_sum_count_and_sort(cluster: Cluster) -> None:
@@ -173,9 +186,10 @@ def test_a_privacy_budget_caps_what_dp_jobs_spend(cluster: Cluster) -> None:
     with pytest.raises(TallyError, match="privacy budget"):
         table.group_by("region").agg(n=("views", "count")).to_pandas()
     dp = {"epsilon": 1.0, "delta": 1e-6}
-    noisy = table.group_by("region", max_groups=8).agg(dp=dp, n=("views", "count")).to_pandas()
-    assert set(noisy["region"]) <= set(REGIONS)
+    regions = sorted(REGIONS)
+    noisy = table.group_by("region", domain=regions).agg(dp=dp, n=("views", "count")).to_pandas()
+    assert sorted(noisy["region"]) == regions
     assert cluster.datasets(name="budgeted")[0].dp_spent == 1.0
     with pytest.raises(TallyError, match=r"0\.5 left"):
-        table.group_by("region", max_groups=8).agg(dp=dp, n=("views", "count")).to_pandas()
+        table.group_by("region", domain=regions).agg(dp=dp, n=("views", "count")).to_pandas()
     assert cluster.datasets(name="budgeted")[0].dp_spent == 1.0

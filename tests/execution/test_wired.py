@@ -209,7 +209,7 @@ def test_privacy_budget_is_charged_per_job_and_enforced_at_every_party(wired: Wi
     budgeted = deployment.upload("budgeted", shares, SPECS, owner="alice", dp_budget=1.0)
     aggregations = {"total": ["views", "sum"], "n": ["views", "count"]}
     params = {"keys": ["region"], "aggregations": aggregations, "domain": list(range(12))}
-    dp = {"epsilon": 0.3, "delta": 1e-6}  # count and one sum: 0.6 per job
+    dp = {"epsilon": 0.3, "delta": 1e-6, "clip": {"views": [0, 100]}}  # count, a sum: 0.6
 
     def job(job_id: str, **changes: Any) -> dict[str, Any]:
         return wired.job(
@@ -230,6 +230,20 @@ def test_privacy_budget_is_charged_per_job_and_enforced_at_every_party(wired: Wi
         job("dp-min", dp=dp, params={**params, "aggregations": extremes})
     )
     assert all(r.status_code == 422 and "min and max" in r.json()["detail"] for r in refused)
+    # the analyst may not type a sensitivity, nor leave a summed column unclipped, nor
+    # run dp without a public domain (the released keys would depend on the data)
+    for changes, words in [
+        ({"dp": {"epsilon": 0.3, "delta": 1e-6, "sensitivity": 1}}, "not set by the analyst"),
+        ({"dp": {"epsilon": 0.3, "delta": 1e-6}}, "clip bounds: set dp.clip for views"),
+        (
+            {"dp": dp, "params": {**params, "domain": None, "max_groups": 12}},
+            "public domain",
+        ),
+    ]:
+        refused = deployment.execution.submit(job("dp-bad", **changes))
+        assert all(r.status_code == 422 and words in r.json()["detail"] for r in refused), [
+            r.text for r in refused
+        ]
 
     assert all(r.status_code == 201 for r in deployment.execution.submit(job("dp-1", dp=dp)))
     states = deployment.execution.wait("dp-1", timeout=120)

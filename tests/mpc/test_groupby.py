@@ -496,3 +496,62 @@ def test_a_secret_table_has_no_truth_value() -> None:
 
     with pytest.raises(TypeError, match="no truth value"):
         run_misuse(program)
+
+
+# -- padding that is correct (issue 13) -------------------------------------------------------
+
+
+def test_domain_restricts_the_keys_rows_outside_it_form_no_group() -> None:
+    # regression: domain [2, 3] over keys 0..3 returned keys 0 and 1
+    frame = pd.DataFrame({"region": [0, 1, 2, 3, 3, 0, 1, 1], "views": [5, 6, 7, 8, 9, 10, 11, 12]})
+    frame["price"] = 0.25
+    aggregations = {"total": ("views", "sum"), "n": ("views", "count"), "top": ("views", "max")}
+
+    got = run_on_table(3, frame, SPECS, group_all("region", aggregations, domain=[3, 2]))
+
+    assert_matches(got, expected_over_domain(frame, "region", [2, 3], aggregations, None))
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_domain_keys_between_and_around_keys_outside_it(parties: int) -> None:
+    rng = np.random.default_rng(parties)
+    frame = make_frame(rows_for(parties), regions=12, seed=parties + 30)
+    valid = rng.integers(0, 2, len(frame))
+    domain = [1, 4, 5, 11, 13, 14]  # 13 and 14 occur in no row
+
+    got = run_on_table(
+        parties, frame, SPECS, group_all("region", ALL_FUNCTIONS, domain=domain), valid=valid
+    )
+
+    assert_matches(got, expected_over_domain(frame, "region", domain, ALL_FUNCTIONS, valid))
+
+
+def test_max_groups_tells_the_recipient_when_groups_were_dropped() -> None:
+    # regression: max_groups silently dropped the groups beyond G
+    from tally.mpc.table import GroupsDropped
+
+    frame = pd.DataFrame({"region": [0, 1, 2, 3, 4], "views": [1, 2, 3, 4, 5], "price": 0.5})
+    aggregations = {"n": ("views", "count")}
+
+    with pytest.warns(GroupsDropped, match="more groups than max_groups"):
+        got = run_on_table(3, frame, SPECS, group_all("region", aggregations, max_groups=3))
+    np.testing.assert_array_equal(got["region"], [0, 1, 2])
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GroupsDropped)
+        exact = run_on_table(3, frame, SPECS, group_all("region", aggregations, max_groups=5))
+    assert_matches(exact, expected_groupby(frame, ["region"], aggregations))
+
+
+def test_reveal_never_opens_what_an_invalid_row_holds() -> None:
+    # regression: reveal opened invalid rows to every party before dropping them
+    frame = pd.DataFrame({"region": [1, 2, 3], "views": [111, 222, 333], "price": 0.5})
+
+    got = run_on_table(2, frame, SPECS, lambda t: t.reveal(drop_invalid=False), valid=[1, 0, 1])
+
+    np.testing.assert_array_equal(got["views"], [111, 0, 333])
+    np.testing.assert_array_equal(got["region"], [1, 0, 3])
+    np.testing.assert_array_equal(got["price"], [0.5, 0, 0.5])
+    np.testing.assert_array_equal(got["valid"], [1, 0, 1])

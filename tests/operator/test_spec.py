@@ -15,7 +15,7 @@ VALID: dict[str, Any] = {
     "params": {"keys": ["region"]},
     "outputs": [{"name": "totals", "kind": "shares", "recipients": ["alice", "bob"]}],
     "partitions": 8,
-    "dp": {"epsilon": 1.0, "delta": 1e-6, "sensitivity": 1},
+    "dp": {"epsilon": 1.0, "delta": 1e-6, "clip": {"views": [0, 100]}},
     "scheduling": {"zone": "eu-1a", "spot": True, "maxRestarts": 5},
 }
 
@@ -35,7 +35,7 @@ def test_valid_spec_becomes_the_execution_request() -> None:
         "params": {"keys": ["region"]},
         "outputs": {"totals": {"kind": "shares", "recipients": ["alice", "bob"]}},
         "partitions": 8,
-        "dp": {"epsilon": 1.0, "delta": 1e-6, "sensitivity": 1.0},
+        "dp": {"epsilon": 1.0, "delta": 1e-6, "clip": {"views": [0.0, 100.0]}},
     }
 
 
@@ -64,6 +64,9 @@ def test_defaults_come_from_the_limits() -> None:
         ({"partitions": True}, "spec.partitions"),
         ({"dp": {"epsilon": 0}}, "spec.dp.epsilon"),
         ({"dp": {"epsilon": 1, "delta": 1}}, "spec.dp.delta"),
+        ({"dp": {"epsilon": 1, "delta": 1e-6, "sensitivity": 1}}, "spec.dp.sensitivity"),
+        ({"dp": {"epsilon": 1, "delta": 1e-6, "clip": {"v": [3, 1]}}}, "spec.dp.clip.v"),
+        ({"dp": {"epsilon": 1, "delta": 1e-6, "maxContributions": 0}}, "maxContributions"),
         ({"scheduling": {"maxRestarts": -1}}, "maxRestarts"),
         ({"scheduling": {"spot": "yes"}}, "spot"),
         ({"jobId": "Not_A_Label"}, "spec.jobId"),

@@ -74,11 +74,12 @@ class GroupBy:
     domain: list[Any] | None
     max_groups: int | None
 
-    def agg(self, dp: Mapping[str, float] | None = None, **aggregations: tuple[str, str]) -> Query:
+    def agg(self, dp: Mapping[str, Any] | None = None, **aggregations: tuple[str, str]) -> Query:
         """``agg(total=("views", "sum"), n=("views", "count"), avg=("views", "mean"))``.
 
-        ``dp={"epsilon": 1.0, "delta": 1e-6}`` adds binomial noise to each aggregate
-        inside MPC before it is opened (sensitivity 1 unless given).
+        ``dp={"epsilon": 1.0, "delta": 1e-6, "clip": {"views": [0, 1000]}}`` clips every
+        summed column inside MPC and adds binomial noise to each aggregate before it is
+        opened; it needs a public ``domain`` (docs/privacy.md).
         """
         if not aggregations:
             raise InputError('agg() needs at least one aggregation, e.g. n=("views", "count")')

@@ -57,8 +57,10 @@ class JobCreate(BaseModel):
         min_length=1, description="program output name -> where it goes"
     )
     partitions: int = Field(default=1, ge=1, le=1024, description="P workers, one per partition")
-    dp: dict[str, float] | None = Field(
-        default=None, description="differential privacy on aggregates: epsilon, delta, sensitivity"
+    dp: dict[str, Any] | None = Field(
+        default=None,
+        description="differential privacy on aggregates: epsilon, delta, clip "
+        "({column: [lo, hi]}), optionally unit and max_contributions",
     )
 
 

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from tally.execution.control import ControlClient
@@ -143,6 +144,14 @@ class JobManager:
             )
         if spec.dp is not None and program.name != "groupby":
             raise InputError(422, "bad_params", "dp applies to the groupby program only")
+        if spec.partitions > 1 and spec.params.get("domain") is not None:
+            raise InputError(
+                422,
+                "bad_params",
+                f"a domain over {spec.partitions} partitions would release every domain key "
+                "once per partition: run it on datasets uploaded with one partition, or pad "
+                "with max_groups",
+            )
         described = describe_inputs(self.inputs, spec, submitter)
         budgeted = sorted({i.id for infos in described.values() for i in infos if i.dp_budget})
         if budgeted and spec.dp is None:
@@ -150,7 +159,7 @@ class JobManager:
                 422,
                 "dp_required",
                 f"dataset(s) {', '.join(budgeted)} carry a privacy budget: a job on them must "
-                "set dp (epsilon, delta, sensitivity)",
+                "set dp (epsilon, delta, clip bounds for every summed column)",
             )
         meta = self._worker_inputs(spec, submitter, described)
         for columns, _ in meta.values():
@@ -184,9 +193,14 @@ class JobManager:
         """Record the job's epsilon on every input at this party's secret-store, which
         refuses it (``InputError``) when a dataset's privacy budget has not that much left."""
         spec = record.spec
-        epsilon = dp_epsilon(spec.params["aggregations"], DP(**(spec.dp or {})))
-        for dataset_id in sorted({d for ids in spec.inputs.values() for d in dataset_ids(ids)}):
-            self.inputs.charge_dp(dataset_id, record.submitter, spec.program, spec.id, epsilon)
+        epsilon = dp_epsilon(spec.params["aggregations"], DP.from_params(spec.dp or {}))
+        reads = Counter(d for ids in spec.inputs.values() for d in dataset_ids(ids))
+        for dataset_id, times in sorted(reads.items()):
+            # A dataset read K times puts each of its rows K times into the union: by
+            # group privacy that release costs K times epsilon on it.
+            self.inputs.charge_dp(
+                dataset_id, record.submitter, spec.program, spec.id, epsilon * times
+            )
 
     def _tuple_needs(self, record: JobRecord) -> dict[str, int]:
         """Party 0: the tuples one worker of the job will consume (a dry plan's estimate)."""

@@ -33,7 +33,6 @@ from tally.mpc.analytics import (
     sort_keys,
     weighted,
 )
-from tally.mpc.arithmetic import multiply, public_to_shares
 from tally.mpc.columns import SecretColumn
 from tally.mpc.dp import DP
 from tally.mpc.party import Party
@@ -170,8 +169,9 @@ def groupby_stages(
     """``group_by(keys).agg(**aggregations)`` as stages; see :mod:`tally.mpc.groupby`."""
     keys = list(keys)
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
-    noise = DP(**dp) if dp else None
-    engine_groupby.check_dp(named, noise)
+    noise = DP.from_params(dp) if dp else None
+    engine_groupby.check_dp(named, noise, domain, max_groups)
+    with_domain = domain is not None
     padded_rows = rows + (len(domain) if domain is not None else 0)
     summed = sorted({c for c, f in named.values() if f in ("sum", "mean")})
     extreme_requests = sorted({(c, f) for c, f in named.values() if f in ("min", "max")})
@@ -182,14 +182,10 @@ def groupby_stages(
     def prepare(party: Party, state: State) -> State:
         table = table_from_state(party, state, "in:")
         group = table.group_by(keys, domain=domain, max_groups=max_groups)
-        engine_groupby._check(table, keys, named)
-        if domain is not None and max_groups is not None:
-            raise ValueError("give either domain or max_groups, not both")
-        if max_groups is not None and max_groups < 1:
-            raise ValueError("max_groups must be at least 1")
+        engine_groupby._check(table, keys, named, max_groups)
+        engine_groupby.check_padding(group)
+        table = engine_groupby.prepare_dp(table, summed, noise)
         if group.domain is not None:
-            if len(set(map(str, group.domain))) != len(group.domain):
-                raise ValueError("domain values must be distinct")
             table, present = engine_groupby._pad_with_domain(table, keys, group.domain)
         else:
             present = table.valid.shares
@@ -258,17 +254,11 @@ def groupby_stages(
                 for v, s in zip(key_values, key_specs, strict=True)
             ],
         )
-        last = np.concatenate(
-            [one_minus(party, same), public_to_shares(party, np.ones(min(count, 1), np.uint64))]
-        )
-        (last,) = multiply(party, [(last, present)])
+        last = engine_groupby.group_end_bits(party, same, present, with_domain)
         running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
         extremes = [state.arrays[f"x{i}"] for i in range(len(extreme_requests))]
-        columns = len(keys) + len(running) + len(extremes) + 1
-        payload = (
-            np.stack(key_values + running + extremes + [last], axis=1)
-            if count
-            else np.zeros((0, columns), np.uint64)
+        payload = engine_groupby.end_payload(
+            key_values, running, extremes, present, last, with_domain
         )
         out = State(
             {k: v for k, v in state.arrays.items() if k.startswith("t:")}, dict(state.public)
@@ -285,13 +275,16 @@ def groupby_stages(
             payload = apply_destinations(
                 party, state.arrays["destinations"], payload, "a" * payload.shape[1]
             )
-        out_rows = len(domain) if domain is not None else max_groups
-        payload, ends, padded = engine_groupby.keep_group_ends(party, payload, out_rows)
+        kept = engine_groupby.keep_group_ends(
+            party, payload, len(keys), 1 + len(summed), domain, max_groups
+        )
         out = State(
             {k: v for k, v in state.arrays.items() if k.startswith("t:")}, dict(state.public)
         )
-        out.arrays["payload"], out.arrays["ends"] = np.ascontiguousarray(payload), ends
-        out.public["padded"] = padded
+        out.arrays["payload"], out.arrays["ends"] = np.ascontiguousarray(kept.payload), kept.ends
+        if kept.overflow is not None:
+            out.arrays["overflow"] = kept.overflow
+        out.public["padded"] = kept.padded
         return out
 
     def assemble(party: Party, state: State) -> State:
@@ -302,9 +295,12 @@ def groupby_stages(
             named,
             summed,
             extreme_requests,
-            state.arrays["payload"],
-            state.arrays["ends"],
-            bool(state.public["padded"]),
+            engine_groupby.Kept(
+                state.arrays["payload"],
+                state.arrays["ends"],
+                bool(state.public["padded"]),
+                state.arrays.get("overflow"),
+            ),
             noise,
         )
         out = State()

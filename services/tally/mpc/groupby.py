@@ -2,34 +2,38 @@
 
 Steps, for a table of m rows:
 
-1. Padding: with a public ``domain`` append one dummy row (``valid`` = 0) per
-   domain key, so every domain key occurs.
+0. Under ``dp`` (:mod:`tally.mpc.dp`): at most k rows per privacy unit are kept
+   (:func:`bound_contributions`) and every summed column is clipped to its bounds.
+1. Padding: with a public ``domain`` append one dummy row (``valid`` = 0,
+   ``is_domain`` = 1) per domain key.
 2. Weights: every summed column is multiplied by ``valid`` (1 round).
-3. Sort by the keys (:mod:`tally.mpc.sort`), carrying keys, ``valid`` and the
-   weighted columns.
-   The sort key ends with a ``present`` bit (``valid``, or 1 for a domain row),
-   so the last row of a group is present whenever any row of it is.
-4. Group ends: last_i = (1 - [key_i == key_{i+1}]) * present_i, last_{m-1} =
-   present_{m-1} (one equality of width total-key-bits + 1 when the keys pack
-   into 62 bits, one product).  A key held only by dummy rows is no group.
+3. Sort by (keys, flag), carrying keys, ``valid``, the flag and the weighted
+   columns; the flag is ``valid`` without a domain (so the last row of a group is
+   present whenever any row of it is) and ``is_domain`` with one (so a domain
+   key's dummy row is the last of its group).
+4. Group ends: last_i = 1 - [key_i == key_{i+1}], last_{m-1} = 1 (one equality
+   of width total-key-bits + 1 when the keys pack into 62 bits); without a
+   domain multiplied by present_i, so a key held only by dummy rows is no group.
 5. Running totals of weighted values and of ``valid``: local prefix sums.
 6. min / max: one more radix sort by (keys, valid, value) - value descending for
    min - carrying only the value; groups occupy the same rows as in step 3, so
    the last row of each group holds its extreme valid value.
 7. Compaction: a one-bit stable sort on 1 - last moves the group ends, in key
-   order, to the front.  Without padding the number of distinct keys
-   g = sum(last) is opened (revealed by design; keys held only by a provider's
-   dummy rows do not count); with ``domain`` or ``max_groups`` the first G rows are
-   kept and multiplied by last, so rows that are not group ends come out as
-   padding (valid = 0, zero values): the output shape is fixed and reveals
-   neither which keys occur nor how many.  Except with ``domain`` (whose
-   absent keys come out with count 0), an output row is valid only if its
-   count is positive (one comparison per output row), so keys held only by
-   dummy rows are no group, as in pandas.
-8. Sums and counts are differences of consecutive running totals (local);
-   means are opened as sum and count and divided by the recipient.
-9. Optional DP noise (:mod:`tally.mpc.dp`) on sums and counts before any
-   opening.
+   order, to the front, and sums and counts become differences of consecutive
+   running totals (local).  Then (:func:`keep_group_ends`):
+   * no padding: g = sum(last) is opened (revealed by design) and g rows kept;
+   * ``max_groups`` G: the first G rows are kept and multiplied by last (rows
+     that are no group end come out as padding: valid 0, zero values), and the
+     secret flag [g > G] travels with the output to its recipient, who is
+     warned (:class:`tally.mpc.table.GroupsDropped`) when groups were dropped;
+   * ``domain`` of D keys: a second one-bit compaction on is_domain keeps
+     exactly the D domain groups, in key order: rows whose key lies outside the
+     domain form no output row (membership is decided in MPC); absent domain
+     keys come out with count 0, as pandas' reindex.
+   The padded shapes reveal neither which keys occur nor how many.
+8. Means are opened as sum and count and divided by the recipient.
+9. Under ``dp``: counts and sums are rounded to their noise's unit and noised
+   before any opening.
 
 Opened values: only the uniformly random permutations inside the sorts, the
 masked values inside comparisons and products, and, without padding, g.
@@ -37,7 +41,9 @@ masked values inside comparisons and products, and, without padding, g.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,21 +58,28 @@ from tally.mpc.analytics import (
     sort_keys,
     weighted,
 )
-from tally.mpc.arithmetic import multiply, open_values, public_to_shares
+from tally.mpc.arithmetic import add_public, multiply, open_values, public_to_shares
 from tally.mpc.columns import SecretColumn
-from tally.mpc.dp import DP, add_noise
+from tally.mpc.compare import equal, less_than_zero
+from tally.mpc.dp import DP, add_noise, clip
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
 from tally.mpc.sort import SortKey, apply_destinations, bit_destinations, key_from_values
-from tally.mpc.table import ColumnSpec, SecretTable
+from tally.mpc.table import OVERFLOW_COLUMN, ColumnSpec, SecretTable
 
 if TYPE_CHECKING:
     from tally.mpc.table import GroupBy
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max")
+OVERFLOW = OVERFLOW_COLUMN
 
 
-def _check(table: SecretTable, keys: Sequence[str], aggregations: Mapping[str, Any]) -> None:
+def _check(
+    table: SecretTable,
+    keys: Sequence[str],
+    aggregations: Mapping[str, Any],
+    max_groups: int | None = None,
+) -> None:
     if not aggregations:
         raise ValueError('agg needs at least one aggregation, e.g. total=("views", "sum")')
     for name, spec in aggregations.items():
@@ -82,9 +95,19 @@ def _check(table: SecretTable, keys: Sequence[str], aggregations: Mapping[str, A
             raise ValueError(f"output name {name!r} collides with a key column")
 
 
-def check_dp(aggregations: Mapping[str, Sequence[str]], dp: DP | None) -> None:
-    """Refuse min and max under ``dp``: only counts and sums get noise, so they would be
-    opened exactly."""
+def check_dp(
+    aggregations: Mapping[str, Sequence[str]],
+    dp: DP | None,
+    domain: Sequence[Any] | None = None,
+    max_groups: int | None = None,
+) -> None:
+    """What a group-by under ``dp`` needs, refused with a clear reason otherwise.
+
+    min and max would be opened without noise; without a public ``domain`` the set of
+    keys that occur (or its size, or the exact ``valid`` flags of a ``max_groups``
+    output) would leave unnoised; every summed column needs clip bounds, from which its
+    sensitivity follows.
+    """
     if dp is None:
         return
     extremes = sorted(name for name, spec in aggregations.items() if spec[1] in ("min", "max"))
@@ -93,6 +116,22 @@ def check_dp(aggregations: Mapping[str, Sequence[str]], dp: DP | None) -> None:
             f"with dp, min and max would be opened without noise ({', '.join(extremes)}): "
             "drop them or dp"
         )
+    if domain is None or max_groups is not None:
+        raise ValueError(
+            "with dp the released keys must not depend on the data: give a public domain "
+            "(every domain key is released with a noisy count), not max_groups or no padding"
+        )
+    summed = sorted({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
+    missing = [c for c in summed if c not in dp.clip]
+    if missing:
+        raise ValueError(
+            f"with dp every summed column needs clip bounds: set dp.clip for {', '.join(missing)}"
+        )
+
+
+def dp_releases(aggregations: Mapping[str, Sequence[str]]) -> int:
+    """How many noisy releases a group-by makes: the count and each summed column."""
+    return 1 + len({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
 
 
 def dp_epsilon(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
@@ -101,16 +140,98 @@ def dp_epsilon(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
     The count and every summed column (``sum``, ``mean``) get noise of their own, and
     each is an (epsilon, delta) release; by basic composition the job spends their sum.
     Groups are disjoint, so a row lies in one group of each release (parallel
-    composition): the number of groups does not multiply the cost.
+    composition): the number of groups does not multiply the cost.  With a privacy unit
+    of k rows, a person's rows may lie in k groups, each of whose rounded release may
+    move by one noise unit: basic composition over them multiplies the cost by k.
     """
-    summed = {spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")}
-    return dp.epsilon * (1 + len(summed))
+    factor = dp.max_contributions if dp.unit is not None else 1
+    return dp.epsilon * dp_releases(aggregations) * factor
+
+
+def dp_delta(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
+    """The delta a group-by with ``dp`` spends on its input (basic composition)."""
+    factor = dp.max_contributions if dp.unit is not None else 1
+    return dp.delta * dp_releases(aggregations) * factor
+
+
+def raw_bounds(spec: ColumnSpec, bounds: tuple[float, float]) -> tuple[int, int]:
+    """Clip bounds in the column's raw ring units, widened outwards to whole units."""
+    scale = 1 << spec.frac_bits if spec.kind == "fixed" else 1
+    return math.floor(bounds[0] * scale), math.ceil(bounds[1] * scale)
+
+
+def bound_contributions(table: SecretTable, unit: str, limit: int) -> SecretTable:
+    """Keep at most ``limit`` valid rows per value of the ``unit`` column (inside MPC).
+
+    Sort by (unit, invalid) so that each unit's valid rows come first, then row i is
+    beyond its unit's first ``limit`` rows iff unit_i == unit_{i - limit} (the rows are
+    sorted): one equality per row, and ``valid`` is multiplied by its complement.
+    Reveals nothing (the sort opens only shuffled values); the table comes back in
+    unit order.
+    """
+    party = table.party
+    spec = table.spec(unit)
+    keys = merge_keys(
+        [
+            key_from_values(party, table[unit].shares, spec.sort_width, spec.sort_offset),
+            bit_key(party, one_minus(party, table.valid.shares)),
+        ]
+    )
+    names = list(table.columns)
+    moved = radix_sort_columns(party, keys, [table[n].shares for n in names] + [table.valid.shares])
+    columns = {
+        n: SecretColumn(party, moved[i], table.columns[n].frac_bits) for i, n in enumerate(names)
+    }
+    valid = moved[-1]
+    rows = valid.shape[0]
+    if rows > limit:
+        units = columns[unit].shares
+        width = spec.sort_width + 1 if spec.kind == "key" else 64
+        repeated = equal(party, units[limit:], units[:-limit], width)
+        keep = np.concatenate(
+            [public_to_shares(party, np.ones(limit, np.uint64)), one_minus(party, repeated)]
+        )
+        (valid,) = multiply(party, [(valid, keep)])
+    return table.with_columns(columns, table.specs, SecretColumn(party, valid))
+
+
+def prepare_dp(table: SecretTable, summed: Sequence[str], dp: DP | None) -> SecretTable:
+    """Under ``dp``: contributions bounded per privacy unit, summed columns clipped."""
+    if dp is None:
+        return table
+    if dp.unit is not None:
+        table = bound_contributions(table, dp.unit, dp.max_contributions)
+    party = table.party
+    columns = dict(table.columns)
+    for name in summed:
+        lo, hi = raw_bounds(table.spec(name), dp.clip[name])
+        columns[name] = SecretColumn(
+            party, clip(party, table[name].shares, lo, hi), columns[name].frac_bits
+        )
+    return table.with_columns(columns, table.specs)
+
+
+def check_padding(group: GroupBy) -> None:
+    """The padding parameters themselves (shared by the engine and the staged program)."""
+    if group.domain is not None and group.max_groups is not None:
+        raise ValueError("give either domain or max_groups, not both")
+    if group.max_groups is not None and group.max_groups < 1:
+        raise ValueError("max_groups must be at least 1")
+    if group.domain is not None:
+        if len(group.domain) == 0:
+            raise ValueError("domain must name at least one key")
+        if len(set(map(str, group.domain))) != len(group.domain):
+            raise ValueError("domain values must be distinct")
 
 
 def _pad_with_domain(
     table: SecretTable, keys: Sequence[str], domain: Sequence[Any]
 ) -> tuple[SecretTable, Shares]:
-    """The table plus one dummy row per domain key, and the ``present`` flags (valid or domain)."""
+    """The table plus one dummy row per domain key, and the ``is_domain`` flags.
+
+    Dummy rows have ``valid`` 0 and zero values; ``is_domain`` is 1 on them and 0 on
+    every real row (public positions: the dummy rows are appended).
+    """
     party = table.party
     values = [tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in domain]
     if any(len(v) != len(keys) for v in values):
@@ -127,9 +248,10 @@ def _pad_with_domain(
             party, np.concatenate([column.shares, dummy]), column.frac_bits
         )
     valid = np.concatenate([table.valid.shares, np.zeros(extra, dtype=np.uint64)])
-    ones = public_to_shares(party, np.ones(extra, np.uint64))
-    present = np.concatenate([table.valid.shares, ones])
-    return table.with_columns(columns, table.specs, SecretColumn(party, valid)), present
+    is_domain = public_to_shares(
+        party, np.concatenate([np.zeros(len(table), np.uint64), np.ones(extra, np.uint64)])
+    )
+    return table.with_columns(columns, table.specs, SecretColumn(party, valid)), is_domain
 
 
 def _extremes(
@@ -163,83 +285,146 @@ def _differences(running: Shares) -> Shares:
     return differences
 
 
+def group_end_bits(party: Party, same: Shares, flags: Shares, with_domain: bool) -> Shares:
+    """last_i: row i ends a group.  Without a domain only groups with a present row count
+    (one product); with one every group ends, and ``flags`` (is_domain) are carried apart."""
+    rows = flags.shape[0]
+    last = np.concatenate(
+        [one_minus(party, same), public_to_shares(party, np.ones(min(rows, 1), np.uint64))]
+    )
+    if not with_domain:
+        (last,) = multiply(party, [(last, flags)])
+    return last
+
+
+def end_payload(
+    key_values: Sequence[Shares],
+    running: Sequence[Shares],
+    extremes: Sequence[Shares],
+    flags: Shares,
+    last: Shares,
+    with_domain: bool,
+) -> Shares:
+    """The columns compaction moves: keys, running totals, extremes, (is_domain,) last."""
+    columns = [*key_values, *running, *extremes, *([flags] if with_domain else []), last]
+    if flags.shape[0]:
+        return np.stack(columns, axis=1)
+    return np.zeros((0, len(columns)), np.uint64)
+
+
 def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) -> SecretTable:
     """Run ``group_by(...).agg(...)``; returns the output table (keys first, then aggregates)."""
     table, keys = group.table, group.keys
-    _check(table, keys, aggregations)
-    check_dp(aggregations, dp)
-    if group.domain is not None and group.max_groups is not None:
-        raise ValueError("give either domain or max_groups, not both")
-    if group.max_groups is not None and group.max_groups < 1:
-        raise ValueError("max_groups must be at least 1")
-    if group.domain is not None:
-        if len(set(map(str, group.domain))) != len(group.domain):
-            raise ValueError("domain values must be distinct")
-        table, present = _pad_with_domain(table, keys, group.domain)
-    else:
-        present = table.valid.shares
-    out_rows = len(group.domain) if group.domain is not None else group.max_groups
-    party = table.party
-
+    _check(table, keys, aggregations, group.max_groups)
+    check_padding(group)
+    check_dp(aggregations, dp, group.domain, group.max_groups)
     summed = sorted({c for c, f in aggregations.values() if f in ("sum", "mean")})
     extreme_requests = sorted({(c, f) for c, f in aggregations.values() if f in ("min", "max")})
+    table = prepare_dp(table, summed, dp)
+    with_domain = group.domain is not None
+    if group.domain is not None:
+        table, flags = _pad_with_domain(table, keys, group.domain)
+    else:
+        flags = table.valid.shares
+    party = table.party
     weights = weighted(table, summed) if summed else []
 
     group_keys = sort_keys(table, keys)
     extremes = _extremes(table, group_keys, extreme_requests)
-    # Sort by (keys, present): a group's last row is present whenever any of its rows is.
-    key_list = merge_keys([*group_keys, bit_key(party, present)])
-    carried = [table[k].shares for k in keys] + [table.valid.shares, present]
+    # Sort by (keys, flag): a group's last row is present whenever any of its rows is,
+    # and with a domain a domain key's dummy row is the last of its group.
+    key_list = merge_keys([*group_keys, bit_key(party, flags)])
+    carried = [table[k].shares for k in keys] + [table.valid.shares, flags]
     ordered = radix_sort_columns(party, key_list, carried + [w.shares for w in weights])
     width = len(keys)
-    key_values, valid, present = ordered[:width], ordered[width], ordered[width + 1]
+    key_values, valid, flags = ordered[:width], ordered[width], ordered[width + 1]
     sums = ordered[width + 2 :]
 
-    rows = valid.shape[0]
     specs = [table.spec(k) for k in keys]
     same = adjacent_equal(
         party,
         [(v, s.sort_width, s.kind == "key") for v, s in zip(key_values, specs, strict=True)],
     )
-    last = np.concatenate(
-        [one_minus(party, same), public_to_shares(party, np.ones(min(rows, 1), np.uint64))]
-    )
-    (last,) = multiply(party, [(last, present)])  # ends of groups with a present row
-
+    last = group_end_bits(party, same, flags, with_domain)
     running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
-    payload = (
-        np.stack(key_values + running + [extremes[r] for r in extreme_requests] + [last], axis=1)
-        if rows
-        else np.zeros((0, len(keys) + len(running) + len(extreme_requests) + 1), np.uint64)
+    payload = end_payload(
+        key_values, running, [extremes[r] for r in extreme_requests], flags, last, with_domain
     )
-    if rows:
+    if payload.shape[0]:
         destinations = bit_destinations(party, one_minus(party, last))
         payload = apply_destinations(party, destinations, payload, "a" * payload.shape[1])
 
-    payload, ends, padded = keep_group_ends(party, payload, out_rows)
-    return _assemble(table, keys, aggregations, summed, extreme_requests, payload, ends, padded, dp)
+    kept = keep_group_ends(party, payload, width, len(running), group.domain, group.max_groups)
+    return _assemble(table, keys, aggregations, summed, extreme_requests, kept, dp)
+
+
+@dataclass
+class Kept:
+    """The output rows of a group-by before its aggregates are assembled."""
+
+    payload: Shares
+    """Keys, per-group counts and sums (already differenced), extremes: one row per output."""
+    ends: Shares
+    """The output rows' validity (shares)."""
+    padded: bool
+    """Rows past the real groups are in the output: mask them by ``ends``."""
+    overflow: Shares | None = None
+    """With ``max_groups``: shares of [more groups than max_groups] (one value)."""
 
 
 def keep_group_ends(
-    party: Party, payload: Shares, out_rows: int | None
-) -> tuple[Shares, Shares, bool]:
-    """The first rows of a compacted payload (its last column: group-end bits), and their validity.
+    party: Party,
+    payload: Shares,
+    width: int,
+    totals: int,
+    domain: Sequence[Any] | None,
+    max_groups: int | None,
+) -> Kept:
+    """The output rows of a payload compacted on its last column (group-end bits).
 
-    Without padding (``out_rows`` None) the number of groups is opened and that many rows
-    kept, all valid; with padding exactly ``out_rows`` rows are kept (zero rows appended
-    if the table is shorter) and their validity is the secret group-end bit.
-    Returns (payload, ends, padded).
+    ``width`` key columns come first, then ``totals`` running totals, the extremes, (with
+    a domain, the is_domain flags,) and the group-end bits.
+    * Without padding the number of groups g is opened (revealed by design) and g rows
+      kept, all valid.
+    * With ``max_groups`` G exactly G rows are kept (zero rows appended if the table is
+      shorter), their validity the secret group-end bit; the secret overflow flag
+      [g > G] (one comparison) goes to the recipient with the output.
+    * With a ``domain`` of D keys: after the running totals are differenced over every
+      group, a second one-bit compaction on is_domain moves the D domain groups, in key
+      order, to the front; groups of keys outside the domain are dropped there, in MPC.
+      All D rows are valid: which keys are released is public.
     """
-    if out_rows is None:
-        last = payload[:, -1] if payload.shape[0] else np.zeros(0, np.uint64)
+    body = slice(0, payload.shape[1] - (2 if domain is not None else 1))
+    last = np.ascontiguousarray(payload[:, -1])
+    if domain is not None:
+        flags = np.ascontiguousarray(payload[:, -2])
+        rows = _with_differences(np.ascontiguousarray(payload[:, body]), width, totals)
+        destinations = bit_destinations(party, one_minus(party, flags))
+        rows = apply_destinations(party, destinations, rows, "a" * rows.shape[1])
+        out = np.ascontiguousarray(rows[: len(domain)])
+        return Kept(out, public_to_shares(party, np.ones(len(domain), np.uint64)), False)
+    if max_groups is None:
         (groups,) = open_values(party, [np.array([last.sum(dtype=np.uint64)])])
-        kept = payload[: int(groups[0])]
-        return kept, public_to_shares(party, np.ones(kept.shape[0], np.uint64)), False
-    kept = payload[:out_rows]
-    if kept.shape[0] < out_rows:
-        filler = np.zeros((out_rows - kept.shape[0], kept.shape[1]), np.uint64)
+        kept = np.ascontiguousarray(payload[: int(groups[0]), body])
+        ones = public_to_shares(party, np.ones(kept.shape[0], np.uint64))
+        return Kept(_with_differences(kept, width, totals), ones, False)
+    groups = np.array([last.sum(dtype=np.uint64)])
+    overflow = less_than_zero(party, add_public(party, np.uint64(0) - groups, max_groups))
+    kept = payload[:max_groups]
+    if kept.shape[0] < max_groups:
+        filler = np.zeros((max_groups - kept.shape[0], kept.shape[1]), np.uint64)
         kept = np.vstack([kept, filler])
-    return kept, np.ascontiguousarray(kept[:, -1]), True
+    ends = np.ascontiguousarray(kept[:, -1])
+    rows = _with_differences(np.ascontiguousarray(kept[:, body]), width, totals)
+    return Kept(rows, ends, True, overflow)
+
+
+def _with_differences(rows: Shares, width: int, totals: int) -> Shares:
+    """``rows`` with its running-total columns replaced by consecutive differences."""
+    out = rows.copy()
+    for index in range(width, width + totals):
+        out[:, index] = _differences(rows[:, index]) if rows.shape[0] else rows[:, index]
+    return out
 
 
 def _assemble(
@@ -248,21 +433,20 @@ def _assemble(
     aggregations: Mapping[str, Any],
     summed: Sequence[str],
     extreme_requests: Sequence[tuple[str, str]],
-    payload: Shares,
-    ends: Shares,
-    padded: bool,
+    kept: Kept,
     dp: DP | None,
 ) -> SecretTable:
     party: Party = table.party
+    payload, ends = kept.payload, kept.ends
     width = len(keys)
     key_values = [np.ascontiguousarray(payload[:, i]) for i in range(width)]
-    count = _differences(payload[:, width])
-    totals = {c: _differences(payload[:, width + 1 + i]) for i, c in enumerate(summed)}
+    count = np.ascontiguousarray(payload[:, width])
+    totals = {c: np.ascontiguousarray(payload[:, width + 1 + i]) for i, c in enumerate(summed)}
     base = width + 1 + len(summed)
     extremes = {
         r: np.ascontiguousarray(payload[:, base + i]) for i, r in enumerate(extreme_requests)
     }
-    if padded:
+    if kept.padded:
         columns_to_mask = key_values + [count] + list(totals.values()) + list(extremes.values())
         masked = multiply(party, [(c, ends) for c in columns_to_mask])
         key_values = masked[:width]
@@ -270,8 +454,11 @@ def _assemble(
         totals = dict(zip(totals, masked[width + 1 : width + 1 + len(totals)], strict=True))
         extremes = dict(zip(extremes, masked[width + 1 + len(totals) :], strict=True))
     if dp is not None:
-        count = add_noise(party, count, dp)
-        totals = {c: add_noise(party, t, dp, table.spec(c).frac_bits) for c, t in totals.items()}
+        k = dp.max_contributions
+        count = add_noise(party, count, dp, k)
+        for column, total in totals.items():
+            lo, hi = raw_bounds(table.spec(column), dp.clip[column])
+            totals[column] = add_noise(party, total, dp, max(abs(lo), abs(hi), 1) * k)
 
     columns: dict[str, SecretColumn] = {}
     specs: dict[str, ColumnSpec] = {}
@@ -302,7 +489,11 @@ def _assemble(
             columns[name] = SecretColumn(party, extremes[(column, function)], spec.frac_bits)
             specs[name] = value_spec
             derived[name] = ("extreme", count_name)
+    names = [*keys, *aggregations]
+    if kept.overflow is not None:
+        flag = np.repeat(kept.overflow, payload.shape[0])
+        columns[OVERFLOW], specs[OVERFLOW] = SecretColumn(party, flag), ColumnSpec("int")
     output = SecretTable(party, columns, specs, SecretColumn(party, ends))
     output.derived = derived
-    output.output_names = [*keys, *aggregations]
+    output.output_names = names
     return output

@@ -40,7 +40,7 @@ def groupby(
 ) -> dict[str, SecretTable]:
     """group_by(keys).agg(**aggregations) over the single input table."""
     table = _only_input(tables)
-    noise = DP(**dp) if dp else None
+    noise = DP.from_params(dp) if dp else None
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
     grouped = table.group_by(list(keys), domain=domain, max_groups=max_groups)
     return {"result": grouped.agg(dp=noise, **named)}

@@ -14,6 +14,7 @@ weighs rows by it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,6 +37,13 @@ from tally.mpc.ring import (
 )
 
 KINDS = ("int", "fixed", "key")
+
+OVERFLOW_COLUMN = "__overflow"
+"""A group-by with ``max_groups``: 1 on every output row when groups were dropped."""
+
+
+class GroupsDropped(UserWarning):
+    """A ``max_groups`` output holds fewer groups than the data has (told to the recipient)."""
 
 
 @dataclass(frozen=True)
@@ -206,13 +214,18 @@ class SecretTable:
         return self.valid.sum()
 
     def reveal(self, drop_invalid: bool = True) -> dict[str, NDArray[Any]]:
-        """Open every column to every party and decode it (only where the program allows)."""
-        from tally.mpc.arithmetic import open_values
+        """Open every column to every party and decode it (only where the program allows).
+
+        Columns are multiplied by ``valid`` first (one round), so a row marked invalid is
+        opened as zeros: what it held never reaches a party.  The ``valid`` flags
+        themselves are opened (they say which rows are output rows).
+        """
+        from tally.mpc.arithmetic import multiply, open_values
 
         names = list(self.columns)
-        opened = open_values(
-            self.party, [self.columns[n].shares for n in names] + [self.valid.shares]
-        )
+        valid = self.valid.shares
+        masked = multiply(self.party, [(self.columns[n].shares, valid) for n in names])
+        opened = open_values(self.party, [*masked, valid])
         keep = opened[-1].view(np.int64) != 0 if drop_invalid else np.ones(len(self), bool)
         plain = {n: self.specs[n].decode(o)[keep] for n, o in zip(names, opened, strict=False)}
         if not drop_invalid:
@@ -229,7 +242,18 @@ def finish_derived(
 
     ``("mean", sum, count)``: sum / count, NaN for an empty group;
     ``("extreme", count)``: the value, NaN for an empty group.
+    A set overflow flag (:data:`OVERFLOW_COLUMN`) is told as a :class:`GroupsDropped`
+    warning.
     """
+    flag = plain.get(OVERFLOW_COLUMN)
+    if flag is not None and flag.size and bool(np.any(flag != 0)):
+        warnings.warn(
+            GroupsDropped(
+                "the data has more groups than max_groups: some groups are missing from "
+                "this output (raise max_groups)"
+            ),
+            stacklevel=2,
+        )
     for name, (operation, *sources) in derived.items():
         count = plain[sources[-1]].astype(np.float64)
         if operation == "mean":
