@@ -249,6 +249,18 @@ def test_privacy_budget_is_charged_per_job_and_enforced_at_every_party(wired: Wi
     states = deployment.execution.wait("dp-1", timeout=120)
     assert [s["phase"] for s in states] == ["Succeeded"] * 3, states
     assert spent() == pytest.approx([0.6] * 3)
+    deltas = [
+        deployment.store(p, "GET", f"/v1/datasets/{budgeted}").json()["dp_delta_spent"]
+        for p in range(3)
+    ]
+    assert deltas == pytest.approx([2e-6] * 3)  # delta is charged too: two releases
+
+    # listing the dataset twice counts each row twice: twice the epsilon (1.2 > 0.4 left)
+    twice = job("dp-twice", dp=dp, inputs={"events": [budgeted, budgeted]})
+    assert all(r.status_code == 201 for r in deployment.execution.submit(twice))
+    states = deployment.execution.wait("dp-twice", timeout=120)
+    assert [s["phase"] for s in states] == ["Failed"] * 3, states
+    assert any("needs 1.2" in s["reason"] for s in states), states
 
     assert all(r.status_code == 201 for r in deployment.execution.submit(job("dp-2", dp=dp)))
     states = deployment.execution.wait("dp-2", timeout=120)

@@ -45,6 +45,7 @@ class Dataset:
     dp_budget: float | None = None
     """Total epsilon that differentially private jobs may spend on it; None: no cap."""
     dp_spent: float = 0.0
+    dp_delta_spent: float = 0.0
     """Epsilon spent so far (at party 0)."""
 
     @classmethod
@@ -63,6 +64,7 @@ class Dataset:
             masked=bool(body.get("masked", False)),
             dp_budget=None if body.get("dp_budget") is None else float(body["dp_budget"]),
             dp_spent=float(body.get("dp_spent", 0.0)),
+            dp_delta_spent=float(body.get("dp_delta_spent", 0.0)),
         )
 
 

@@ -134,7 +134,13 @@ class LocalDatasets:
         return {name: np.concatenate([part[name] for part in loaded]) for name in loaded[0]}
 
     def charge_dp(
-        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+        self,
+        dataset_id: str,
+        identity: str,
+        program: str,
+        job_id: str,
+        epsilon: float,
+        delta: float = 0.0,
     ) -> None:
         """Development datasets carry no privacy budget: only access is checked."""
         self.describe(dataset_id, identity, program)

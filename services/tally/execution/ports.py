@@ -83,7 +83,13 @@ class InputStore(Protocol):
         ...
 
     def charge_dp(
-        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+        self,
+        dataset_id: str,
+        identity: str,
+        program: str,
+        job_id: str,
+        epsilon: float,
+        delta: float = 0.0,
     ) -> None:
         """Record that a job spends ``epsilon`` on the dataset; ``InputError`` when its
         privacy budget has not that much left (the same job again is no second charge)."""

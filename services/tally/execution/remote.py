@@ -129,9 +129,21 @@ class SecretStoreDatasets:
         )
 
     def charge_dp(
-        self, dataset_id: str, identity: str, program: str, job_id: str, epsilon: float
+        self,
+        dataset_id: str,
+        identity: str,
+        program: str,
+        job_id: str,
+        epsilon: float,
+        delta: float = 0.0,
     ) -> None:
-        body = {"job_id": job_id, "identity": identity, "program": program, "epsilon": epsilon}
+        body = {
+            "job_id": job_id,
+            "identity": identity,
+            "program": program,
+            "epsilon": epsilon,
+            "delta": delta,
+        }
         try:
             response = self._request(
                 "POST", f"/v1/internal/datasets/{quote(dataset_id, safe='')}/dp-charges", json=body

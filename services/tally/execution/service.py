@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
 from tally.mpc.dp import DP
-from tally.mpc.groupby import dp_epsilon
+from tally.mpc.groupby import dp_delta, dp_epsilon
 from tally.mpc.reserved import TupleServiceError
 from tally.mpc.table import ColumnSpec
 
@@ -193,13 +194,20 @@ class JobManager:
         """Record the job's epsilon on every input at this party's secret-store, which
         refuses it (``InputError``) when a dataset's privacy budget has not that much left."""
         spec = record.spec
-        epsilon = dp_epsilon(spec.params["aggregations"], DP.from_params(spec.dp or {}))
+        dp = DP.from_params(spec.dp or {})
+        epsilon = dp_epsilon(spec.params["aggregations"], dp)
+        delta = dp_delta(spec.params["aggregations"], dp)
         reads = Counter(d for ids in spec.inputs.values() for d in dataset_ids(ids))
         for dataset_id, times in sorted(reads.items()):
             # A dataset read K times puts each of its rows K times into the union: by
-            # group privacy that release costs K times epsilon on it.
+            # group privacy that release costs K epsilon and K e^((K-1) epsilon) delta.
             self.inputs.charge_dp(
-                dataset_id, record.submitter, spec.program, spec.id, epsilon * times
+                dataset_id,
+                record.submitter,
+                spec.program,
+                spec.id,
+                epsilon * times,
+                min(delta * times * math.exp((times - 1) * epsilon), 0.999),
             )
 
     def _tuple_needs(self, record: JobRecord) -> dict[str, int]:

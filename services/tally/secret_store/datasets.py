@@ -105,6 +105,7 @@ def to_public(dataset: Dataset) -> DatasetPublic:
         masked=dataset.mask_id is not None,
         dp_budget=dataset.dp_budget,
         dp_spent=dataset.dp_spent,
+        dp_delta_spent=dataset.dp_delta_spent,
     )
 
 
@@ -285,12 +286,16 @@ def charge_dp(
         )
         existing = session.get(DpCharge, (dataset_id, body.job_id))
         if existing is not None:
-            if not math.isclose(existing.epsilon, body.epsilon, rel_tol=1e-12):
+            if not (
+                math.isclose(existing.epsilon, body.epsilon, rel_tol=1e-12)
+                and math.isclose(existing.delta, body.delta, rel_tol=1e-12)
+            ):
                 raise ApiError(
                     409,
                     "conflict",
-                    f"job {body.job_id} already spent epsilon {existing.epsilon:g} on dataset "
-                    f"{dataset_id}, not {body.epsilon:g}",
+                    f"job {body.job_id} already spent epsilon {existing.epsilon:g}, delta "
+                    f"{existing.delta:g} on dataset {dataset_id}, not {body.epsilon:g}, "
+                    f"{body.delta:g}",
                 )
             return _charge_public(dataset, existing, spent), False
         budget = dataset.dp_budget
@@ -307,11 +312,18 @@ def charge_dp(
             identity=body.identity,
             program=body.program,
             epsilon=body.epsilon,
+            delta=body.delta,
             charged_at=utcnow(),
         )
         session.add(charge)
         session.flush()
-        log.info("dataset %s: job %s spent epsilon %g", dataset_id, body.job_id, body.epsilon)
+        log.info(
+            "dataset %s: job %s spent epsilon %g, delta %g",
+            dataset_id,
+            body.job_id,
+            body.epsilon,
+            body.delta,
+        )
         return _charge_public(dataset, charge, spent + body.epsilon), True
 
 
@@ -320,6 +332,7 @@ def _charge_public(dataset: Dataset, charge: DpCharge, spent: float) -> DpCharge
         dataset_id=dataset.id,
         job_id=charge.job_id,
         epsilon=charge.epsilon,
+        delta=charge.delta,
         dp_budget=dataset.dp_budget,
         dp_spent=spent,
     )

@@ -63,6 +63,10 @@ _DATASET_WITH_TAGS = (
         .where(DpCharge.dataset_id == Dataset.id)
         .scalar_subquery()
         .label("dp_spent"),
+        select(func.coalesce(func.sum(DpCharge.delta), 0.0))
+        .where(DpCharge.dataset_id == Dataset.id)
+        .scalar_subquery()
+        .label("dp_delta_spent"),
         Tag.key,
         Tag.value,
     )
@@ -99,4 +103,5 @@ def read_dataset(ctx: StoreContext, principal: Principal, dataset_id: str) -> Da
         masked=first.mask_id is not None,
         dp_budget=first.dp_budget,
         dp_spent=float(first.dp_spent or 0.0),
+        dp_delta_spent=float(first.dp_delta_spent or 0.0),
     )

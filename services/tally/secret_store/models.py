@@ -81,6 +81,11 @@ class Dataset(Base):
         """Epsilon spent on this dataset by the jobs charged so far."""
         return sum(charge.epsilon for charge in self.dp_charges)
 
+    @property
+    def dp_delta_spent(self) -> float:
+        """Delta spent on this dataset by the jobs charged so far."""
+        return sum(charge.delta for charge in self.dp_charges)
+
 
 class DatasetColumn(Base):
     """One column's public description (kind and encoding)."""
@@ -143,6 +148,7 @@ class DpCharge(Base):
     identity: Mapped[str] = mapped_column(String(128))
     program: Mapped[str] = mapped_column(String(128))
     epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     charged_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

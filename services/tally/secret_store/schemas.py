@@ -180,6 +180,7 @@ class DatasetPublic(BaseModel):
     masked: bool = Field(description="uploaded as masked input")
     dp_budget: float | None = Field(default=None, description="total epsilon; none: no cap")
     dp_spent: float = Field(default=0.0, description="epsilon spent by the jobs charged so far")
+    dp_delta_spent: float = Field(default=0.0, description="delta spent by those jobs")
 
 
 class DpChargeCreate(BaseModel):
@@ -191,6 +192,7 @@ class DpChargeCreate(BaseModel):
     identity: Identity
     program: ProgramName
     epsilon: float = Field(gt=0, le=1000)
+    delta: float = Field(default=0.0, ge=0, lt=1)
 
 
 class DpChargePublic(BaseModel):
@@ -199,6 +201,7 @@ class DpChargePublic(BaseModel):
     dataset_id: str
     job_id: str
     epsilon: float
+    delta: float
     dp_budget: float | None
     dp_spent: float
 
