@@ -194,8 +194,20 @@ def test_privacy_budget_is_recorded_and_enforced_per_dataset(api: Api) -> None:
     dataset_id, _ = api.committed(dp_budget=1.0)
     url = f"/v1/internal/datasets/{dataset_id}/dp-charges"
 
-    def charge(job: str, epsilon: float, identity: str = "alice", who: str = "execution") -> Any:
-        body = {"job_id": job, "identity": identity, "program": "groupby", "epsilon": epsilon}
+    def charge(
+        job: str,
+        epsilon: float,
+        identity: str = "alice",
+        who: str = "execution",
+        delta: float = 1e-6,
+    ) -> Any:
+        body = {
+            "job_id": job,
+            "identity": identity,
+            "program": "groupby",
+            "epsilon": epsilon,
+            "delta": delta,
+        }
         return api.request("POST", url, who, json=body)
 
     assert charge("job-a", 0.25, who="alice").status_code == 403  # service credential only
@@ -205,11 +217,13 @@ def test_privacy_budget_is_recorded_and_enforced_per_dataset(api: Api) -> None:
         "dataset_id": dataset_id,
         "job_id": "job-a",
         "epsilon": 0.25,
+        "delta": 1e-6,
         "dp_budget": 1.0,
         "dp_spent": 0.25,
     }
     assert charge("job-a", 0.25).status_code == 200  # a retry is not a second spending
     assert charge("job-a", 0.5).status_code == 409  # the same job, another epsilon
+    assert charge("job-a", 0.25, delta=2e-6).status_code == 409  # or another delta
     assert charge("job-b", 0.5).status_code == 201
     before = api.snapshot()
     refused = charge("job-c", 0.5)  # 0.25 left
@@ -221,7 +235,8 @@ def test_privacy_budget_is_recorded_and_enforced_per_dataset(api: Api) -> None:
     assert charge("job-d", 0.25).status_code == 201  # exactly what was left
     meta = api.request("GET", f"/v1/datasets/{dataset_id}").json()
     assert meta["dp_budget"] == 1.0 and meta["dp_spent"] == 1.0
-    for bad in ({"epsilon": 0}, {"epsilon": -1}, {"job_id": "no spaces"}):
+    assert meta["dp_delta_spent"] == pytest.approx(3e-6)  # job-a, job-b, job-d
+    for bad in ({"epsilon": 0}, {"epsilon": -1}, {"job_id": "no spaces"}, {"delta": 1.0}):
         body = {"job_id": "job-e", "identity": "alice", "program": "groupby", "epsilon": 0.1}
         assert api.request("POST", url, "execution", json={**body, **bad}).status_code == 422
 

@@ -208,11 +208,17 @@ class Worker:
                 total,
                 self.tuples.next_free(self.files.job_id, self.index),
             )
+            # Before its first mesh a worker's peers may still be accepting the job and
+            # reserving its tuples (a restarted party does both again): wait as long as
+            # parties have to accept a job, not only as long as a lost peer may stay away.
+            wait_s = self.settings.peer_timeout_s
+            if online_started is None:
+                wait_s = max(wait_s, self.settings.accept_timeout_s)
             try:
-                mesh, hellos = endpoint.connect(hello, self.settings.peer_timeout_s)
+                mesh, hellos = endpoint.connect(hello, wait_s)
             except PeerLost as error:
                 raise JobFailed(
-                    f"a peer stayed away longer than {self.settings.peer_timeout_s:.0f} s "
+                    f"a peer stayed away longer than {wait_s:.0f} s "
                     f"(this party was at stage {max(held, default=0)} of {total}): {error}"
                 ) from None
             try:
