@@ -348,6 +348,8 @@ def run() -> None:
               help="aggregate: sum, count, mean, min or max of a column")  # fmt: skip
 @click.option("--domain", help="all key values, comma-separated: pads the output to them")
 @click.option("--max-groups", type=click.IntRange(1), help="pad the output to G groups")
+@click.option("--min-group-size", type=click.IntRange(1), default=None,
+              help="suppress groups with fewer rows, inside MPC")  # fmt: skip
 @click.option("--dp-epsilon", type=float, help="differential privacy: epsilon")
 @click.option("--dp-delta", type=float, default=1e-6, show_default=True, help="and delta")
 @click.option("--dp-clip", "dp_clip", multiple=True, metavar="COLUMN=LO:HI",
@@ -363,6 +365,7 @@ def run_groupby(
     aggs: Sequence[str],
     domain: str | None,
     max_groups: int | None,
+    min_group_size: int | None,
     dp_epsilon: float | None,
     dp_delta: float,
     dp_clip: Sequence[str],
@@ -386,9 +389,10 @@ def run_groupby(
                 f"the datasets have {table.partitions} partition(s); partitions are chosen "
                 "at upload (tally upload --partitions P)"
             )
-        return table.group_by(list(by), domain=values, max_groups=max_groups).agg(
-            dp=dp, **aggregations
+        grouped = table.group_by(
+            list(by), domain=values, max_groups=max_groups, min_group_size=min_group_size
         )
+        return grouped.agg(dp=dp, **aggregations)
 
     _submit(context, query, options)
 

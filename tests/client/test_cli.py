@@ -84,6 +84,37 @@ def test_upload_run_wait_output_and_plot(
     assert png_bars(png) == 4  # padded to the whole domain: west has a (zero) bar
 
 
+def test_dp_clip_and_min_group_size_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], views_csv: Path, tmp_path: Path
+) -> None:
+    code, _, err = tally(
+        capsys, "upload", str(views_csv), "--name", "web-dp", "--domain", f"region={REGIONS}"
+    )
+    assert code == 0, err
+    csv = tmp_path / "dp.csv"
+    code, out, err = tally(
+        capsys, "run", "groupby", "web-dp", "--by", "region", "--agg", "views=sum:views",
+        "--agg", "n=count:views", "--domain", REGIONS, "--dp-epsilon", "1",
+        "--dp-clip", "views=0:500", "--output", str(csv),
+    )  # fmt: skip
+    assert code == 0, err
+    got, exact = pd.read_csv(csv), expected_groups(views_csv)
+    assert got["region"].tolist() == exact["region"].tolist()  # every domain key
+    assert (got["views"] % 512 == 0).all()  # released in units of 512 >= 500
+    assert ((got["n"] - exact["n"]).abs() <= 40).all()  # 80 coins at epsilon 1
+    code, _, err = tally(
+        capsys, "run", "groupby", "web-dp", "--by", "region", "--agg", "n=count:views",
+        "--domain", REGIONS, "--dp-epsilon", "1", "--dp-clip", "views=5",
+    )  # fmt: skip
+    assert code != 0 and "COLUMN=LO:HI" in err and "Traceback" not in err
+    code, out, err = tally(
+        capsys, "run", "groupby", "web-dp", "--by", "region", "--agg", "n=count:views",
+        "--min-group-size", "1000",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "north" not in out and "south" not in out  # every group is below 1000 rows
+
+
 def test_detach_then_status_jobs_and_result(
     capsys: pytest.CaptureFixture[str], views_csv: Path, tmp_path: Path
 ) -> None:

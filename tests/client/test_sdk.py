@@ -193,3 +193,24 @@ def test_a_privacy_budget_caps_what_dp_jobs_spend(cluster: Cluster) -> None:
     with pytest.raises(TallyError, match=r"0\.5 left"):
         table.group_by("region", domain=regions).agg(dp=dp, n=("views", "count")).to_pandas()
     assert cluster.datasets(name="budgeted")[0].dp_spent == 1.0
+
+
+def test_min_group_size_suppresses_small_groups_at_every_party(cluster: Cluster) -> None:
+    frame = provider_frame(33, rows=80)
+    cluster.upload(frame, name="small-groups")
+    table = cluster.table("small-groups")
+    sizes = frame.groupby("region").size()
+    k = int(sorted(sizes)[1]) + 1  # the two smallest groups fall below k
+    got = (
+        table.group_by("region", domain=REGIONS, min_group_size=k)
+        .agg(total=("views", "sum"), n=("views", "count"))
+        .to_pandas()
+    )
+    expected = frame.groupby("region").agg(total=("views", "sum"), n=("views", "count"))
+    expected = expected[expected["n"] >= k]
+    assert sorted(got["region"]) == sorted(expected.index)
+    indexed = got.set_index("region").loc[expected.index]
+    assert indexed["total"].tolist() == expected["total"].tolist()
+    assert indexed["n"].tolist() == expected["n"].tolist()
+    with pytest.raises(InputError, match="min_group_size must be a positive integer"):
+        table.group_by("region", min_group_size=0)

@@ -555,3 +555,25 @@ def test_reveal_never_opens_what_an_invalid_row_holds() -> None:
     np.testing.assert_array_equal(got["region"], [1, 0, 3])
     np.testing.assert_array_equal(got["price"], [0.5, 0, 0.5])
     np.testing.assert_array_equal(got["valid"], [1, 0, 1])
+
+
+@pytest.mark.parametrize("options", [{}, {"max_groups": 12}, {"domain": list(range(12))}], ids=str)
+def test_min_group_size_suppresses_small_groups_inside_mpc(options: dict[str, Any]) -> None:
+    frame = make_frame(rows_for(3), regions=10, seed=77)
+    valid = np.random.default_rng(77).integers(0, 2, len(frame))
+    aggregations = {"total": ("views", "sum"), "n": ("views", "count"), "hi": ("views", "max")}
+    sizes = frame[valid == 1].groupby("region").size()
+    k = int(np.median(sizes))  # some groups above, some below
+
+    got = run_on_table(
+        3,
+        frame,
+        SPECS,
+        group_all("region", aggregations, min_group_size=k, **options),
+        valid=valid,
+    )
+
+    expected = expected_groupby(frame, ["region"], aggregations, valid)
+    expected = expected[expected["n"] >= k].reset_index(drop=True)
+    assert 0 < len(expected) < len(sizes)
+    assert_matches(got, expected)

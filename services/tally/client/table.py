@@ -73,6 +73,7 @@ class GroupBy:
     keys: list[str]
     domain: list[Any] | None
     max_groups: int | None
+    min_group_size: int | None = None
 
     def agg(self, dp: Mapping[str, Any] | None = None, **aggregations: tuple[str, str]) -> Query:
         """``agg(total=("views", "sum"), n=("views", "count"), avg=("views", "mean"))``.
@@ -104,6 +105,8 @@ class GroupBy:
             params["domain"] = table.code_domain(self.keys, self.domain)
         if self.max_groups is not None:
             params["max_groups"] = self.max_groups
+        if self.min_group_size is not None:
+            params["min_group_size"] = self.min_group_size
         text = ", ".join(f"{n}={c}:{f}" for n, (c, f) in named.items())
         return Query(
             table,
@@ -241,9 +244,11 @@ class Table:
         keys: str | Sequence[str],
         domain: Sequence[Any] | None = None,
         max_groups: int | None = None,
+        min_group_size: int | None = None,
     ) -> GroupBy:
         """Group by key columns; ``domain`` (all possible key values) or ``max_groups`` pads
-        the output to a fixed shape so that it reveals nothing about which keys occur."""
+        the output to a fixed shape so that it reveals nothing about which keys occur;
+        groups with fewer than ``min_group_size`` rows are suppressed inside MPC."""
         names = [keys] if isinstance(keys, str) else list(keys)
         if not names:
             raise InputError("group_by needs at least one key column")
@@ -258,7 +263,13 @@ class Table:
                 f"{self.label} is partitioned by {self.partition_by}: group by those keys "
                 "(each group must lie in one partition)"
             )
-        return GroupBy(self, names, list(domain) if domain is not None else None, max_groups)
+        if min_group_size is not None and (
+            not isinstance(min_group_size, int) or min_group_size < 1
+        ):
+            raise InputError("min_group_size must be a positive integer")
+        return GroupBy(
+            self, names, list(domain) if domain is not None else None, max_groups, min_group_size
+        )
 
     def sort_by(self, keys: str | Sequence[str], descending: bool = False) -> Query:
         """The whole table sorted by columns, opened to you (reveals every row)."""

@@ -164,12 +164,14 @@ def groupby_stages(
     aggregations: Mapping[str, Sequence[str]],
     domain: Sequence[Any] | None = None,
     max_groups: int | None = None,
-    dp: Mapping[str, float] | None = None,
+    min_group_size: int | None = None,
+    dp: Mapping[str, Any] | None = None,
 ) -> StagedProgram:
     """``group_by(keys).agg(**aggregations)`` as stages; see :mod:`tally.mpc.groupby`."""
     keys = list(keys)
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
     noise = DP.from_params(dp) if dp else None
+    engine_groupby.check_padding(domain, max_groups, min_group_size)
     engine_groupby.check_dp(named, noise, domain, max_groups)
     with_domain = domain is not None
     padded_rows = rows + (len(domain) if domain is not None else 0)
@@ -181,9 +183,10 @@ def groupby_stages(
 
     def prepare(party: Party, state: State) -> State:
         table = table_from_state(party, state, "in:")
-        group = table.group_by(keys, domain=domain, max_groups=max_groups)
+        group = table.group_by(
+            keys, domain=domain, max_groups=max_groups, min_group_size=min_group_size
+        )
         engine_groupby._check(table, keys, named, max_groups)
-        engine_groupby.check_padding(group)
         table = engine_groupby.prepare_dp(table, summed, noise)
         if group.domain is not None:
             table, present = engine_groupby._pad_with_domain(table, keys, group.domain)
@@ -302,6 +305,7 @@ def groupby_stages(
                 state.arrays.get("overflow"),
             ),
             noise,
+            min_group_size,
         )
         out = State()
         table_to_state(output, "out:result:", out)

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max")
 OVERFLOW = OVERFLOW_COLUMN
+MAX_MIN_GROUP = 1 << 30
 
 
 def _check(
@@ -211,16 +212,22 @@ def prepare_dp(table: SecretTable, summed: Sequence[str], dp: DP | None) -> Secr
     return table.with_columns(columns, table.specs)
 
 
-def check_padding(group: GroupBy) -> None:
+def check_padding(
+    domain: Sequence[Any] | None, max_groups: int | None, min_group_size: int | None = None
+) -> None:
     """The padding parameters themselves (shared by the engine and the staged program)."""
-    if group.domain is not None and group.max_groups is not None:
+    if domain is not None and max_groups is not None:
         raise ValueError("give either domain or max_groups, not both")
-    if group.max_groups is not None and group.max_groups < 1:
+    if max_groups is not None and max_groups < 1:
         raise ValueError("max_groups must be at least 1")
-    if group.domain is not None:
-        if len(group.domain) == 0:
+    if min_group_size is not None and not (
+        isinstance(min_group_size, int) and 1 <= min_group_size <= MAX_MIN_GROUP
+    ):
+        raise ValueError(f"min_group_size must be an integer in 1..{MAX_MIN_GROUP}")
+    if domain is not None:
+        if len(domain) == 0:
             raise ValueError("domain must name at least one key")
-        if len(set(map(str, group.domain))) != len(group.domain):
+        if len(set(map(str, domain))) != len(domain):
             raise ValueError("domain values must be distinct")
 
 
@@ -316,7 +323,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     """Run ``group_by(...).agg(...)``; returns the output table (keys first, then aggregates)."""
     table, keys = group.table, group.keys
     _check(table, keys, aggregations, group.max_groups)
-    check_padding(group)
+    check_padding(group.domain, group.max_groups, group.min_group_size)
     check_dp(aggregations, dp, group.domain, group.max_groups)
     summed = sorted({c for c, f in aggregations.values() if f in ("sum", "mean")})
     extreme_requests = sorted({(c, f) for c, f in aggregations.values() if f in ("min", "max")})
@@ -355,7 +362,9 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         payload = apply_destinations(party, destinations, payload, "a" * payload.shape[1])
 
     kept = keep_group_ends(party, payload, width, len(running), group.domain, group.max_groups)
-    return _assemble(table, keys, aggregations, summed, extreme_requests, kept, dp)
+    return _assemble(
+        table, keys, aggregations, summed, extreme_requests, kept, dp, group.min_group_size
+    )
 
 
 @dataclass
@@ -435,6 +444,7 @@ def _assemble(
     extreme_requests: Sequence[tuple[str, str]],
     kept: Kept,
     dp: DP | None,
+    min_group_size: int | None = None,
 ) -> SecretTable:
     party: Party = table.party
     payload, ends = kept.payload, kept.ends
@@ -459,6 +469,18 @@ def _assemble(
         for column, total in totals.items():
             lo, hi = raw_bounds(table.spec(column), dp.clip[column])
             totals[column] = add_noise(party, total, dp, max(abs(lo), abs(hi), 1) * k)
+    if min_group_size is not None and min_group_size > 1 and count.shape[0]:
+        # [count >= k] from the (noisy, under dp) count, then everything times it
+        large = one_minus(
+            party,
+            less_than_zero(party, add_public(party, count, np.uint64(-min_group_size % (1 << 64)))),
+        )
+        columns_to_mask = [*key_values, count, *totals.values(), *extremes.values(), ends]
+        masked = multiply(party, [(c, large) for c in columns_to_mask])
+        key_values, count = masked[:width], masked[width]
+        totals = dict(zip(totals, masked[width + 1 : width + 1 + len(totals)], strict=True))
+        extremes = dict(zip(extremes, masked[width + 1 + len(totals) : -1], strict=True))
+        ends = masked[-1]
 
     columns: dict[str, SecretColumn] = {}
     specs: dict[str, ColumnSpec] = {}

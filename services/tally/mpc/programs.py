@@ -36,13 +36,16 @@ def groupby(
     aggregations: Mapping[str, Sequence[str]],
     domain: Sequence[Any] | None = None,
     max_groups: int | None = None,
-    dp: Mapping[str, float] | None = None,
+    min_group_size: int | None = None,
+    dp: Mapping[str, Any] | None = None,
 ) -> dict[str, SecretTable]:
     """group_by(keys).agg(**aggregations) over the single input table."""
     table = _only_input(tables)
     noise = DP.from_params(dp) if dp else None
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
-    grouped = table.group_by(list(keys), domain=domain, max_groups=max_groups)
+    grouped = table.group_by(
+        list(keys), domain=domain, max_groups=max_groups, min_group_size=min_group_size
+    )
     return {"result": grouped.agg(dp=noise, **named)}
 
 

@@ -190,18 +190,21 @@ class SecretTable:
         keys: str | Sequence[str],
         domain: Sequence[Any] | None = None,
         max_groups: int | None = None,
+        min_group_size: int | None = None,
     ) -> GroupBy:
         """Group rows by key columns; finish with :meth:`GroupBy.agg`.
 
         Without ``domain`` or ``max_groups`` the number of groups is revealed to
         the parties.  ``domain`` (the public list of possible key values, tuples
         for several keys) or ``max_groups=G`` pads the output to a fixed shape
-        that reveals nothing about which keys occur or how many.
+        that reveals nothing about which keys occur or how many.  ``min_group_size=k``
+        suppresses, inside MPC, every group with fewer than k valid rows (under dp: whose
+        noisy count is below k): its values come out as zeros and its ``valid`` as 0.
         """
         names = [keys] if isinstance(keys, str) else list(keys)
         for name in names:
             self.spec(name)
-        return GroupBy(self, names, domain, max_groups)
+        return GroupBy(self, names, domain, max_groups, min_group_size)
 
     def sum(self, column: str) -> SecretColumn:
         """Total of a column over valid rows (one Beaver product per row)."""
@@ -276,6 +279,7 @@ class GroupBy:
     keys: list[str]
     domain: Sequence[Any] | None
     max_groups: int | None
+    min_group_size: int | None = None
 
     def agg(self, dp: Any = None, **aggregations: tuple[str, str]) -> SecretTable:
         """``agg(total=("views", "sum"), n=("views", "count"), ...)``: see ``tally.mpc.groupby``."""
