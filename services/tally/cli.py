@@ -1,10 +1,10 @@
 """The ``tally`` command line, a thin layer over the SDK (:mod:`tally.client`).
 
-Commands: ``local up|status|down``, ``upload``, ``datasets``, ``run groupby|sum|count``,
-``jobs``, ``status``, ``result``, ``demo``, ``version``.  Every command finds the
-deployment from ``--config``, ``TALLY_CONFIG`` or the current one (``tally local up``).
-Errors reach the user as one line on stderr and a non-zero exit code, never as a
-traceback.  Results go to stdout; progress bars and notes to stderr.
+Commands: ``local up|status|down``, ``upload``, ``datasets``, ``policy show|set``,
+``run groupby|sum|count``, ``jobs``, ``status``, ``result``, ``demo``, ``version``.
+Every command finds the deployment from ``--config``, ``TALLY_CONFIG`` or the current
+one (``tally local up``).  Errors reach the user as one line on stderr and a non-zero
+exit code, never as a traceback.  Results go to stdout; progress bars and notes to stderr.
 """
 
 from __future__ import annotations
@@ -397,19 +397,15 @@ def run_groupby(
     _submit(context, query, options)
 
 
-def _parse_clip(text: str) -> tuple[str, list[float]]:
+def _parse_clip(text: str, option: str = "--dp-clip") -> tuple[str, list[float]]:
     column, _, bounds = text.partition("=")
     lo, _, hi = bounds.partition(":")
     try:
         pair = [float(lo), float(hi)]
     except ValueError:
-        raise click.BadParameter(
-            f"{text!r}: expected COLUMN=LO:HI", param_hint="--dp-clip"
-        ) from None
+        raise click.BadParameter(f"{text!r}: expected COLUMN=LO:HI", param_hint=option) from None
     if not column or not pair[0] < pair[1]:
-        raise click.BadParameter(
-            f"{text!r}: expected COLUMN=LO:HI with LO < HI", param_hint="--dp-clip"
-        )
+        raise click.BadParameter(f"{text!r}: expected COLUMN=LO:HI with LO < HI", param_hint=option)
     return column, pair
 
 
@@ -432,6 +428,103 @@ def run_count(context: Context, /, datasets: Sequence[str], **options: Any) -> N
     """The number of rows."""
     names = _table_names(datasets, options.pop("inputs"))
     _submit(context, lambda cluster: cluster.table(*names).count(), options)
+
+
+# ---------------------------------------------------------------------- policy
+
+
+@cli.group()
+def policy() -> None:
+    """A dataset's disclosure policy: what jobs on it may release, and to whom.
+
+    \b
+    Examples:
+      tally policy show ad-views
+      tally policy set ad-views --min-group-size 10 --recipient auditor
+      tally policy set ad-views --program groupby --program sort --readers
+      tally policy set ad-views --dp-required --epsilon-max 1 --budget 5 --clip views=0:100
+      tally policy set ad-views --file policy.json
+    """
+
+
+@policy.command("show")
+@click.argument("dataset")
+@pass_context
+def policy_show(context: Context, dataset: str) -> None:
+    """Print a dataset's policy as JSON (the same at every party, or an error)."""
+    with context.cluster() as cluster:
+        click.echo(cluster.policy(dataset).model_dump_json(indent=2))
+
+
+@policy.command("set")
+@click.argument("dataset")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="the whole policy as JSON (other options then change it)")  # fmt: skip
+@click.option("--program", "programs", multiple=True,
+              help="a program jobs may run (repeat; replaces the list)")  # fmt: skip
+@click.option("--recipient", "recipients", multiple=True,
+              help="an identity that may receive outputs (repeat; replaces the list)")  # fmt: skip
+@click.option("--readers/--no-readers", default=None,
+              help="holders of a read grant may receive outputs")  # fmt: skip
+@click.option("--submitter/--no-submitter", default=None,
+              help="the job's submitter may receive outputs")  # fmt: skip
+@click.option("--min-group-size", type=click.IntRange(0), default=None,
+              help="suppress groups of fewer valid rows (0: off)")  # fmt: skip
+@click.option("--dp-required/--dp-optional", default=None, help="jobs must use dp")
+@click.option("--epsilon-max", type=click.FloatRange(0, min_open=True), default=None,
+              help="epsilon one job may spend on it")  # fmt: skip
+@click.option("--delta-max", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="delta one job may spend on it")  # fmt: skip
+@click.option("--budget", type=click.FloatRange(0, min_open=True), default=None,
+              help="total epsilon all jobs may spend")  # fmt: skip
+@click.option("--delta-budget", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="total delta all jobs may spend")  # fmt: skip
+@click.option("--clip", "clips", multiple=True, metavar="COLUMN=LO:HI",
+              help="bounds a job's clip of the column must lie within (repeat)")  # fmt: skip
+@click.option("--unit", default=None, help="privacy unit column jobs must bound by")
+@click.option("--max-contributions", type=click.IntRange(1), default=None,
+              help="at most this many rows per privacy unit")  # fmt: skip
+@pass_context
+def policy_set(context: Context, /, dataset: str, path: Path | None, **options: Any) -> None:
+    """Change the policy of one of your datasets at every party; prints the result."""
+    import json
+
+    from tally.client.errors import InputError
+
+    base: dict[str, Any] | None = None
+    if path is not None:
+        try:
+            base = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a readable JSON policy ({error})") from None
+    with context.cluster() as cluster:
+        current = base if base is not None else cluster.policy(dataset).model_dump(mode="json")
+        changed = _policy_changes(current, options)
+        chosen = cluster.set_policy(dataset, changed)
+    click.echo(chosen.model_dump_json(indent=2))
+
+
+def _policy_changes(policy: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The policy with the options given on the command line applied."""
+    recipients = dict(policy.get("recipients") or {})
+    dp = dict(policy.get("dp") or {})
+    if options["programs"]:
+        policy["programs"] = list(options["programs"])
+    if options["recipients"]:
+        recipients["identities"] = list(options["recipients"])
+    for flag in ("readers", "submitter"):
+        if options[flag] is not None:
+            recipients[flag] = options[flag]
+    if options["min_group_size"] is not None:
+        policy["min_group_size"] = options["min_group_size"]
+    if options["dp_required"] is not None:
+        dp["required"] = options["dp_required"]
+    for name in ("epsilon_max", "delta_max", "budget", "delta_budget", "unit", "max_contributions"):
+        if options[name] is not None:
+            dp[name] = options[name]
+    if options["clips"]:
+        dp["clip"] = dict(_parse_clip(text, "--clip") for text in options["clips"])
+    return {**policy, "recipients": recipients, "dp": dp}
 
 
 @cli.command("jobs")

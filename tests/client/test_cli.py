@@ -187,3 +187,41 @@ def test_bad_input_is_one_line_nonzero_no_traceback(
 def test_help_everywhere(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     code, out, _ = tally(capsys, *command, "--help")
     assert code == 0 and "Usage: tally" in out
+
+
+def test_policy_show_and_set_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], views_csv: Path, tmp_path: Path
+) -> None:
+    import json
+
+    code, out, err = tally(capsys, "upload", str(views_csv), "--name", "web-policy")
+    assert code == 0, err
+    code, out, err = tally(capsys, "policy", "show", "web-policy")
+    assert code == 0, err
+    assert json.loads(out)["programs"] == ["groupby", "sum", "count"]
+    code, out, err = tally(
+        capsys, "policy", "set", "web-policy", "--min-group-size", "5", "--recipient", "auditor",
+        "--readers", "--dp-required", "--epsilon-max", "1", "--budget", "4",
+        "--clip", "views=0:500", "--unit", "region", "--max-contributions", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    policy = json.loads(out)
+    assert policy["min_group_size"] == 5
+    assert policy["recipients"] == {"submitter": True, "readers": True, "identities": ["auditor"]}
+    assert policy["dp"]["required"] and policy["dp"]["budget"] == 4
+    assert (
+        policy["dp"]["clip"] == {"views": [0.0, 500.0]} and policy["dp"]["max_contributions"] == 3
+    )
+    code, out, _ = tally(capsys, "policy", "show", "web-policy")
+    assert json.loads(out) == policy  # the same at every party
+    code, out, err = tally(capsys, "datasets")
+    assert "web-policy" in out
+    # a malformed policy is one line, nothing changed
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"min_group_size": -3}))
+    code, out, err = tally(capsys, "policy", "set", "web-policy", "--file", str(bad))
+    assert code == 1 and "min_group_size" in err and "Traceback" not in err
+    code, out, _ = tally(capsys, "policy", "show", "web-policy")
+    assert json.loads(out) == policy
+    code, out, err = tally(capsys, "policy", "set", "web-policy", "--clip", "views=9")
+    assert code != 0 and "--clip" in err and "Traceback" not in err

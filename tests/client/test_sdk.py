@@ -214,3 +214,46 @@ def test_min_group_size_suppresses_small_groups_at_every_party(cluster: Cluster)
     assert indexed["n"].tolist() == expected["n"].tolist()
     with pytest.raises(InputError, match="min_group_size must be a positive integer"):
         table.group_by("region", min_group_size=0)
+
+
+def test_the_owners_policy_gates_an_analysts_jobs_at_every_party(
+    deployment: LocalDeployment,
+) -> None:
+    frame = provider_frame(44, rows=120)
+    with deployment.connect("provider-a", show_progress=False) as provider:
+        dataset = provider.upload(frame, name="policed", share_with=["analyst"])
+        assert provider.policy("policed").programs == ["groupby", "sum", "count"]
+        provider.set_policy("policed", min_group_size=10)
+    with deployment.connect("analyst", show_progress=False) as analyst:
+        table = analyst.table("policed")
+        assert analyst.policy("policed").min_group_size == 10  # a grantee sees the rules
+        with pytest.raises(TallyError, match="only the owner"):
+            analyst.set_policy("policed", min_group_size=0)
+        query = table.group_by("region", domain=REGIONS).agg(n=("views", "count"))
+        with pytest.raises(TallyError, match=rf"dataset {dataset.id}: .*rule min_group_size"):
+            query.to_pandas()
+        got = (
+            table.group_by("region", domain=REGIONS, min_group_size=10)
+            .agg(n=("views", "count"))
+            .to_pandas()
+        )
+        sizes = frame.groupby("region").size()
+        assert dict(zip(got["region"], got["n"], strict=True)) == {
+            region: int(n) for region, n in sizes.items() if n >= 10
+        }
+        with pytest.raises(TallyError, match="rule programs: program 'sort'"):
+            table.sort_by("views").to_pandas()
+    # a policy set at one party only: that party refuses on its own
+    with deployment.connect("provider-a", show_progress=False) as provider:
+        provider.stores[2].request(
+            "PUT", f"/v1/datasets/{dataset.id}/policy", json={"min_group_size": 50}
+        )
+        with pytest.raises(InputError, match="another policy at party 2"):
+            provider.policy("policed")
+    with (
+        deployment.connect("analyst", show_progress=False) as analyst,
+        pytest.raises(TallyError, match=r"party 2.*at least 50"),
+    ):
+        analyst.table("policed").group_by("region", domain=REGIONS, min_group_size=10).agg(
+            n=("views", "count")
+        ).to_pandas()

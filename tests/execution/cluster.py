@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tally.common.blobstore import LocalBlobStore
+from tally.common.policy import DisclosurePolicy
 from tally.execution.local import DealerTuples, put_dataset
 from tally.execution.tls import write_test_pki
 from tally.mpc.processes import free_ports
@@ -196,10 +197,13 @@ class Cluster:
         specs: Mapping[str, ColumnSpec],
         owner: str = "alice",
         use: Mapping[str, list[str] | None] | None = None,
+        policy: DisclosurePolicy | None = None,
     ) -> None:
         """share_sets[party] = one mapping per partition."""
         for party in range(self.parties):
-            put_dataset(self.blobs(party), dataset_id, share_sets[party], specs, owner, use)
+            put_dataset(
+                self.blobs(party), dataset_id, share_sets[party], specs, owner, use, policy=policy
+            )
 
     def worker_status(self, party: int, job_id: str, worker: int = 0) -> dict[str, Any]:
         path = self.state_dir(party) / "jobs" / job_id / f"w{worker}.json"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,20 @@ class Deployment:
                 )
                 assert grant.status_code in (200, 201), grant.text
         return dataset_id
+
+    def set_policy(
+        self,
+        dataset_id: str,
+        policy: Mapping[str, Any],
+        owner: str = "alice",
+        parties: Sequence[int] | None = None,
+    ) -> None:
+        """The owner replaces the dataset's disclosure policy at the given parties (all)."""
+        for party in range(3) if parties is None else parties:
+            put = self.store(
+                party, "PUT", f"/v1/datasets/{dataset_id}/policy", owner, json=dict(policy)
+            )
+            assert put.status_code == 200, put.text
 
     def open_result(self, dataset_id: str, who: str = "alice") -> dict[str, Any]:
         """Fetch a result dataset's shares from every party (as ``who``) and open them."""

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tally.common.policy import DisclosurePolicy, RecipientRule
 from tally.execution.local import read_dataset
 from tally.execution.results import combine_results
 from tally.mpc.partition import split_partitions
@@ -45,7 +46,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster.start()
     data, valid = _events(3000, seed=1)
     shares = share_table(data, SPECS, 3, valid=valid)
-    cluster.put("events", [[s] for s in shares], SPECS, owner="alice", use={"bob": ["sum"]})
+    to_carol = DisclosurePolicy(recipients=RecipientRule(identities=["carol"]))
+    cluster.put(
+        "events", [[s] for s in shares], SPECS, owner="alice", use={"bob": ["sum"]}, policy=to_carol
+    )
     more, more_valid = _events(1000, seed=2)
     more_shares = share_table(more, SPECS, 3, valid=more_valid)
     cluster.put("events-b", [[s] for s in more_shares], SPECS, owner="bob", use={"alice": None})

@@ -129,6 +129,14 @@ def _assert_released(deployment: Deployment, job_id: str) -> None:
 
 def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired) -> None:
     deployment = wired.deployment
+    # bob's dataset sends outputs to the submitter only, until bob names carol
+    refused = deployment.execution.submit(wired.job("wired", ["carol"]))
+    assert [r.status_code for r in refused] == [403, 403, 403], [r.text for r in refused]
+    for response in refused:
+        assert response.json()["error"] == "policy_violation"
+        assert wired.ids["events-b"] in response.json()["detail"]
+        assert "rule recipients: 'carol' may not receive" in response.json()["detail"]
+    deployment.set_policy(wired.ids["events-b"], {"recipients": {"identities": ["carol"]}}, "bob")
     assert [r.status_code for r in deployment.execution.submit(wired.job("wired", ["carol"]))] == [
         201,
         201,

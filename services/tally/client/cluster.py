@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from tally.client.config import ClientConfig, load_config
 from tally.client.errors import InputError, TallyError, UnknownDatasetError
@@ -25,6 +26,7 @@ from tally.client.jobs import Job, JobRecord, new_job_id
 from tally.client.keys import KeyDictionary
 from tally.client.table import Query, Table
 from tally.client.upload import Mode, Uploader, prepare_upload
+from tally.common.policy import DisclosurePolicy
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -217,6 +219,66 @@ class Cluster:
                 for s in self.stores
             ]
         )
+
+    def policy(self, name_or_id: str) -> DisclosurePolicy:
+        """A dataset's disclosure policy: what jobs on it may release, and to whom.
+
+        Every party enforces its own copy; a policy that differs between parties is
+        reported (``InputError``) rather than shown as one of them.
+        """
+        dataset = self.dataset(name_or_id)
+        bodies = at_every_party(
+            [
+                lambda s=s: s.request("GET", f"/v1/datasets/{dataset.id}/policy")  # type: ignore[misc]
+                for s in self.stores
+            ]
+        )
+        policies = [DisclosurePolicy.model_validate(body) for body in bodies]
+        differing = [party for party, p in enumerate(policies) if p != policies[0]]
+        if differing:
+            raise InputError(
+                f"dataset {dataset.name!r} has another policy at party "
+                f"{', '.join(map(str, differing))} than at party 0; set it again with "
+                "`tally policy set` (as its owner)"
+            )
+        return policies[0]
+
+    def set_policy(
+        self,
+        name_or_id: str,
+        policy: DisclosurePolicy | Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> DisclosurePolicy:
+        """Set the disclosure policy of one of your datasets at every party.
+
+        ``policy`` replaces the whole policy; without it, ``changes`` (top-level rules:
+        ``programs``, ``recipients``, ``min_group_size``, ``dp``) replace those rules of
+        the current one::
+
+            cluster.set_policy("views", min_group_size=10, dp={"required": True, "budget": 5})
+        """
+        dataset = self.dataset(name_or_id)
+        if policy is None:
+            base = self.policy(dataset.id).model_dump(mode="json")
+        elif isinstance(policy, DisclosurePolicy):
+            base = policy.model_dump(mode="json")
+        else:
+            base = dict(policy)
+        try:
+            chosen = DisclosurePolicy.model_validate({**base, **changes})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in error.errors()
+            )
+            raise InputError(f"not a valid disclosure policy: {problems}") from None
+        body = chosen.model_dump(mode="json")
+        at_every_party(
+            [
+                lambda s=s: s.request("PUT", f"/v1/datasets/{dataset.id}/policy", json=body)  # type: ignore[misc]
+                for s in self.stores
+            ]
+        )
+        return chosen
 
     def table(self, *names: str) -> Table:
         """A handle on one or more datasets of one schema (rows concatenated)."""

@@ -25,6 +25,7 @@ from typing import Any, cast
 import numpy as np
 
 from tally.common.blobstore import BlobNotFound, BlobStore
+from tally.common.policy import DisclosurePolicy
 from tally.execution.ledger import LedgerAccess, TupleLedger
 from tally.execution.ports import DatasetInfo, InputError, ResultTable, spec_from_schema
 from tally.mpc.ring import Shares
@@ -46,10 +47,12 @@ def put_dataset(
     readers: list[str] | None = None,
     derived: Mapping[str, list[str]] | None = None,
     order: list[str] | None = None,
+    policy: DisclosurePolicy | None = None,
 ) -> None:
     """Store one party's shares of a dataset (one mapping per partition, ``valid`` optional).
 
-    ``use`` maps identities to the programs they may run on it (None: any program).
+    ``use`` maps identities to the programs they may run on it (None: any program);
+    ``policy`` is its owner's disclosure policy (None: the default).
     """
     rows = 0
     for index, part in enumerate(parts):
@@ -73,6 +76,7 @@ def put_dataset(
         "readers": list(readers or []),
         "derived": dict(derived or {}),
         "order": order,
+        "policy": None if policy is None else policy.model_dump(mode="json"),
     }
     blobs.put(_meta_key(dataset_id), json.dumps(meta).encode())
 
@@ -122,7 +126,14 @@ class LocalDatasets:
             for c in meta["columns"]
         }
         return DatasetInfo(
-            dataset_id, columns, int(meta["rows"]), int(meta["partitions"]), meta["has_valid"]
+            dataset_id,
+            columns,
+            int(meta["rows"]),
+            int(meta["partitions"]),
+            meta["has_valid"],
+            owner=meta["owner"],
+            policy=DisclosurePolicy.model_validate(meta.get("policy") or {}),
+            readers=tuple(meta.get("readers") or ()),
         )
 
     def read(

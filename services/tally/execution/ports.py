@@ -18,9 +18,10 @@ Implementations:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from tally.common.policy import DisclosurePolicy
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec
 from tally.mpc.tuples import TupleSource
@@ -51,6 +52,11 @@ class DatasetInfo:
     has_valid: bool
     dp_budget: float | None = None
     """The total epsilon differentially private jobs may spend on it; None: no cap."""
+    owner: str = ""
+    policy: DisclosurePolicy = field(default_factory=DisclosurePolicy)
+    """Its owner's disclosure policy (binding every job run for someone else)."""
+    readers: tuple[str, ...] = ()
+    """Identities holding a read grant on it (recipients a policy may allow)."""
 
     @property
     def rows_per_partition(self) -> int:

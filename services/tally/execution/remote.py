@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
+from tally.common.policy import DisclosurePolicy
 from tally.common.result_layout import JOB_TAG, OUTPUT_TAG, VALID_COLUMN, layout_tags
 from tally.execution.ports import (
     DatasetInfo,
@@ -126,6 +127,9 @@ class SecretStoreDatasets:
             int(body["partitions"]),
             has_valid,
             None if budget is None else float(budget),
+            owner=str(body["owner"]),
+            policy=DisclosurePolicy.model_validate(body.get("policy") or {}),
+            readers=tuple(body.get("readers") or ()),
         )
 
     def charge_dp(

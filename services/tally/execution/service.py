@@ -24,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 from tally.execution.control import ControlClient
@@ -43,6 +41,7 @@ from tally.execution.jobs import (
     spec_hash,
 )
 from tally.execution.planning import estimate_tuples
+from tally.execution.policy import dp_charges, enforce_policies
 from tally.execution.ports import (
     DatasetInfo,
     InputError,
@@ -52,15 +51,12 @@ from tally.execution.ports import (
 )
 from tally.execution.programs import (
     check_params,
-    dataset_ids,
     describe_inputs,
     resolve_program,
 )
 from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
-from tally.mpc.dp import DP
-from tally.mpc.groupby import dp_delta, dp_epsilon
 from tally.mpc.reserved import TupleServiceError
 from tally.mpc.table import ColumnSpec
 
@@ -171,6 +167,7 @@ class JobManager:
             raise InputError(
                 422, "bad_params", f"the program rejects its params: {error}"
             ) from None
+        enforce_policies(spec, submitter, program, described)
         return len(staged.stages)
 
     def _worker_inputs(
@@ -191,23 +188,13 @@ class JobManager:
         }
 
     def _charge_dp(self, record: JobRecord) -> None:
-        """Record the job's epsilon on every input at this party's secret-store, which
-        refuses it (``InputError``) when a dataset's privacy budget has not that much left."""
+        """Record the job's epsilon and delta on every input at this party's secret-store,
+        which refuses it (``InputError``) when a dataset's privacy budget has not that much
+        left."""
         spec = record.spec
-        dp = DP.from_params(spec.dp or {})
-        epsilon = dp_epsilon(spec.params["aggregations"], dp)
-        delta = dp_delta(spec.params["aggregations"], dp)
-        reads = Counter(d for ids in spec.inputs.values() for d in dataset_ids(ids))
-        for dataset_id, times in sorted(reads.items()):
-            # A dataset read K times puts each of its rows K times into the union: by
-            # group privacy that release costs K epsilon and K e^((K-1) epsilon) delta.
+        for dataset_id, (epsilon, delta) in dp_charges(spec).items():
             self.inputs.charge_dp(
-                dataset_id,
-                record.submitter,
-                spec.program,
-                spec.id,
-                epsilon * times,
-                min(delta * times * math.exp((times - 1) * epsilon), 0.999),
+                dataset_id, record.submitter, spec.program, spec.id, epsilon, delta
             )
 
     def _tuple_needs(self, record: JobRecord) -> dict[str, int]:

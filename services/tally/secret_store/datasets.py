@@ -269,21 +269,20 @@ def charge_dp(
     summed, so two jobs cannot both take the last of a budget.  Charging the same job
     again with the same epsilon returns the recorded charge (a restarted service
     retries); another epsilon for the same job is a 409, as is a charge above what is
-    left of the budget.
+    left of the epsilon budget or of the owner's delta budget (policy ``dp.delta_budget``).
     """
     with session_scope(ctx.sessions) as session:
         find_usable(session, dataset_id, body.identity, body.program)
         dataset = session.execute(
             select(Dataset).where(Dataset.id == dataset_id).with_for_update()
         ).scalar_one()
-        spent = float(
-            session.scalar(
-                select(func.coalesce(func.sum(DpCharge.epsilon), 0.0)).where(
-                    DpCharge.dataset_id == dataset_id
-                )
-            )
-            or 0.0
-        )
+        totals = session.execute(
+            select(
+                func.coalesce(func.sum(DpCharge.epsilon), 0.0),
+                func.coalesce(func.sum(DpCharge.delta), 0.0),
+            ).where(DpCharge.dataset_id == dataset_id)
+        ).one()
+        spent, delta_spent = float(totals[0] or 0.0), float(totals[1] or 0.0)
         existing = session.get(DpCharge, (dataset_id, body.job_id))
         if existing is not None:
             if not (
@@ -305,6 +304,14 @@ def charge_dp(
                 "privacy_budget_exhausted",
                 f"dataset {dataset_id} has epsilon {max(budget - spent, 0.0):g} left of its "
                 f"budget {budget:g}; job {body.job_id} needs {body.epsilon:g}",
+            )
+        delta_budget = (dataset.policy or {}).get("dp", {}).get("delta_budget")
+        if delta_budget is not None and delta_spent + body.delta > delta_budget * (1 + 1e-12):
+            raise ApiError(
+                409,
+                "privacy_budget_exhausted",
+                f"dataset {dataset_id} has delta {max(delta_budget - delta_spent, 0.0):g} left "
+                f"of its delta budget {delta_budget:g}; job {body.job_id} needs {body.delta:g}",
             )
         charge = DpCharge(
             dataset_id=dataset_id,
@@ -336,14 +343,6 @@ def _charge_public(dataset: Dataset, charge: DpCharge, spent: float) -> DpCharge
         dp_budget=dataset.dp_budget,
         dp_spent=spent,
     )
-
-
-def get_usable_dataset(
-    ctx: StoreContext, principal: Principal, dataset_id: str, program: str
-) -> DatasetPublic:
-    """Metadata of a dataset ``principal`` may use as an input of ``program``."""
-    with session_scope(ctx.sessions) as session:
-        return to_public(find_usable(session, dataset_id, principal.identity, program))
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ class Dataset(Base):
     committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dp_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
     """Total epsilon that differentially private jobs may spend on this dataset; None: no cap."""
+    policy: Mapped[Any] = mapped_column(JSON, nullable=True)
+    """The owner's disclosure policy without its budget (``tally.common.policy``); None:
+    the default (aggregates only, outputs to the submitter)."""
 
     columns: Mapped[list[DatasetColumn]] = relationship(
         order_by="DatasetColumn.position",

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tally.common.auth import IDENTITY_PATTERN
+from tally.common.policy import DisclosurePolicy
 
 ColumnKind = Literal["int", "fixed", "key", "bool"]
 Permission = Literal["read", "use"]
@@ -181,6 +182,13 @@ class DatasetPublic(BaseModel):
     dp_budget: float | None = Field(default=None, description="total epsilon; none: no cap")
     dp_spent: float = Field(default=0.0, description="epsilon spent by the jobs charged so far")
     dp_delta_spent: float = Field(default=0.0, description="delta spent by those jobs")
+
+
+class InputPublic(DatasetPublic):
+    """A job input as the party's execution service sees it: metadata, policy, readers."""
+
+    policy: DisclosurePolicy
+    readers: list[str] = Field(description="identities holding a read grant on the dataset")
 
 
 class DpChargeCreate(BaseModel):

@@ -9,7 +9,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tally.common.errors import error_responses
-from tally.secret_store import datasets, lookup, sharing, uploads
+from tally.common.policy import DisclosurePolicy
+from tally.secret_store import datasets, lookup, policies, sharing, uploads
 from tally.secret_store.api.deps import (
     OCTET_BODY,
     OCTET_RESPONSE,
@@ -201,3 +202,22 @@ def delete_grant(
 ) -> None:
     """Revoke a grant (owner only)."""
     sharing.delete_grant(store, principal, str(dataset_id), grantee, permission)
+
+
+@router.get("/{dataset_id}/policy")
+def get_policy(
+    dataset_id: DatasetId, store: StoreDep, principal: CurrentPrincipal
+) -> DisclosurePolicy:
+    """Get a dataset's disclosure policy (what jobs may release, and to whom)."""
+    return policies.get_policy(store, principal, str(dataset_id))
+
+
+@router.put("/{dataset_id}/policy", responses=error_responses(403, 422))
+def put_policy(
+    dataset_id: DatasetId,
+    body: DisclosurePolicy,
+    store: StoreDep,
+    principal: CurrentPrincipal,
+) -> DisclosurePolicy:
+    """Replace a dataset's disclosure policy (owner only)."""
+    return policies.put_policy(store, principal, str(dataset_id), body)

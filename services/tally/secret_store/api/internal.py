@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from tally.common.auth import Principal
 from tally.common.errors import error_responses
-from tally.secret_store import datasets, uploads
+from tally.secret_store import datasets, policies, uploads
 from tally.secret_store.api.datasets import stream_download
 from tally.secret_store.api.deps import (
     OCTET_RESPONSE,
@@ -31,6 +31,7 @@ from tally.secret_store.schemas import (
     DpChargeCreate,
     DpChargePublic,
     Identity,
+    InputPublic,
     ProgramName,
     ResultDatasetCreate,
 )
@@ -61,9 +62,10 @@ def get_input(
     program: Program,
     store: StoreDep,
     service: ServicePrincipal,
-) -> DatasetPublic:
-    """Get an input's metadata if the identity may use it for the program."""
-    return datasets.get_usable_dataset(store, Principal(identity), str(dataset_id), program)
+) -> InputPublic:
+    """Get an input's metadata, disclosure policy and read grantees if the identity may
+    use it for the program."""
+    return policies.input_view(store, Principal(identity), str(dataset_id), program)
 
 
 @router.get("/datasets/{dataset_id}/columns/{column}", responses=OCTET_RESPONSE)
