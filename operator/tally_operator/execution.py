@@ -3,13 +3,16 @@
 The contract (owned by the execution service):
 
 - ``POST /v1/jobs`` with the job (id, program, inputs, params, outputs, partitions,
-  dp) creates it; ``409`` if a job with that id exists already;
+  dp), with the analyst's own token, creates it; the same job again (same spec, same
+  submitter) is ``200``; ``409`` if a job with that id exists with another spec or
+  another submitter (never adopted: that job is someone else's);
 - ``GET /v1/jobs/{id}`` reports its phase (Pending, Reserving, Running, Succeeded,
   Failed, Cancelled), ``stage`` of ``stages_total``, ``restarts``, the failure
   ``reason`` and ``results`` (result dataset ids per output);
 - ``DELETE /v1/jobs/{id}`` cancels it and releases its tuple reservation.
 
-Requests carry the operator's bearer token. Errors are 4xx with
+Status and cancel requests carry the operator's token (the party's service
+credential); a submission carries only the analyst's. Errors are 4xx with
 ``{"error": code, "detail": text}``. The handlers see three failures:
 :class:`ExecutionUnavailable` (network, timeouts, 5xx: retry later),
 :class:`ExecutionJobNotFound`, and :class:`ExecutionRejected` (any other 4xx: the
@@ -82,6 +85,14 @@ class ExecutionJobState:
         )
 
 
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail", "")) if isinstance(body, dict) else response.text[:200]
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -89,8 +100,9 @@ def _int(value: object) -> int:
 class ExecutionClient(Protocol):
     """What the operator needs from the execution service."""
 
-    async def submit(self, job: Mapping[str, Any]) -> ExecutionJobState:
-        """Create the job, or return the state of the job with the same id."""
+    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
+        """Create the job as the identity of ``token``, or return the state of the same job
+        submitted by the same identity; ``ExecutionRejected`` (409) for any other job."""
         ...
 
     async def get(self, job_id: str) -> ExecutionJobState:
@@ -122,10 +134,12 @@ class HttpExecutionClient:
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
 
-    async def submit(self, job: Mapping[str, Any]) -> ExecutionJobState:
-        response = await self._request("POST", "/v1/jobs", json=dict(job))
+    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
+        response = await self._request(
+            "POST", "/v1/jobs", json=dict(job), headers={"Authorization": f"Bearer {token}"}
+        )
         if response.status_code == httpx.codes.CONFLICT:
-            return await self.get(str(job["id"]))
+            raise ExecutionRejected(409, "job_conflict", _detail(response))
         return ExecutionJobState.from_payload(self._json(response))
 
     async def get(self, job_id: str) -> ExecutionJobState:

@@ -19,6 +19,8 @@ PROGRAM_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 OUTPUT_KINDS = ("shares", "open")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 class InvalidSpecError(ValueError):
@@ -59,6 +61,18 @@ class DpSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class CredentialsRef:
+    """The Secret (in the job's namespace) that holds the analyst's own bearer token.
+
+    The operator submits the job with that token, never with its own: the execution
+    service then checks the analyst's grants and every input's disclosure policy.
+    """
+
+    secret_name: str
+    key: str = "token"
+
+
+@dataclasses.dataclass(frozen=True)
 class SchedulingSpec:
     """Where workers may run and how many preemptions the job survives."""
 
@@ -81,6 +95,7 @@ class AnalyticsJobSpec:
     dp: DpSpec | None
     scheduling: SchedulingSpec
     resources: Mapping[str, Any] | None
+    credentials: CredentialsRef = CredentialsRef("")
 
     def execution_request(self) -> dict[str, Any]:
         """The body of ``POST /v1/jobs`` at the execution service."""
@@ -155,6 +170,7 @@ def parse_analytics_job_spec(
         )
 
     dp = _parse_dp(spec.get("dp"), problems)
+    credentials = _parse_credentials(spec.get("credentials"), problems)
     scheduling = _parse_scheduling(spec.get("scheduling", {}), limits, problems)
 
     resources = spec.get("resources")
@@ -176,7 +192,25 @@ def parse_analytics_job_spec(
         dp=dp,
         scheduling=scheduling,
         resources=dict(resources) if isinstance(resources, Mapping) else None,
+        credentials=credentials,
     )
+
+
+def _parse_credentials(raw: object, problems: list[str]) -> CredentialsRef:
+    ref = raw.get("secretRef") if isinstance(raw, Mapping) else None
+    name = ref.get("name") if isinstance(ref, Mapping) else None
+    if not isinstance(name, str) or not DNS_SUBDOMAIN.match(name):
+        problems.append(
+            "spec.credentials.secretRef.name: must name a Secret in the job's namespace that "
+            "holds your own token (the operator never submits with its own), got "
+            f"{name!r}"
+        )
+        return CredentialsRef("")
+    key = ref.get("key", "token") if isinstance(ref, Mapping) else "token"
+    if not isinstance(key, str) or not SECRET_KEY.match(key):
+        problems.append(f"spec.credentials.secretRef.key: must be a Secret data key, got {key!r}")
+        key = "token"
+    return CredentialsRef(name, key)
 
 
 def _is_int(value: object) -> bool:

@@ -31,7 +31,14 @@ from tally.mpc.table import ColumnSpec
 
 FINAL = ("Succeeded", "Failed", "Cancelled")
 
-TOKENS = {"alice": "alice-token", "bob": "bob-token", "mallory": "mallory-token"}
+TOKENS = {
+    "alice": "alice-token",
+    "bob": "bob-token",
+    "mallory": "mallory-token",
+    "operator": "operator-token",
+}
+SERVICE_IDENTITIES = ("operator",)
+"""Identities whose token is this party's service credential (as the operator's is)."""
 
 SPECS = {"region": ColumnSpec("key", bits=4), "views": ColumnSpec("int", bits=24)}
 """The schema of the jobs tests' datasets."""
@@ -76,7 +83,10 @@ class Cluster:
 
     def env(self, party: int) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-        tokens = [{"identity": who, "token": token} for who, token in TOKENS.items()]
+        tokens = [
+            {"identity": who, "token": token, "service": who in SERVICE_IDENTITIES}
+            for who, token in TOKENS.items()
+        ]
         env.update(
             TALLY_EXECUTION_PARTY=str(party),
             TALLY_EXECUTION_PEERS=json.dumps(self.control),

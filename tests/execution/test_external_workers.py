@@ -173,13 +173,15 @@ def _spec() -> AnalyticsJobSpec:
         "outputs": [{"name": "result", "kind": "open", "recipients": ["alice"]}],
         "partitions": 1,
         "scheduling": {"spot": True, "maxRestarts": 3},
+        "credentials": {"secretRef": {"name": "alice-token"}},
     }
     return parse_analytics_job_spec(body, name=JOB, limits=SpecLimits())
 
 
 def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) -> None:
     spec = _spec()
-    responses = cluster.submit(spec.execution_request())  # as the operator submits it
+    # as the operator submits it: with alice's own token, from her Secret
+    responses = cluster.submit(spec.execution_request())
     assert [r.status_code for r in responses] == [201, 201, 201], [r.text for r in responses]
     # the intra-party routes take the service credential only
     refused = cluster.request(

@@ -115,6 +115,15 @@ def test_groupby_job_opened_to_recipient_matches_pandas(cluster: Cluster) -> Non
     assert denied.status_code == 404 and denied.json()["error"] == "not_found"
     # submitting the same job again is idempotent
     assert cluster.submit(_job("groupby-open"))[0].status_code == 200
+    # the party's service credential (its operator) follows the job, but reads no result
+    # and submits nothing: a job is always submitted with its analyst's own token
+    followed = cluster.request(0, "GET", "/v1/jobs/groupby-open", who="operator")
+    assert followed.status_code == 200 and followed.json()["phase"] == "Succeeded"
+    result = cluster.request(0, "GET", "/v1/jobs/groupby-open/result", who="operator")
+    assert result.status_code == 403
+    spec = _job("by-operator")
+    refused = cluster.request(0, "POST", "/v1/jobs", who="operator", json=spec)
+    assert refused.status_code == 403 and "analyst's own token" in refused.json()["detail"]
 
 
 def test_sum_job_with_shares_output_as_result_dataset(cluster: Cluster) -> None:
@@ -134,6 +143,11 @@ def test_sum_job_with_shares_output_as_result_dataset(cluster: Cluster) -> None:
     assert int(total[0]) == int(_frame(cluster, "events")["views"].sum())
     # the opened-result API is for "open" outputs only
     assert cluster.request(0, "GET", "/v1/jobs/sum-shares/result", who="bob").status_code == 403
+    # the same spec again is idempotent for its submitter only: alice, who may run it too,
+    # is not handed bob's job (regression)
+    again = cluster.request(0, "POST", "/v1/jobs", who="alice", json=spec)
+    assert again.status_code == 409 and "another identity" in again.json()["detail"]
+    assert cluster.request(0, "POST", "/v1/jobs", who="bob", json=spec).status_code == 200
 
 
 def test_partitioned_groupby_runs_three_workers(cluster: Cluster, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ runs under ``asyncio.timeout``, and the operator must stop within ``STOP_TIMEOUT
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import os
@@ -31,7 +32,7 @@ import kopf
 import yaml
 
 import tally_operator.main  # noqa: F401  (registers the handlers in kopf's default registry)
-from tally_operator.execution import ExecutionJobNotFound, ExecutionJobState
+from tally_operator.execution import ExecutionJobNotFound, ExecutionJobState, ExecutionRejected
 from tally_operator.kube import KubeApi
 from tally_operator.runtime import Runtime
 from tally_operator.settings import OperatorConfig
@@ -45,6 +46,7 @@ PODS = "v1/pods"
 NODES = "v1/nodes"
 EVENTS = "v1/events"
 CONFIGMAPS = "v1/configmaps"
+SECRETS = "v1/secrets"
 STOP_TIMEOUT = 20.0
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 
@@ -56,6 +58,7 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     PODS: kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}),
     NODES: kmock.ResourceInfo(kind="Node", namespaced=False),
     CONFIGMAPS: kmock.ResourceInfo(kind="ConfigMap", namespaced=True),
+    SECRETS: kmock.ResourceInfo(kind="Secret", namespaced=True),
     JOBS: kmock.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}),
     AJ: kmock.ResourceInfo(
         kind="AnalyticsJob",
@@ -76,12 +79,19 @@ class FakeExecution:
 
     def __init__(self) -> None:
         self.submitted: list[dict[str, Any]] = []
+        self.tokens: list[str] = []
+        """The bearer token of every submission (the analyst's, from its Secret)."""
         self.cancelled: list[str] = []
+        self._owners: dict[str, tuple[str, dict[str, Any]]] = {}
         self.states: dict[str, ExecutionJobState] = {}
 
-    async def submit(self, job: Mapping[str, Any]) -> ExecutionJobState:
+    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
         self.submitted.append(dict(job))
+        self.tokens.append(token)
         job_id = str(job["id"])
+        first = self._owners.setdefault(job_id, (token, dict(job)))
+        if first != (token, dict(job)):  # like the service: another job by that id is 409
+            raise ExecutionRejected(409, "job_conflict", f"job {job_id!r} exists here")
         state = self.states.setdefault(job_id, ExecutionJobState(id=job_id, phase="Pending"))
         # The service reserves tuples and starts at once here.
         self.states[job_id] = dataclasses.replace(state, phase="Running", stages=4)
@@ -245,6 +255,17 @@ def _write_kubeconfig(path: Path, server: str) -> None:
     )
 
 
+ANALYST_TOKEN = "analyst-token-0123456789abcdef"
+
+
+def analyst_secret(name: str = "analyst-credentials", token: str = ANALYST_TOKEN) -> dict[str, Any]:
+    """The Secret an analyst creates beside its AnalyticsJobs: its own bearer token."""
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {"token": base64.b64encode(token.encode()).decode()},
+    }
+
+
 @contextlib.asynccontextmanager
 async def running_operator(
     tmp_path: Path, *, with_consortium: bool = True, **config: Any
@@ -279,6 +300,7 @@ async def running_operator(
         )
         try:
             await asyncio.wait_for(ready.wait(), timeout=30)
+            await api.create(SECRETS, analyst_secret())
             if with_consortium:  # as if the default Consortium had been rendered already
                 await api.create(
                     CONFIGMAPS,

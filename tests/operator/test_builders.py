@@ -49,6 +49,7 @@ def job_spec(**spec: object):  # type: ignore[no-untyped-def]
         "inputs": [{"name": "views", "dataset": "ds"}],
         "outputs": [{"name": "totals", "recipients": ["alice"]}],
         "partitions": 4,
+        "credentials": {"secretRef": {"name": "analyst-token"}},
     }
     body.update(spec)
     return parse_analytics_job_spec(body, name="sales", limits=SpecLimits())

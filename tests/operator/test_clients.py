@@ -56,15 +56,28 @@ def test_get_parses_the_execution_services_job_view() -> None:
     assert seen[0].headers["Authorization"] == "Bearer tok"
 
 
-def test_submit_is_idempotent_on_conflict() -> None:
+def test_submit_carries_the_analysts_token_and_never_adopts_on_conflict() -> None:
+    seen: list[httpx.Request] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
         if request.method == "POST":
             assert json.loads(request.content)["id"] == "sales"
-            return httpx.Response(409, json={"error": "exists", "detail": "job sales exists"})
+            if len(seen) == 1:
+                return httpx.Response(200, json=JOB)  # the same job, same submitter
+            detail = "job 'sales' exists here with another spec or submitter"
+            return httpx.Response(409, json={"error": "job_conflict", "detail": detail})
         return httpx.Response(200, json=JOB)
 
-    state = asyncio.run(execution(handler).submit({"id": "sales"}))
+    client = execution(handler)
+    state = asyncio.run(client.submit({"id": "sales"}, "analyst-token"))
     assert state.id == "sales" and state.phase == "Running"
+    assert seen[0].headers["Authorization"] == "Bearer analyst-token"  # not the operator's
+    # before, a 409 was answered with whatever job had that id (regression)
+    with pytest.raises(ExecutionRejected, match="another spec or submitter") as caught:
+        asyncio.run(client.submit({"id": "sales"}, "analyst-token"))
+    assert caught.value.status == 409
+    assert [r.method for r in seen] == ["POST", "POST"]  # no GET of the other job
 
 
 @pytest.mark.parametrize(
@@ -83,7 +96,7 @@ def test_get_failures(response: httpx.Response, error: type[Exception]) -> None:
 def test_rejections_carry_the_services_error() -> None:
     response = httpx.Response(422, json={"error": "invalid_job", "detail": "unknown program"})
     with pytest.raises(ExecutionRejected, match="unknown program") as caught:
-        asyncio.run(execution(lambda _: response).submit({"id": "x"}))
+        asyncio.run(execution(lambda _: response).submit({"id": "x"}, "t"))
     assert caught.value.code == "invalid_job"
 
 

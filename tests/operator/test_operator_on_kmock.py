@@ -12,6 +12,7 @@ from typing import Any
 
 from tests.operator.harness import (
     AJ,
+    ANALYST_TOKEN,
     CONFIGMAPS,
     CONSORTIA,
     JOBS,
@@ -35,6 +36,7 @@ def analytics_job(name: str = "sales", **spec: Any) -> dict[str, Any]:
         "outputs": [{"name": "totals", "kind": "open", "recipients": ["alice"]}],
         "partitions": 2,
         "scheduling": {"spot": True, "maxRestarts": 2},
+        "credentials": {"secretRef": {"name": "analyst-credentials"}},
     }
     body.update(spec)
     return {
@@ -154,6 +156,9 @@ def test_create_makes_a_zone_pinned_spot_worker_job_and_reports_running(tmp_path
             assert container["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
 
             (submitted,) = cluster.execution.submitted
+            assert cluster.execution.tokens == [ANALYST_TOKEN]  # the analyst's, not the operator's
+            assert ANALYST_TOKEN not in str(cluster.analytics_job("sales"))
+            assert ANALYST_TOKEN not in str(cluster.events())
             assert submitted["id"] == "sales"
             assert submitted["inputs"] == {"views": "ds-views"}
             assert submitted["outputs"] == {"totals": {"kind": "open", "recipients": ["alice"]}}
@@ -335,5 +340,38 @@ def test_consortium_is_rendered_into_the_parties_configmap(tmp_path: Path) -> No
             )
             assert status["phase"] == "Ready" and status["parties"] == 3
             assert status["localIndex"] == 1
+
+    run_scenario(scenario)
+
+
+def failed_status(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    status = status_of(cluster, name)
+    return status if status.get("phase") == "Failed" else None
+
+
+def test_a_job_is_submitted_only_with_the_analysts_own_credentials(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_operator(tmp_path, default_zone="z1") as cluster:
+            # no credentials: refused, never submitted with the operator's token (regression)
+            bare = analytics_job("bare")
+            del bare["spec"]["credentials"]
+            await cluster.api.create(AJ, bare)
+            missing = analytics_job("missing", credentials={"secretRef": {"name": "nobody"}})
+            await cluster.api.create(AJ, missing)
+            for name, words in (
+                ("bare", "spec.credentials.secretRef.name"),
+                ("missing", "Secret 'nobody'"),
+            ):
+                status = await eventually(lambda n=name: failed_status(cluster, n), what=name)
+                valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+                assert valid["status"] == "False" and words in valid["message"], valid
+            assert cluster.execution.submitted == []
+            # a job of that id someone else submitted is not adopted (regression)
+            await cluster.execution.submit({"id": "taken"}, "someone-elses-token")
+            await cluster.api.create(AJ, analytics_job("taken"))
+            status = await eventually(lambda: failed_status(cluster, "taken"), what="conflict")
+            submitted = next(c for c in status["conditions"] if c["type"] == "Submitted")
+            assert submitted["status"] == "False" and "409" in submitted["message"]
+            assert cluster.api.list(JOBS, NAMESPACE) == []
 
     run_scenario(scenario)

@@ -17,6 +17,7 @@ VALID: dict[str, Any] = {
     "partitions": 8,
     "dp": {"epsilon": 1.0, "delta": 1e-6, "clip": {"views": [0, 100]}},
     "scheduling": {"zone": "eu-1a", "spot": True, "maxRestarts": 5},
+    "credentials": {"secretRef": {"name": "analyst-token", "key": "bearer"}},
 }
 
 
@@ -40,11 +41,14 @@ def test_valid_spec_becomes_the_execution_request() -> None:
 
 
 def test_defaults_come_from_the_limits() -> None:
-    minimal = {k: VALID[k] for k in ("program", "inputs", "outputs")}
+    minimal = {k: VALID[k] for k in ("program", "inputs", "outputs", "credentials")}
     parsed = parse(minimal, default_max_restarts=7, default_consortium="acme")
     assert parsed.partitions == 1 and parsed.dp is None
     assert parsed.scheduling.spot is False and parsed.scheduling.max_restarts == 7
     assert parsed.consortium == "acme"
+    assert (parsed.credentials.secret_name, parsed.credentials.key) == ("analyst-token", "bearer")
+    defaulted = parse({**minimal, "credentials": {"secretRef": {"name": "t"}}})
+    assert defaulted.credentials.key == "token"
     pinned = parse({**minimal, "program": "sha256:" + "ab" * 32})
     assert pinned.program.startswith("sha256:")
 
@@ -71,6 +75,9 @@ def test_defaults_come_from_the_limits() -> None:
         ({"scheduling": {"spot": "yes"}}, "spot"),
         ({"jobId": "Not_A_Label"}, "spec.jobId"),
         ({"resources": {"gpus": 1}}, "spec.resources"),
+        ({"credentials": None}, "spec.credentials.secretRef.name"),
+        ({"credentials": {"secretRef": {"name": "Bad_Name"}}}, "spec.credentials.secretRef"),
+        ({"credentials": {"secretRef": {"name": "t", "key": "a/b"}}}, "secretRef.key"),
     ],
 )
 def test_invalid_specs_name_the_field(change: dict[str, Any], problem: str) -> None:

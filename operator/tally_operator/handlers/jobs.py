@@ -6,7 +6,10 @@ Creation, in order (each step idempotent, so kopf may retry the handler):
    condition listing every problem, a Warning event, and no retries;
 2. choose the zone: ``spec.scheduling.zone``, else the zone of the node running this
    party's secret-store, else the configured default (recorded in status);
-3. submit the job to the execution service (a repeated submit finds the same job);
+3. read the analyst's token from the Secret ``spec.credentials.secretRef`` names and
+   submit the job with it, never with the operator's own credential (a repeated
+   submit finds the same job; a job of that id submitted by someone else or with
+   another spec is a conflict, never adopted);
 4. create the Indexed worker Job (an existing one is kept);
 5. record jobId, zone, phase and conditions in status, post an event.
 
@@ -16,6 +19,8 @@ its tuple reservation, and deletes the worker Job.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +52,12 @@ from tally_operator.kube import KubeConflict, KubeNotFound, KubeUnavailable, pat
 from tally_operator.resources import ZONE_LABEL
 from tally_operator.runtime import Runtime
 from tally_operator.settings import OperatorConfig
-from tally_operator.spec import InvalidSpecError, SpecLimits, parse_analytics_job_spec
+from tally_operator.spec import (
+    AnalyticsJobSpec,
+    InvalidSpecError,
+    SpecLimits,
+    parse_analytics_job_spec,
+)
 
 RETRY_DELAY = 10.0
 CANCEL_ATTEMPTS = 12
@@ -112,8 +122,9 @@ async def create_job(
     zone, zone_source = await choose_zone(job_spec.scheduling.zone, runtime)
     placement = Placement(zone=zone, spot=job_spec.scheduling.spot)
 
+    token = await _analyst_token(job_spec, namespace, body, patch, runtime, now=now)
     try:
-        state = await runtime.execution.submit(job_spec.execution_request())
+        state = await runtime.execution.submit(job_spec.execution_request(), token)
     except ExecutionUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
     except ExecutionRejected as exc:
@@ -186,6 +197,41 @@ async def create_job(
             events.normal(str(phase), f"job {job_spec.job_id} is {str(phase).lower()}"),
         ],
     )
+
+
+async def _analyst_token(
+    job_spec: AnalyticsJobSpec,
+    namespace: str,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    runtime: Runtime,
+    *,
+    now: str,
+) -> str:
+    """The bearer token in the job's credentials Secret (never logged, never in status)."""
+    ref = job_spec.credentials
+    path = path_of("v1", "secrets", namespace=namespace, name=ref.secret_name)
+    try:
+        secret = await runtime.kube.get(path)
+    except KubeNotFound:
+        secret = {}
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(
+            f"cannot read the credentials Secret: {exc}", delay=RETRY_DELAY
+        ) from exc
+    encoded = (secret.get("data") or {}).get(ref.key)
+    token = ""
+    if isinstance(encoded, str):
+        with contextlib.suppress(ValueError):
+            token = base64.b64decode(encoded, validate=True).decode().strip()
+    if not token:
+        message = (
+            f"invalid spec: spec.credentials.secretRef: Secret {ref.secret_name!r} in namespace "
+            f"{namespace!r} has no key {ref.key!r} holding your token"
+        )
+        _reject(body, patch, reason="InvalidSpec", message=message, now=now)
+        raise kopf.PermanentError(message)
+    return token
 
 
 def _reject(

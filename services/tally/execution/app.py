@@ -139,13 +139,22 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         readers = set()
         if record is not None:
             readers = {r for o in record.spec.outputs.values() for r in o.recipients}
-        if record is None or (who.identity != record.submitter and who.identity not in readers):
+        # the party's own service credential (its operator) follows and cancels any job
+        if record is None or not (
+            who.service or who.identity == record.submitter or who.identity in readers
+        ):
             raise ApiError(404, "not_found", f"no job {job_id!r} visible to you")
         return record
 
     @app.post("/v1/jobs", status_code=201, responses=error_responses(401, 403, 404, 409, 422))
     async def submit_job(spec: JobCreate, who: CurrentPrincipal, response: Response) -> JobPublic:
         """Submit a job; it starts once every party accepted the same spec."""
+        if who.service:
+            raise ApiError(
+                403,
+                "forbidden",
+                "a service credential cannot submit jobs: submit with the analyst's own token",
+            )
         try:
             stages = await asyncio.to_thread(manager().validate, spec, who.identity)
             record, created = manager().submit(spec, who.identity, stages)
@@ -178,7 +187,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     async def cancel_job(job_id: str, who: CurrentPrincipal) -> JobPublic:
         """Cancel a job at every party."""
         record = visible(job_id, who)
-        if who.identity != record.submitter:
+        if who.identity != record.submitter and not who.service:
             raise ApiError(403, "forbidden", "only the submitter may cancel a job")
         if record.phase not in FINAL_PHASES:
             await manager().cancel(job_id)

@@ -212,6 +212,8 @@ class JobManager:
                 raise JobConflict(
                     f"job {spec.id!r} exists here with another spec (hash {existing.spec_hash})"
                 )
+            if existing.submitter != submitter:
+                raise JobConflict(f"job {spec.id!r} exists here, submitted by another identity")
             return existing, False
         record = JobRecord(
             spec=spec,
