@@ -97,6 +97,24 @@ def test_partitions_pad_to_equal_size_with_valid(tmp_path: Path) -> None:
     assert table.tags["tally.partition_by"] == "region"
 
 
+def test_partition_sizes_are_the_consortiums_not_the_providers(tmp_path: Path) -> None:
+    small = pd.DataFrame({"region": list("aaaaabbc"), "views": range(8)})
+    large = pd.DataFrame({"region": list("abcdefghij" * 5), "views": range(50)})
+    fixed = [prepare(f, tmp_path, partitions=2, partition_rows=64) for f in (small, large)]
+    # before, each provider padded to its own largest partition: the padded size told
+    # the parties how its rows fell (regression)
+    assert [t.rows for t in fixed] == [128, 128]
+    for table, frame in zip(fixed, (small, large), strict=True):
+        valid = decode_int(table.columns["valid"])
+        assert valid.sum() == len(frame)
+        assert sorted(decode_int(table.columns["views"])[valid == 1]) == list(range(len(frame)))
+    with pytest.raises(InputError, match="more than the consortium's partition size"):
+        prepare(large, tmp_path, partitions=2, partition_rows=10)
+    # without a consortium size: the largest partition rounded up to a power of two
+    rounded = prepare(large, tmp_path, partitions=2)
+    assert rounded.rows // 2 in (32, 64) and (rounded.rows // 2) & (rounded.rows // 2 - 1) == 0
+
+
 def test_key_codec_round_trip() -> None:
     codec = KeyCodec.hashed(HASH_KEY, 40)
     codes = codec.encode(["x", "y", "x"])

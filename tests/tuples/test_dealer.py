@@ -55,17 +55,45 @@ def test_dealt_chunks_are_the_same_at_every_party_and_each_holds_only_its_share(
 
 def test_a_party_gets_only_its_own_shuffle_share_from_the_dealer(dealt: Cluster) -> None:
     stub = dealer_stub(dealt, party_name(1))
-    request = tuples_pb2.ShuffleRequest(party=1, reservation_id="r", index=0, rows=8, kinds="a")
+    nonce = "dealer-" + "ab" * 16
+    request = tuples_pb2.ShuffleRequest(
+        party=1, reservation_id="r", index=0, rows=8, kinds="a", nonce=nonce
+    )
     reply = stub.Shuffle(request, timeout=10)
     assert reply.ok
     share = decode_shuffle(reply.correlation)
     assert len(share) == 3  # one step per permuter, party 1's view of each
     with pytest.raises(grpc.RpcError) as refused:
         stub.Shuffle(
-            tuples_pb2.ShuffleRequest(party=2, reservation_id="r", index=0, rows=8, kinds="a"),
+            tuples_pb2.ShuffleRequest(
+                party=2, reservation_id="r", index=0, rows=8, kinds="a", nonce=nonce
+            ),
             timeout=10,
         )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_dealer_shuffles_are_bound_to_the_reservations_nonce(dealt: Cluster) -> None:
+    stub = dealer_stub(dealt, party_name(1))
+
+    def correlation(nonce: str) -> tuples_pb2.ShuffleReply:
+        request = tuples_pb2.ShuffleRequest(
+            party=1, reservation_id="same-id", index=0, rows=64, kinds="a", nonce=nonce
+        )
+        return stub.Shuffle(request, timeout=10)
+
+    first, again = correlation("dealer-" + "01" * 16), correlation("dealer-" + "01" * 16)
+    other = correlation("dealer-" + "02" * 16)
+    assert first.ok and again.ok and other.ok
+    assert first.correlation == again.correlation
+    # before, the correlation came from the reservation id alone: an id derived from a
+    # reused job id repeated the permutation (regression)
+    assert first.correlation != other.correlation
+    bare = correlation("")
+    assert not bare.ok and "nonce" in bare.detail
+    ids = [reserve(dealt, f"nonce-{n}", {"shuffle": 1}) for n in range(2)]
+    sessions = {dealt.get(0, f"/v1/reservations/{i}").json().get("session") for i in ids}
+    assert len(sessions) == 2 and all(str(s).startswith("dealer-") for s in sessions), sessions
 
 
 def test_only_the_leader_asks_the_dealer_to_deal(dealt: Cluster) -> None:

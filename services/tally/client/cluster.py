@@ -162,6 +162,7 @@ class Cluster:
             hash_key=self.config.key_hash_secret,
             dictionary=self.dictionary,
             tags=tags,
+            partition_rows=self.config.partition_rows,
         )
         uploader = Uploader(self.stores, self.show_progress)
         record = uploader.run(table, name, mode, list(share_with), dp_budget)

@@ -6,6 +6,7 @@
     name: local                  # the deployment's name, shown in messages
     identity: you                # the identity this client acts as (a key of tokens)
     key_hash_secret: 9c1f…       # consortium-wide key for text key columns (hex)
+    partition_rows: 65536        # optional: rows of every partition, fixed by the consortium
     client_dir: client           # this client's job records and key dictionary
     parties:
       - name: party-0
@@ -72,6 +73,8 @@ class ClientConfig:
     client_dir: Path = Path(".")
     identities: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    partition_rows: int | None = None
+    """Rows of every partition of a partitioned upload, fixed by the consortium."""
 
     def as_identity(self, identity: str) -> ClientConfig:
         """The same deployment seen by another identity configured in the file."""
@@ -218,6 +221,13 @@ def parse_config(raw: Mapping[str, Any], path: Path, identity: str | None = None
             raise ConfigError(f"{where}: 'key_hash_secret' must be hex") from None
         if len(key) < 16:
             raise ConfigError(f"{where}: 'key_hash_secret' needs at least 16 bytes (32 hex digits)")
+    partition_rows = raw.get("partition_rows")
+    if partition_rows is not None and not (
+        isinstance(partition_rows, int)
+        and not isinstance(partition_rows, bool)
+        and 1 <= partition_rows <= 1 << 40
+    ):
+        raise ConfigError(f"{where}: 'partition_rows' must be a positive integer")
     client_dir = raw.get("client_dir")
     name = _text(raw, "name", where, required=False) or path.parent.name or "tally"
     directory = (
@@ -236,6 +246,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, identity: str | None = None
         client_dir=directory,
         identities=tuple(sorted(known or ())),
         raw=dict(raw),
+        partition_rows=partition_rows,
     )
 
 

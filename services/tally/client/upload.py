@@ -35,7 +35,7 @@ from tally.client.http import ServiceClient, at_every_party, settle_at_every_par
 from tally.client.keys import KeyCoding, KeyDictionary, format_key_tag
 from tally.client.progress import progress_bar
 from tally.common.result_layout import VALID_COLUMN
-from tally.mpc.partition import split_partitions
+from tally.mpc.partition import partition_ids, split_partitions
 from tally.mpc.ring import Shares, encode_int, reconstruct, split
 
 Mode = Literal["direct", "masked"]
@@ -77,8 +77,14 @@ def encode_table(
     partition_by: Sequence[str],
     hash_key: bytes | None,
     tags: Mapping[str, str],
+    partition_rows: int | None = None,
 ) -> EncodedTable:
-    """Partition (optionally), encode every column and build the dataset schema and tags."""
+    """Partition (optionally), encode every column and build the dataset schema and tags.
+
+    Every partition is padded to ``partition_rows`` (the consortium's fixed size, so
+    that a provider's partition sizes say nothing about its data); without one, to the
+    largest partition rounded up to a power of two (which still reveals its magnitude).
+    """
     data = prepared.data
     specs = prepared.specs
     valid: NDArray[np.int64] | None = None
@@ -87,7 +93,8 @@ def encode_table(
             raise InputError("partitions > 1 needs key columns to partition by (keys=[...])")
         if hash_key is None:
             raise InputError("partitioning needs the consortium key (key_hash_secret)")
-        parts = split_partitions(data, list(partition_by), partitions, hash_key)
+        size = _partition_size(data, list(partition_by), partitions, hash_key, partition_rows)
+        parts = split_partitions(data, list(partition_by), partitions, hash_key, size)
         data = {n: np.concatenate([p[0][n] for p in parts]) for n in data}
         valid = np.concatenate([p[1] for p in parts]).astype(np.int64)
     rows = len(next(iter(data.values())))
@@ -271,6 +278,29 @@ def _with_note(error: TallyError, note: str) -> tuple[Any, ...]:
     return (f"{error}; {note}",)
 
 
+def _partition_size(
+    data: Mapping[str, NDArray[Any]],
+    keys: list[str],
+    partitions: int,
+    hash_key: bytes,
+    fixed: int | None,
+) -> int:
+    largest = int(
+        np.bincount(
+            partition_ids([np.asarray(data[k]) for k in keys], partitions, hash_key),
+            minlength=partitions,
+        ).max()
+    )
+    if fixed is None:
+        return 1 << max(largest - 1, 0).bit_length()
+    if largest > fixed:
+        raise InputError(
+            f"a partition of this table holds {largest} rows, more than the consortium's "
+            f"partition size ({fixed}, partition_rows in parties.yaml): use more partitions"
+        )
+    return fixed
+
+
 def prepare_upload(
     frame: pd.DataFrame,
     *,
@@ -281,6 +311,7 @@ def prepare_upload(
     hash_key: bytes | None,
     dictionary: KeyDictionary,
     tags: Mapping[str, str] | None,
+    partition_rows: int | None = None,
 ) -> EncodedTable:
     """Validate, encode and partition a DataFrame; remember its key values locally."""
     if not isinstance(partitions, int) or partitions < 1:
@@ -303,4 +334,4 @@ def prepare_upload(
     for reserved in (KEYS_TAG, PARTITION_TAG):
         if reserved in user_tags:
             raise InputError(f"tag {reserved!r} is set by the SDK")
-    return encode_table(prepared, partitions, by, hash_key, user_tags)
+    return encode_table(prepared, partitions, by, hash_key, user_tags, partition_rows)

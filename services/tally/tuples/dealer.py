@@ -111,7 +111,11 @@ class DealerServicer(tuples_pb2_grpc.TupleDealerServicer):
         rows, kinds = int(request.rows), request.kinds
         if rows * len(kinds) > MAX_SHUFFLE_CELLS:
             return tuples_pb2.ShuffleReply(ok=False, detail="shuffle correlation too large")
-        label = f"{request.reservation_id}/shuffle/{request.index}".encode()
+        if len(request.nonce) < 16:
+            return tuples_pb2.ShuffleReply(
+                ok=False, detail="a shuffle needs its reservation's nonce"
+            )
+        label = f"{request.nonce}/{request.reservation_id}/shuffle/{request.index}".encode()
         try:
             shares = dealer_shuffle(self.prf, self._key, label, len(self.parties), rows, kinds)
         except ValueError as error:

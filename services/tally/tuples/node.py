@@ -170,7 +170,12 @@ class TupleNode:
                 raise ReservationError("dealer mode without a dealer connection")
             self.store.take_shuffle(reservation_id, index)
             request = tuples_pb2.ShuffleRequest(
-                party=self.party, reservation_id=reservation_id, index=index, rows=rows, kinds=kinds
+                party=self.party,
+                reservation_id=reservation_id,
+                index=index,
+                rows=rows,
+                kinds=kinds,
+                nonce=session_id,
             )
             try:
                 reply = self.dealer.Shuffle(request, timeout=self.settings.rpc_timeout_s)
@@ -346,7 +351,9 @@ class TupleNode:
             with self._leader_lock:  # shuffles are derived under a live session's keys
                 if self.current is None:
                     self.lead_session()
-        session = "dealer" if dealt else self.current.id if self.current else ""
+        # dealer mode: a random nonce stored with the reservation, which the dealer's shuffle
+        # correlations are derived under (a reused reservation id never repeats a permutation)
+        session = f"dealer-{uuid.uuid4().hex}" if dealt else self.current.id if self.current else ""
         with self._reserve_lock:  # the leader is the only allocator: one pick at a time
             spec = self.store.reserve_free(reservation_id, job_id, session, wants)
         request = tuples_pb2.ReserveRequest(
