@@ -21,7 +21,9 @@ def make_app() -> tuple[FastAPI, HttpMetrics]:
     install_error_handlers(app)
     metrics = HttpMetrics("test")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, json_limit=100, upload_limit=1000)
+    app.add_middleware(
+        BodyLimitMiddleware, json_limit=100, upload_limit=1000, upload_routes=[("PUT", "/blob")]
+    )
 
     @app.post("/items/{item_id}")
     def create(item_id: int, item: Item) -> Item:
@@ -73,12 +75,18 @@ def test_unexpected_errors_are_a_500_without_internals() -> None:
     assert "boom" not in response.text
 
 
-def test_body_limits_by_media_type() -> None:
+def test_body_limits_by_route() -> None:
     http = client()
     big_json = {"name": "x" * 200, "count": 1}
     response = http.post("/items/1", json=big_json)
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
     upload = {"Content-Type": "application/octet-stream"}
+    # before, the limit followed the Content-Type: any JSON route sent as octet-stream
+    # took the upload limit, unauthenticated (regression)
+    disguised = http.post("/items/1", content=b"x" * 500, headers=upload)
+    assert disguised.status_code == 413 and "for this route" in disguised.json()["detail"]
+    chunked_json = http.post("/items/1", content=iter([b"x" * 60] * 3), headers=upload)
+    assert chunked_json.status_code == 413
     assert http.put("/blob", content=b"x" * 1000, headers=upload).json() == {"size": 1000}
     assert http.put("/blob", content=b"x" * 1001, headers=upload).status_code == 413
     chunked = http.put("/blob", content=iter([b"x" * 600, b"x" * 600]), headers=upload)

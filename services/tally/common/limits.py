@@ -1,20 +1,27 @@
 """Request body size limits, enforced before a handler reads the body.
 
-``BodyLimitMiddleware`` answers 413 when ``Content-Length`` exceeds the limit for the
-request's media type, and cuts off a body sent without a length (chunked) as soon as
-it grows past the limit. ``application/octet-stream`` bodies (share uploads) get their
-own, larger limit; everything else (JSON) the small one.
+``BodyLimitMiddleware`` answers 413 when ``Content-Length`` exceeds the limit of the
+request's *route*, and cuts off a body sent without a length (chunked) as soon as it
+grows past that limit — before authentication, before anything is buffered.  The
+routes that take share uploads (``upload_routes``: method and path pattern) get the
+large limit; every other route the small one, whatever ``Content-Type`` the caller
+claims (an octet-stream body to a JSON route is held to the JSON limit).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.common.errors import ApiError
 
 OCTET_STREAM = "application/octet-stream"
+
+UploadRoute = tuple[str, str]
+"""(HTTP method, regular expression the whole path must match)."""
 
 
 class BodyTooLarge(ApiError):
@@ -27,20 +34,34 @@ class BodyTooLarge(ApiError):
 
 
 class BodyLimitMiddleware:
-    """413 for bodies above ``json_limit`` (``upload_limit`` for octet-stream)."""
+    """413 for bodies above ``json_limit`` (``upload_limit`` on the ``upload_routes``)."""
 
-    def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        json_limit: int,
+        upload_limit: int = 0,
+        upload_routes: Sequence[UploadRoute] = (),
+    ) -> None:
         self.app = app
         self.json_limit = json_limit
         self.upload_limit = upload_limit
+        self.upload_routes = [(method, re.compile(path)) for method, path in upload_routes]
+
+    def limit_for(self, method: str, path: str) -> int:
+        """The body limit of one request."""
+        for route_method, pattern in self.upload_routes:
+            if method == route_method and pattern.fullmatch(path):
+                return self.upload_limit
+        return self.json_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
-        limit = self.upload_limit if content_type == OCTET_STREAM else self.json_limit
+        limit = self.limit_for(str(scope.get("method", "")), str(scope.get("path", "")))
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -54,7 +75,7 @@ class BodyLimitMiddleware:
                     413,
                     "payload_too_large",
                     f"request body of {declared} bytes exceeds the limit of {limit} bytes "
-                    f"for {content_type or 'this media type'}",
+                    "for this route",
                 )
                 return
             await self.app(scope, receive, send)

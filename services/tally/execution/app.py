@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from tally.common.auth import Principal, TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
+from tally.common.limits import BodyLimitMiddleware
 from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
 from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
@@ -128,6 +129,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes)
     app.state.authenticator = authenticator
 
     def manager() -> JobManager:

@@ -181,6 +181,9 @@ class ExecutionSettings(BaseSettings):
     io_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for one round")
     max_restarts: int = Field(default=3, ge=0, description="worker restarts per job and worker")
     max_partitions: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(
+        default=4 << 20, gt=0, description="largest request body (job specs, worker reports)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExecutionSettings:

@@ -24,6 +24,12 @@ from tally.secret_store.settings import SecretStoreSettings
 
 log = logging.getLogger(__name__)
 
+UPLOAD_ROUTES = (
+    ("PUT", r"/v1/datasets/[^/]+/columns/[^/]+"),
+    ("PUT", r"/v1/masked-inputs/[^/]+/columns/[^/]+"),
+)
+"""The share uploads: the only routes whose bodies may reach ``max_upload_bytes``."""
+
 DESCRIPTION = """\
 One party's store of secret shares. Data providers create a dataset, upload each
 column's shares as little-endian uint64 (`application/octet-stream`, header
@@ -75,5 +81,6 @@ def create_app(settings: SecretStoreSettings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         json_limit=settings.max_json_bytes,
         upload_limit=settings.max_upload_bytes,
+        upload_routes=UPLOAD_ROUTES,
     )
     return app

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from tally.common.auth import TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
+from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
 from tally.mpc.offline.layout import Kind, parse_kind
 from tally.tuples.node import TupleNode, ranges
@@ -107,6 +108,7 @@ def create_app(node: TupleNode) -> FastAPI:
     app.state.auth = TokenAuthenticator(node.settings.tokens, node.settings.env)
     metrics = HttpMetrics("tuples")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, json_limit=node.settings.max_body_bytes)
     install_error_handlers(app)
     started = time.monotonic()
 

@@ -109,6 +109,7 @@ class TuplesSettings(BaseSettings):
     replenish: bool = Field(default=True, description="leader: keep pools filled in background")
     replenish_interval_s: float = Field(default=1.0, gt=0)
     rpc_timeout_s: float = Field(default=120.0, gt=0)
+    max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest request body")
     prf: Literal["aes", "shake"] = Field(default="aes", description="PRF of the hm3 generator")
 
     @property
