@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tests.secret_store.conftest import Api, new_id, random_shares, sha256
@@ -80,6 +82,22 @@ def test_commit_with_missing_shares_is_refused_and_names_them(api: Api) -> None:
     detail = response.json()["detail"]
     assert "region[1]" in detail and "views[0]" in detail and "views[1]" in detail
     assert api.request("GET", "/v1/datasets").json()["total"] == 0
+
+
+def test_a_wide_many_partition_dataset_is_refused_and_commit_stays_cheap(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(max_parts=4096)
+    columns = [{"name": f"c{i}", "kind": "int"} for i in range(1024)]
+    # before, 1,024 columns x 65,536 partitions was accepted and commit built 67 M
+    # strings to name the missing parts (regression)
+    huge = api.create(columns=columns, rows=1 << 16, partitions=1 << 16)
+    assert huge.status_code == 422 and "max_parts" in huge.json()["detail"]
+    wide = api.create(columns=columns[:64], rows=64 * 64, partitions=64).json()
+    response = api.commit(wide["id"])
+    assert response.status_code == 409
+    detail = response.json()["detail"]
+    assert "c0[0]" in detail and "(4096 parts missing)" in detail and len(detail) < 600
 
 
 def test_create_with_same_id_and_body_is_idempotent(api: Api) -> None:

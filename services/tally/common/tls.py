@@ -16,6 +16,7 @@ and mount them).
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,19 @@ def party_name(party: int) -> str:
     return f"{PARTY_PREFIX}{party}"
 
 
+_PARTY_NAME = re.compile(r"party-(0|[1-9][0-9]{0,3})")
+"""ASCII digits only, no leading zero: ``party-01`` or ``party-١`` name no party."""
+
+
+def party_index(name: str) -> int | None:
+    """The index a party's certificate name carries (``party-<i>``), else None."""
+    match = _PARTY_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def is_party_name(name: str) -> bool:
     """Whether ``name`` is a computational party's certificate name (``party-<i>``)."""
-    return name.startswith(PARTY_PREFIX) and name[len(PARTY_PREFIX) :].isdigit()
+    return party_index(name) is not None
 
 
 @dataclass(frozen=True)

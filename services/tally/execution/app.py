@@ -21,6 +21,7 @@ Routes (errors are ``{"error": code, "detail": text}``):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -40,6 +41,8 @@ from tally.execution.ports import InputError
 from tally.execution.service import JobConflict, JobManager, Superseded
 from tally.execution.settings import ExecutionSettings, load_tls
 from tally.execution.worker import build_stores
+
+log = logging.getLogger(__name__)
 
 PHASES = ("Pending", "Reserving", "Running", "Succeeded", "Failed", "Cancelled")
 
@@ -281,8 +284,9 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         """The blob store is usable and the PartyControl server is serving."""
         try:
             blobs.ping()
-        except Exception as error:
-            raise ApiError(503, "unavailable", f"blob store: {error}") from None
+        except Exception as error:  # the reason goes to the log: it names hosts
+            log.warning("readiness: the blob store is not usable: %s", error)
+            raise ApiError(503, "unavailable", "the blob store is not reachable") from None
         if "server" not in state:
             raise ApiError(503, "unavailable", "PartyControl server not started")
         return {"status": "ready"}

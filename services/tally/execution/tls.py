@@ -39,8 +39,9 @@ def peer_party(context: grpc.aio.ServicerContext[object, object]) -> int | None:
     names = context.auth_context().get("x509_common_name") or []
     for raw in names:
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if common_tls.is_party_name(name):
-            return int(name[len(common_tls.PARTY_PREFIX) :])
+        index = common_tls.party_index(name)
+        if index is not None:
+            return index
     return None
 
 

@@ -115,6 +115,14 @@ def _spec_digest(body: DatasetCreate) -> str:
 
 
 def _check_size(ctx: StoreContext, body: DatasetCreate) -> None:
+    parts = len(body.columns) * body.partitions
+    if parts > ctx.settings.max_parts:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{len(body.columns)} columns x {body.partitions} partitions is {parts} column "
+            f"parts, above this store's limit of {ctx.settings.max_parts} (max_parts)",
+        )
     part_bytes = body.rows // body.partitions * 8
     limit = ctx.settings.max_upload_bytes
     if part_bytes > limit:
@@ -414,6 +422,40 @@ def list_datasets(
     return DatasetPage(items=items, total=total, limit=limit, offset=offset)
 
 
+def _missing_parts(session: Session, dataset: Dataset, shown: int = 20) -> str:
+    """The first missing column parts, counted in SQL (never one string per part)."""
+    counts = dict(
+        session.execute(
+            select(Share.column, func.count())
+            .where(Share.dataset_id == dataset.id)
+            .group_by(Share.column)
+        ).all()
+    )
+    names: list[str] = []
+    total = 0
+    for column in dataset.columns:
+        absent = dataset.partitions - int(counts.get(column.name, 0))
+        if absent <= 0:
+            continue
+        total += absent
+        if len(names) < shown:
+            have = set(
+                session.scalars(
+                    select(Share.partition).where(
+                        Share.dataset_id == dataset.id, Share.column == column.name
+                    )
+                )
+            )
+            for partition in range(dataset.partitions):
+                if partition not in have:
+                    names.append(f"{column.name}[{partition}]")
+                    if len(names) >= shown:
+                        break
+    if not total:
+        return ""
+    return ", ".join(names) + (f" … ({total} parts missing)" if total > len(names) else "")
+
+
 def commit_dataset(ctx: StoreContext, principal: Principal, dataset_id: str) -> DatasetPublic:
     """Make a fully uploaded pending dataset visible, atomically; 409 when incomplete."""
     with session_scope(ctx.sessions) as session:
@@ -422,21 +464,10 @@ def commit_dataset(ctx: StoreContext, principal: Principal, dataset_id: str) -> 
             raise not_found(dataset_id)
         if dataset.state == COMMITTED:
             raise ApiError(409, "conflict", f"dataset {dataset_id} is already committed")
-        stored = set(
-            session.execute(
-                select(Share.column, Share.partition).where(Share.dataset_id == dataset_id)
-            ).all()
-        )
-        missing = [
-            f"{column.name}[{partition}]"
-            for column in dataset.columns
-            for partition in range(dataset.partitions)
-            if (column.name, partition) not in stored
-        ]
+        missing = _missing_parts(session, dataset)
         if missing:
-            shown = ", ".join(missing[:20]) + (" …" if len(missing) > 20 else "")
             raise ApiError(
-                409, "conflict", f"cannot commit dataset {dataset_id}: missing shares {shown}"
+                409, "conflict", f"cannot commit dataset {dataset_id}: missing shares {missing}"
             )
         now = utcnow()
         committed = session.execute(

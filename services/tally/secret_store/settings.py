@@ -51,6 +51,9 @@ class SecretStoreSettings(BaseSettings):
         default=1 << 30, gt=0, description="largest octet-stream body (one column part)"
     )
     max_json_bytes: int = Field(default=1 << 20, gt=0, description="largest JSON request body")
+    max_parts: int = Field(
+        default=1 << 16, gt=0, description="most column parts (columns x partitions) a dataset has"
+    )
     max_mask_count: int = Field(default=1 << 27, gt=0, description="most masks per reservation")
     max_page_size: int = Field(default=1000, gt=0)
 

@@ -8,6 +8,7 @@ later cannot be left open by mistake.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Annotated
@@ -26,6 +27,8 @@ from tally.common.metrics import HttpMetrics, MetricsMiddleware
 from tally.mpc.offline.layout import Kind, parse_kind
 from tally.tuples.node import TupleNode, ranges
 from tally.tuples.store import SHUFFLE, ReservationError, TupleReuse
+
+log = logging.getLogger(__name__)
 
 
 class PoolPublic(BaseModel):
@@ -123,8 +126,9 @@ def create_app(node: TupleNode) -> FastAPI:
         try:
             node.store.free_tuples("triples")
             node.store.blobs.ping()
-        except Exception as error:
-            raise ApiError(503, "unavailable", f"storage is not reachable: {error}") from error
+        except Exception as error:  # the reason goes to the log: it names hosts
+            log.warning("readiness: storage is not reachable: %s", error)
+            raise ApiError(503, "unavailable", "storage is not reachable") from None
         if node.settings.is_leader and not node.ready.is_set():
             raise ApiError(503, "unavailable", "the leader is still recovering")
         return {"status": "ready"}
