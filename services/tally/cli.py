@@ -37,14 +37,15 @@ def _err(text: str) -> None:
 class Context:
     """What every command needs: the chosen configuration and identity."""
 
-    def __init__(self, config: str | None, identity: str | None) -> None:
+    def __init__(self, config: str | None, identity: str | None, insecure: bool = False) -> None:
         self.config = config
         self.identity = identity
+        self.insecure = insecure
 
     def cluster(self) -> Any:
         from tally.client.cluster import connect
 
-        return connect(self.config, self.identity)
+        return connect(self.config, self.identity, insecure=self.insecure)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -62,10 +63,12 @@ pass_context = click.make_pass_decorator(Context)
     help="parties.yaml of the deployment (default: TALLY_CONFIG, then the current one)",
 )
 @click.option("--identity", envvar="TALLY_IDENTITY", help="act as this identity of parties.yaml")
+@click.option("--insecure", is_flag=True,
+              help="allow plaintext http:// to other machines (trusted networks)")  # fmt: skip
 @click.pass_context
-def cli(context: click.Context, config: str | None, identity: str | None) -> None:
+def cli(context: click.Context, config: str | None, identity: str | None, insecure: bool) -> None:
     """Joint analytics over secret-shared tables."""
-    context.obj = Context(config, identity)
+    context.obj = Context(config, identity, insecure)
 
 
 # ---------------------------------------------------------------------- local

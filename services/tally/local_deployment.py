@@ -9,7 +9,8 @@ and local directories under one state folder::
       secrets.json         bearer tokens, consortium keys (mode 0600)
       parties.yaml         the client configuration (mode 0600: it holds tokens)
       pids.json            the running processes (``up`` writes it, ``down`` removes it)
-      pki/                 consortium CA and party certificates (PartyLink mutual TLS)
+      pki/                 consortium CA, party certificates (PartyLink mutual TLS) and
+                           rest-<i> certificates (HTTPS on every REST listener)
       party-<i>/           secret-store/, tuples/, execution/ of party i
       logs/                one log per process
       client/              the client's job records and key dictionary
@@ -51,6 +52,7 @@ import yaml  # type: ignore[import-untyped]
 from tally.client.cluster import Cluster
 from tally.client.config import load_config, redact, set_current
 from tally.client.errors import ConfigError, TallyError
+from tally.common.https import client_context
 from tally.common.tls import party_name, write_test_pki
 from tally.mpc.processes import free_ports
 
@@ -105,6 +107,11 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):  # a recycled pid is not ours
         return b"tally" in cmdline.read_bytes()
     return True
+
+
+def rest_name(party: int) -> str:
+    """The name on a party's REST listener certificate (never a party's PartyLink name)."""
+    return f"rest-{party}"
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,7 @@ class LocalDeployment:
             )
         elif service == "secret-store":
             base = self._process_dir("secret-store", party)
+            env.update(self._https_env("TALLY_SECRET_STORE_", party))
             env.update(
                 TALLY_SECRET_STORE_PARTY=str(party),
                 TALLY_SECRET_STORE_DATABASE_URL=f"sqlite:///{base / 'metadata.db'}",
@@ -277,6 +285,7 @@ class LocalDeployment:
             )
         elif service == "tuples":
             base = self._process_dir("tuples", party)
+            env.update(self._https_env("TALLY_TUPLES_", party))
             env.update(
                 TALLY_TUPLES_PARTY=str(party),
                 TALLY_TUPLES_PEERS=tuple_link,
@@ -326,8 +335,21 @@ class LocalDeployment:
             "TALLY_EXECUTION_TUPLES": "service",
             "TALLY_EXECUTION_TUPLES_URL": self.url("tuples", party),
             "TALLY_EXECUTION_TUPLES_TOKEN": secret["tuples_tokens"][party],
+            "TALLY_EXECUTION_REST_CA": str(ca),
+            **self._https_env("TALLY_EXECUTION_", party),
         }
         return env
+
+    def _https_env(self, prefix: str, party: int) -> dict[str, str]:
+        """The REST listener's certificate (from the deployment's CA, valid for 127.0.0.1)."""
+        _, cert, key = self.pki_paths(rest_name(party))
+        return {f"{prefix}HTTPS_CERT": str(cert), f"{prefix}HTTPS_KEY": str(key)}
+
+    def _http(self) -> httpx.Client:
+        """A client that verifies the services against the deployment's CA."""
+        return httpx.Client(
+            timeout=2.0, trust_env=False, verify=client_context(self.pki_paths("ca")[0])
+        )
 
     def pki_paths(self, name: str) -> tuple[Path, Path, Path]:
         """The consortium CA and the certificate and key of ``party-<i>`` or the dealer."""
@@ -358,7 +380,7 @@ class LocalDeployment:
         if party is None:
             return f"grpc://127.0.0.1:{self.meta['ports'][DEALER][0]}"
         key = {"secret-store": "secret_store", "tuples": "tuples_http", "execution": "execution"}
-        return f"http://127.0.0.1:{self.meta['ports'][key[service]][party]}"
+        return f"https://127.0.0.1:{self.meta['ports'][key[service]][party]}"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -389,7 +411,8 @@ class LocalDeployment:
         secret = self._secrets()
         names = [party_name(p) for p in range(self.parties)]
         names += [DEALER] if self.meta["tuples"] == DEALER else []
-        write_test_pki(self.dir / "pki", names)  # fresh certificates at every start
+        rest = [rest_name(p) for p in range(self.parties)]  # HTTPS on every REST listener
+        write_test_pki(self.dir / "pki", names, loopback=rest)  # fresh at every start
         _write_private(self.dir / "deployment.json", json.dumps(self.meta, indent=2))
         self._write_config(secret)
         pids: dict[str, int] = {}
@@ -435,13 +458,15 @@ class LocalDeployment:
     def _wait_ready(self, pids: dict[str, int]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         waiting = {_parse_name(name): pid for name, pid in pids.items()}
-        with httpx.Client(timeout=2.0, trust_env=False) as http:
+        with self._http() as http:
             while waiting:
                 for (service, party), pid in list(waiting.items()):
-                    if not _alive(pid) or _reaped(pid):
+                    ended = _exit_status(pid)
+                    if ended is not None or not _alive(pid):
                         where = "the dealer" if party is None else f"{service} of party {party}"
                         raise DeploymentError(
-                            f"{where} exited while starting: {self.last_error(service, party)} "
+                            f"{where} exited while starting ({ended or 'gone'}): "
+                            f"{self.last_error(service, party)} "
                             f"(log: {self.log_path(service, party)})"
                         )
                     if self._ready(http, service, party):
@@ -491,7 +516,7 @@ class LocalDeployment:
             raise DeploymentError(f"no deployment in {self.dir}: run `tally local up`")
         pids: dict[str, int] = self._read_json("pids.json") or {}
         out = []
-        with httpx.Client(timeout=2.0, trust_env=False) as http:
+        with self._http() as http:
             for service, party in self.processes():
                 pid = pids.get(_name(service, party))
                 url = self.url(service, party)
@@ -563,13 +588,18 @@ def _parse_name(name: str) -> tuple[str, int | None]:
     return service, int(party) if party else None
 
 
-def _reaped(pid: int) -> bool:
-    """Reap ``pid`` if it is our exited child; True when it had exited."""
+def _exit_status(pid: int) -> str | None:
+    """Reap ``pid`` if it is our exited child: how it ended ("exit code 1", "signal 9"),
+    or None while it runs (or is not our child)."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return False
-    return done == pid
+        return None
+    if done != pid:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _stop_group(pids: list[int], first: signal.Signals) -> None:
@@ -578,7 +608,7 @@ def _stop_group(pids: list[int], first: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, first)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and any(_alive(p) and not _reaped(p) for p in pids):
+    while time.monotonic() < deadline and any(_alive(p) and _exit_status(p) is None for p in pids):
         time.sleep(0.1)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -257,3 +260,24 @@ def test_the_owners_policy_gates_an_analysts_jobs_at_every_party(
         analyst.table("policed").group_by("region", domain=REGIONS, min_group_size=10).agg(
             n=("views", "count")
         ).to_pandas()
+
+
+def test_every_rest_listener_of_the_embedded_deployment_is_https(
+    deployment: LocalDeployment,
+) -> None:
+    states = [s for s in deployment.status() if s.party is not None]
+    assert states and all(s.url.startswith("https://127.0.0.1:") for s in states), states
+    ca = deployment.dir / "pki" / "ca.pem"
+    for state in states:
+        plain = state.url.replace("https://", "http://") + "/healthz"
+        with pytest.raises(httpx.HTTPError):  # no plaintext listener to fall back to
+            httpx.get(plain, timeout=5.0, trust_env=False)
+        with pytest.raises(httpx.ConnectError):  # an unknown CA is refused by the client
+            httpx.get(state.url + "/healthz", timeout=5.0, trust_env=False)
+        verified = httpx.get(
+            state.url + "/healthz",
+            timeout=5.0,
+            trust_env=False,
+            verify=ssl.create_default_context(cafile=str(ca)),
+        )
+        assert verified.status_code == 200, state

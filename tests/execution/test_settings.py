@@ -20,11 +20,13 @@ def production(tmp_path: Path, **changes: Any) -> ExecutionSettings:
         "peers": PEERS,
         **tls,
         "inputs": "secret-store",
-        "secret_store_url": "http://secret-store:8100",
+        "secret_store_url": "https://secret-store:8100",
         "secret_store_token": TOKEN,
         "tuples": "service",
-        "tuples_url": "http://tuples:8200",
+        "tuples_url": "https://tuples:8200",
         "tuples_token": "Kd82nQ-tuple-service-bearer-token",
+        "https_cert": tmp_path / "rest.pem",
+        "https_key": tmp_path / "rest.key",
     }
     return ExecutionSettings(**{**values, **changes})
 
@@ -72,6 +74,12 @@ def test_production_accepts_the_services(tmp_path: Path) -> None:
         ({"secret_store_token": "changeme"}, "SECRET_STORE_TOKEN is a placeholder"),
         ({"tuples_token": "token"}, "TUPLES_TOKEN is a placeholder"),
         ({"tls_ca": None, "tls_cert": None, "tls_key": None}, "mutual TLS"),
+        # before, production accepted plaintext REST everywhere (regressions)
+        ({"https_cert": None, "https_key": None}, "plaintext execution listener"),
+        ({"secret_store_url": "http://secret-store:8100"}, "https:// SECRET_STORE_URL"),
+        ({"tuples_url": "http://tuples:8200"}, "https:// TUPLES_URL"),
+        ({"workers": "external", "url": "http://execution:8300"}, "https:// URL"),
+        ({"s3_endpoint": "minio:9000", "s3_secret_key": "Kd82nQ-s3-secret-key-0123"}, "S3_SECURE"),
     ],
 )
 def test_production_refuses_development_shortcuts(

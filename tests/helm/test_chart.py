@@ -241,7 +241,8 @@ def test_operator_rbac_is_least_privilege() -> None:
     assert ("tally.dev", "analyticsjobs/status", "patch") in granted
     assert ("batch", "jobs", "create") in granted and ("batch", "jobs", "delete") in granted
     assert ("", "pods", "watch") in granted and ("", "pods", "delete") not in granted
-    assert not any(resource == "secrets" for _, resource, _ in granted)
+    # Secrets: get only (the analyst credentials an AnalyticsJob names), never list/watch
+    assert {v for _, r, v in granted if r == "secrets"} == {"get"}
     (cluster_role,) = objects(docs, "ClusterRole").values()
     assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
     (binding,) = objects(docs, "ClusterRoleBinding").values()

@@ -64,7 +64,19 @@ def test_tokens_are_never_logged_or_shown(api: Api, caplog: pytest.LogCaptureFix
 
 
 def production(**fields: object) -> SecretStoreSettings:
-    return SecretStoreSettings(env="production", **fields)  # type: ignore[arg-type]
+    https = {"https_cert": Path("rest.pem"), "https_key": Path("rest.key")}
+    return SecretStoreSettings(env="production", **{**https, **fields})  # type: ignore[arg-type]
+
+
+def test_production_refuses_plaintext_rest_database_and_s3() -> None:
+    tokens = [{"identity": "alice", "sha256": "ab" * 32}]
+    # before, production accepted all three in plaintext (regressions)
+    with pytest.raises(ValidationError, match="plaintext secret-store listener"):
+        production(tokens=tokens, https_cert=None, https_key=None)
+    with pytest.raises(ValidationError, match="sslmode=verify-full"):
+        production(tokens=tokens, database_url="postgresql+psycopg://s:p@db/store")
+    with pytest.raises(ValidationError, match="S3_SECURE"):
+        production(tokens=tokens, s3_endpoint="s3:9000", s3_secret_key="Kd82nQ-s3-secret-key-0123")
 
 
 def test_production_refuses_placeholder_tokens() -> None:

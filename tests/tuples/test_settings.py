@@ -17,12 +17,13 @@ PEERS = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 STRONG = "kq3-9f8e7d6c5b4a3210-zz81x"
 TOKENS = [{"identity": "execution", "token": STRONG}]
 TLS = {"tls_ca": Path("ca.pem"), "tls_cert": Path("party.pem"), "tls_key": Path("party.key")}
+HTTPS = {"https_cert": Path("rest.pem"), "https_key": Path("rest.key")}
 
 
 def production(**fields: Any) -> TuplesSettings:
     """Production settings that pass, with ``fields`` changed."""
     return TuplesSettings(
-        **{"env": "production", "peers": PEERS, "tokens": TOKENS, **TLS, **fields}
+        **{"env": "production", "peers": PEERS, "tokens": TOKENS, **TLS, **HTTPS, **fields}
     )
 
 
@@ -83,6 +84,19 @@ def test_production_refuses_plaintext_tuplelink() -> None:
         TuplesSettings(peers=PEERS, tls_ca=Path("ca.pem"))
     with pytest.raises(ValueError, match="placeholder"):
         production(s3_endpoint="s3:9000", s3_secret_key="minioadmin")
+
+
+def test_production_refuses_plaintext_rest_database_and_s3() -> None:
+    # before, production accepted a plaintext REST listener, an unverified PostgreSQL
+    # connection and plaintext S3 (regressions)
+    with pytest.raises(ValueError, match="plaintext tuple-service listener"):
+        production(https_cert=None, https_key=None)
+    with pytest.raises(ValueError, match="sslmode=verify-full"):
+        production(database_url="postgresql+psycopg://t:p@db/tuples")
+    verified = "postgresql+psycopg://t:p@db/tuples?sslmode=verify-full"
+    assert production(database_url=verified).database_url == verified
+    with pytest.raises(ValueError, match="S3_SECURE"):
+        production(s3_endpoint="s3:9000", s3_secret_key="Kd82nQ-s3-secret-key-0123")
 
 
 def test_the_dealer_process_settings() -> None:

@@ -367,7 +367,9 @@ def connect(
     config: str | os.PathLike[str] | None = None,
     identity: str | None = None,
     show_progress: bool | None = None,
+    insecure: bool = False,
 ) -> Cluster:
     """A :class:`Cluster` from a ``parties.yaml`` (default: ``TALLY_CONFIG``, then the
-    current deployment recorded by ``tally local up``)."""
-    return Cluster(load_config(config, identity), show_progress)
+    current deployment recorded by ``tally local up``).  ``insecure`` allows plaintext
+    ``http://`` to other machines, which the client otherwise refuses."""
+    return Cluster(load_config(config, identity, insecure), show_progress)

@@ -27,8 +27,11 @@ current context.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import ssl
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,10 +78,12 @@ class ClientConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     partition_rows: int | None = None
     """Rows of every partition of a partitioned upload, fixed by the consortium."""
+    insecure: bool = False
+    """Plaintext HTTP to other machines allowed (``--insecure``)."""
 
     def as_identity(self, identity: str) -> ClientConfig:
         """The same deployment seen by another identity configured in the file."""
-        return parse_config(self.raw, self.path, identity)
+        return parse_config(self.raw, self.path, identity, self.insecure)
 
 
 def config_home() -> Path:
@@ -126,7 +131,9 @@ def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, identity: str | None = None
+    path: str | os.PathLike[str] | None = None,
+    identity: str | None = None,
+    insecure: bool = False,
 ) -> ClientConfig:
     """Read and check a ``parties.yaml``; errors say which field is wrong."""
     resolved = resolve_config_path(path)
@@ -145,7 +152,7 @@ def load_config(
         raise ConfigError(f"{resolved} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{resolved}: expected a mapping with 'parties'")
-    return parse_config(raw, resolved, identity)
+    return parse_config(raw, resolved, identity, insecure)
 
 
 def _text(entry: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
@@ -178,9 +185,28 @@ def _tokens(entry: Mapping[str, Any], where: str, default_identity: str) -> dict
     return out
 
 
-def parse_config(raw: Mapping[str, Any], path: Path, identity: str | None = None) -> ClientConfig:
+def _check_transport(url: str | None, key: str, where: str, insecure: bool) -> None:
+    """Refuse plaintext HTTP to another machine: one observer would see every share."""
+    if url is None or not url.startswith("http://") or insecure:
+        return
+    host = urllib.parse.urlsplit(url).hostname or ""
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        raise ConfigError(
+            f"{where}: '{key}' is http:// to {host}: shares and tokens would cross the "
+            "network in the clear. Use https://, or --insecure (insecure: true in "
+            "parties.yaml) on a network you trust"
+        )
+
+
+def parse_config(
+    raw: Mapping[str, Any], path: Path, identity: str | None = None, insecure: bool = False
+) -> ClientConfig:
     """A :class:`ClientConfig` from the parsed YAML of ``path``."""
     where = str(path)
+    insecure = insecure or raw.get("insecure") is True
     base = path.parent
     default_identity = _text(raw, "identity", where, required=False) or "you"
     chosen = identity or os.environ.get("TALLY_IDENTITY") or default_identity
@@ -201,6 +227,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, identity: str | None = None
                 f"(configured: {', '.join(sorted(tokens)) or 'none'})"
             )
         ca = _text(entry, "ca", here, required=False)
+        for service in ("secret_store", "execution", "tuples"):
+            _check_transport(entry.get(service), service, here, insecure)
         parties.append(
             PartyEndpoint(
                 index=index,
@@ -247,6 +275,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, identity: str | None = None
         identities=tuple(sorted(known or ())),
         raw=dict(raw),
         partition_rows=partition_rows,
+        insecure=insecure,
     )
 
 

@@ -16,6 +16,7 @@ and mount them).
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -175,9 +176,16 @@ def make_ca(
 
 
 def issue_certificate(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, loopback: bool = False
 ) -> PeerTLS:
-    """A certificate for ``name`` (server and client use) signed by ``ca``."""
+    """A certificate for ``name`` (server and client use) signed by ``ca``; with
+    ``loopback``, also valid for ``localhost`` and 127.0.0.1 (local REST listeners)."""
+    alternative: list[x509.GeneralName] = [x509.DNSName(name)]
+    if loopback:
+        alternative += [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
@@ -188,7 +196,7 @@ def issue_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(
@@ -205,19 +213,23 @@ def issue_certificate(
     )
 
 
-def write_test_pki(directory: Path, names: Iterable[str]) -> dict[str, tuple[Path, Path, Path]]:
-    """A fresh CA and one certificate per name under ``directory`` (tests and development).
+def write_test_pki(
+    directory: Path, names: Iterable[str], loopback: Iterable[str] = ()
+) -> dict[str, tuple[Path, Path, Path]]:
+    """A fresh CA and one certificate per name under ``directory`` (tests and development);
+    the ``loopback`` names are also valid for localhost and 127.0.0.1.
 
     Returns (ca, certificate, key) paths by name.
     """
+    local = set(loopback)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = make_ca()
     ca_path = directory / "ca.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     out = {}
-    for name in names:
-        tls = issue_certificate(ca, ca_key, name)
+    for name in [*names, *sorted(local)]:
+        tls = issue_certificate(ca, ca_key, name, loopback=name in local)
         cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
         cert_path.write_bytes(tls.certificate)
         key_path.write_bytes(tls.key)

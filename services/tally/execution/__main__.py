@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from tally.execution.app import create_app
+from tally.execution.settings import ExecutionSettings
 
 
 def main() -> None:
@@ -17,7 +18,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8300)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    settings = ExecutionSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        **settings.server_tls(),
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import ssl
 import threading
 import time
 import urllib.parse
@@ -51,11 +50,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import certifi
 import httpx
 import numpy as np
 from numpy.typing import NDArray
 
+from tally.common.https import client_context
 from tally.execution.ledger import LedgerAccess, TupleLedger
 from tally.mpc.offline.layout import from_arrays, parse_kind
 from tally.mpc.reserved import SHUFFLE, ReservedSource, TupleReader, TupleServiceError
@@ -93,13 +92,19 @@ def _detail_of(body: bytes) -> str:
 class TupleServiceClient:
     """The tuple-service REST calls the execution service makes (httpx, keep-alive)."""
 
-    def __init__(self, base_url: str, token: str = "", timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, token: str = "", timeout: float = 300.0, ca: Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            verify=client_context(ca),
+            trust_env=False,
         )
-        self._bulk = _BulkReader(self.base_url, headers, timeout)
+        self._bulk = _BulkReader(self.base_url, headers, timeout, ca)
 
     def close(self) -> None:
         self._client.close()
@@ -227,7 +232,9 @@ class _BulkReader:
     ``readinto`` per buffer, so the bytes are copied once, by the kernel.
     """
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self, base_url: str, headers: Mapping[str, str], timeout: float, ca: Path | None = None
+    ) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"tuple-service URL must be http(s)://host[:port], not {base_url!r}")
@@ -235,6 +242,7 @@ class _BulkReader:
         self._url = url
         self._headers = dict(headers)
         self._timeout = timeout
+        self._ca = ca
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
 
@@ -242,7 +250,7 @@ class _BulkReader:
         if self._connection is None:
             url = self._url
             if url.scheme == "https":
-                context = ssl.create_default_context(cafile=certifi.where())
+                context = client_context(self._ca)
                 self._connection = http.client.HTTPSConnection(
                     url.hostname or "", url.port, timeout=self._timeout, context=context
                 )
@@ -621,8 +629,9 @@ class TupleServiceProvider(LedgerAccess):
         token: str = "",
         policy: LeasePolicy | None = None,
         timeout: float = 300.0,
+        ca: Path | None = None,
     ) -> None:
-        self.client = TupleServiceClient(base_url, token, timeout)
+        self.client = TupleServiceClient(base_url, token, timeout, ca)
         self.root = Path(root)
         self.party = party
         self.parties = parties

@@ -44,6 +44,7 @@ import httpx
 from pydantic import ValidationError
 
 from tally.common.blobstore import BlobNotFound, BlobStore
+from tally.common.https import client_context
 from tally.execution.jobs import FINAL_PHASES, JobFiles, JobRecord, WorkerStatus
 from tally.execution.ledger import TupleLedger
 from tally.execution.ports import TupleProvider
@@ -80,11 +81,13 @@ def partition_from_env(env: Mapping[str, str]) -> int:
 class ServiceClient:
     """The intra-party routes of this party's execution service."""
 
-    def __init__(self, url: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 10.0, ca: Path | None = None) -> None:
         self._http = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            verify=client_context(ca),
+            trust_env=False,
         )
 
     def close(self) -> None:
@@ -354,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad configuration: %s", error)
         return FAILED_EXIT
     pod = env.get("TALLY_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    client = ServiceClient(settings.url, settings.worker_token.get_secret_value())
+    client = ServiceClient(
+        settings.url, settings.worker_token.get_secret_value(), ca=settings.rest_ca
+    )
     try:
         wait_s = settings.accept_timeout_s + settings.tuple_wait_s
         attached = _attach(client, job_id, index, pod, wait_s)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import numpy as np
 
+from tally.common.https import client_context
 from tally.common.policy import DisclosurePolicy
 from tally.common.result_layout import JOB_TAG, OUTPUT_TAG, VALID_COLUMN, layout_tags
 from tally.execution.ports import (
@@ -67,12 +69,16 @@ def _detail(response: httpx.Response) -> str:
 class SecretStoreDatasets:
     """``InputStore`` and ``ResultStore`` over the party's secret-store."""
 
-    def __init__(self, base_url: str, token: str, timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 300.0, ca: Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=10.0),
+            verify=client_context(ca),
+            trust_env=False,
         )
 
     def close(self) -> None:

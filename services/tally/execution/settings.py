@@ -30,11 +30,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.blobstore import BlobStore, make_blob_store
+from tally.common.https import HttpsListener, check_listener, check_s3, check_service_url
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 from tally.execution.tls import PartyTLS
 
 
-class ExecutionSettings(BaseSettings):
+class ExecutionSettings(BaseSettings, HttpsListener):
     """Configuration of one party's execution service and its job workers."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_EXECUTION_", extra="ignore")
@@ -181,6 +182,11 @@ class ExecutionSettings(BaseSettings):
     io_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for one round")
     max_restarts: int = Field(default=3, ge=0, description="worker restarts per job and worker")
     max_partitions: int = Field(default=64, ge=1)
+    rest_ca: Path | None = Field(
+        default=None,
+        description="CA that verifies the party's other REST services (secret-store, "
+        "tuple-service, this service for its workers); default: the system trust store",
+    )
     max_body_bytes: int = Field(
         default=4 << 20, gt=0, description="largest request body (job specs, worker reports)"
     )
@@ -229,6 +235,12 @@ class ExecutionSettings(BaseSettings):
                 "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
             )
             check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
+            check_listener("execution", self.https_cert, self.env)
+            check_service_url("SECRET_STORE_URL", self.secret_store_url, self.env)
+            check_service_url("TUPLES_URL", self.tuples_url, self.env)
+            if self.workers == "external":
+                check_service_url("URL (the workers' route to this service)", self.url, self.env)
+            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
             for spec in self.tokens:
                 if spec.token is not None:
                     check_secret(

@@ -79,6 +79,7 @@ def build_stores(
             settings.secret_store_url,
             settings.secret_store_token.get_secret_value(),
             settings.service_timeout_s,
+            settings.rest_ca,
         )
     tuples: TupleProvider = DealerTuples(
         settings.state_dir,
@@ -95,6 +96,7 @@ def build_stores(
             settings.tuples_token.get_secret_value(),
             LeasePolicy(settings.tuple_lease_min, settings.tuple_lease_max, settings.tuple_wait_s),
             settings.service_timeout_s,
+            settings.rest_ca,
         )
     return blobs, datasets, datasets, tuples
 

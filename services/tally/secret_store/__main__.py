@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         http="auto",
         loop="auto",
         access_log=False,
+        **settings.server_tls(),
     )
 
 

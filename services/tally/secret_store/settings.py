@@ -14,10 +14,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
+from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 
 
-class SecretStoreSettings(BaseSettings):
+class SecretStoreSettings(BaseSettings, HttpsListener):
     """Configuration of one party's secret-store."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_SECRET_STORE_", extra="ignore")
@@ -85,4 +86,7 @@ class SecretStoreSettings(BaseSettings):
                     )
             if self.s3_endpoint:
                 check_secret("S3_SECRET_KEY", self.s3_secret_key.get_secret_value(), self.env)
+            check_listener("secret-store", self.https_cert, self.env)
+            check_database_url("DATABASE_URL", self.database_url, self.env)
+            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
         return self

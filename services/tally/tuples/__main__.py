@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     node = build(settings)
     try:
         uvicorn.run(
-            create_app(node), host=settings.http_host, port=settings.http_port, log_level="warning"
+            create_app(node),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            **settings.server_tls(),
         )
     finally:
         node.stop()

@@ -30,6 +30,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
+from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
 from tally.common.settings import ConfigurationError, Environment, check_secret
 from tally.common.tls import is_party_name
 from tally.mpc.offline.layout import parse_kind
@@ -57,7 +58,7 @@ def default_pools() -> list[PoolSettings]:
     ]
 
 
-class TuplesSettings(BaseSettings):
+class TuplesSettings(BaseSettings, HttpsListener):
     """Configuration of one party's tuple-service."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_TUPLES_", extra="ignore")
@@ -156,6 +157,9 @@ class TuplesSettings(BaseSettings):
                     self.s3_secret_key.get_secret_value(),
                     "production",
                 )
+            check_listener("tuple-service", self.https_cert, self.env)
+            check_database_url("DATABASE_URL", self.database_url, self.env)
+            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
         return self
 
 
