@@ -34,7 +34,10 @@ def run(argv: list[str] | None = None) -> int:
     runtime = Runtime(
         config=config,
         execution=HttpExecutionClient(
-            config.execution_url, token=config.execution_token, timeout=config.request_timeout
+            config.execution_url,
+            token=config.execution_token,
+            timeout=config.request_timeout,
+            ca=config.execution_ca,
         ),
         kube=KubeApi(timeout=config.request_timeout),
     )

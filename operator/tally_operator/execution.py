@@ -23,6 +23,7 @@ fake that implements :class:`ExecutionClient`.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -128,10 +129,16 @@ class HttpExecutionClient:
         token: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=ssl.create_default_context(cafile=ca),
+            trust_env=False,
         )
 
     async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:

@@ -84,6 +84,10 @@ class OperatorConfig:
     """Bearer token of the operator at the execution service (``..._EXECUTION_TOKEN``,
     from a Secret)."""
 
+    execution_ca: str | None = None
+    """CA file that verifies the execution service's HTTPS certificate
+    (``..._EXECUTION_CA``); default: the system trust store."""
+
     worker_command: tuple[str, ...] = ("python", "-m", "tally.execution.pod")
     """Entry point of a worker container, a JSON list (``..._WORKER_COMMAND``)."""
 
@@ -102,6 +106,10 @@ class OperatorConfig:
     partylink_tls_secret: str | None = None
     """Secret with ``tls.crt``, ``tls.key`` and ``ca.crt`` for PartyLink, mounted into
     workers at ``/etc/tally/tls`` (``..._PARTYLINK_TLS_SECRET``)."""
+
+    rest_tls_secret: str | None = None
+    """Secret of the REST listeners' certificate; only its ``ca.crt`` is mounted into
+    workers, at ``/etc/tally/rest`` (``..._REST_TLS_SECRET``)."""
 
     default_consortium: str = "tally"
     """Consortium used when an AnalyticsJob names none (``..._DEFAULT_CONSORTIUM``)."""
@@ -163,11 +171,13 @@ class OperatorConfig:
             execution_url=reader.url("EXECUTION_URL"),
             worker_image=reader.required("WORKER_IMAGE"),
             execution_token=reader.optional("EXECUTION_TOKEN"),
+            execution_ca=reader.optional("EXECUTION_CA"),
             worker_command=reader.string_list("WORKER_COMMAND", cls.worker_command),
             worker_service_account=reader.optional("WORKER_SERVICE_ACCOUNT") or "default",
             worker_env_configmap=reader.optional("WORKER_ENV_CONFIGMAP"),
             worker_env_secret=reader.optional("WORKER_ENV_SECRET"),
             partylink_tls_secret=reader.optional("PARTYLINK_TLS_SECRET"),
+            rest_tls_secret=reader.optional("REST_TLS_SECRET"),
             default_consortium=reader.optional("DEFAULT_CONSORTIUM") or "tally",
             default_zone=reader.optional("DEFAULT_ZONE"),
             secret_store_selector=reader.selector(

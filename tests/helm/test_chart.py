@@ -64,6 +64,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "networkPolicy": {"clients": {"cidrs": ["198.51.100.0/24"]}},
         "operator": {"workerEnvSecret": "tally-worker-credentials"},
+        "rest": {"tls": {"secretName": "tally-rest-tls"}},
     },
     "external-stores": {
         "environment": "production",
@@ -200,7 +201,8 @@ def test_the_operator_accepts_its_rendered_configuration(
     }
     environ["TALLY_OPERATOR_NAMESPACE"] = NAMESPACE  # a fieldRef in the pod
     config = OperatorConfig.from_env(environ)
-    assert config.execution_url == "http://p0-tally-execution:8000"
+    scheme = "https" if VALUE_SETS[name].get("rest") else "http"
+    assert config.execution_url == f"{scheme}://p0-tally-execution:8000"
     assert config.worker_service_account == "p0-tally-worker"
     spot = VALUE_SETS[name].get("scheduling", {}).get("spotTolerations")
     if spot:
@@ -457,7 +459,7 @@ def test_execution_and_workers_take_tuples_from_the_tuple_service() -> None:
     env = _env(execution)
     assert env["TALLY_EXECUTION_INPUTS"] == "secret-store"
     assert env["TALLY_EXECUTION_TUPLES"] == "service"
-    assert env["TALLY_EXECUTION_TUPLES_URL"] == "http://p0-tally-tuple-service:8000"
+    assert env["TALLY_EXECUTION_TUPLES_URL"] == "https://p0-tally-tuple-service:8000"
     workers = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
     assert workers["TALLY_EXECUTION_TUPLES"] == "service"
     assert workers["TALLY_EXECUTION_TUPLES_URL"] == env["TALLY_EXECUTION_TUPLES_URL"]
@@ -485,3 +487,45 @@ def test_dealer_mode_names_the_dealer_and_admits_it_to_tuplelink_only() -> None:
     hm3 = render(VALUE_SETS["three-parties"])
     plain = _container(hm3, "p0-tally-tuple-service")
     assert "TALLY_TUPLES_DEALER" not in _env(plain)
+
+
+def _env_values(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_rest_tls_makes_every_listener_and_call_https() -> None:
+    docs = render(VALUE_SETS["three-parties"])
+    deployments = objects(docs, "Deployment")
+    for component, prefix in (
+        ("secret-store", "TALLY_SECRET_STORE_"),
+        ("tuple-service", "TALLY_TUPLES_"),
+        ("execution", "TALLY_EXECUTION_"),
+    ):
+        pod = deployments[f"p0-tally-{component}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = _env_values(container)
+        assert env[f"{prefix}HTTPS_CERT"] == "/etc/tally/rest/tls.crt", component
+        assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        assert {"name": "rest-tls", "mountPath": "/etc/tally/rest", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert any(
+            v.get("secret", {}).get("secretName") == "tally-rest-tls" for v in pod["volumes"]
+        )
+    execution = _env_values(
+        deployments["p0-tally-execution"]["spec"]["template"]["spec"]["containers"][0]
+    )
+    # before, the chart wired service tokens and share uploads over http:// (regression)
+    assert execution["TALLY_EXECUTION_SECRET_STORE_URL"].startswith("https://p0-tally-secret-store")
+    assert execution["TALLY_EXECUTION_TUPLES_URL"].startswith("https://p0-tally-tuple-service")
+    assert execution["TALLY_EXECUTION_REST_CA"] == "/etc/tally/rest/ca.crt"
+    operator = _env_values(
+        deployments["p0-tally-operator"]["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert operator["TALLY_OPERATOR_EXECUTION_URL"].startswith("https://")
+    assert operator["TALLY_OPERATOR_REST_TLS_SECRET"] == "tally-rest-tls"
+    worker_env = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
+    assert worker_env["TALLY_EXECUTION_SECRET_STORE_URL"].startswith("https://")
+    plain = render({})
+    plain_execution = objects(plain, "Deployment")["p0-tally-execution"]
+    assert "HTTPS_CERT" not in str(plain_execution)  # without the Secret: development only

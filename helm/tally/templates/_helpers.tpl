@@ -138,11 +138,49 @@ imagePullSecrets:
 {{- end -}}
 
 {{/* Liveness and readiness over HTTP on the named port "http". */}}
+{{/* The scheme of the REST listeners: https with rest.tls.secretName. */}}
+{{- define "tally.scheme" -}}
+{{- ternary "https" "http" (not (empty .Values.rest.tls.secretName)) -}}
+{{- end -}}
+
+{{/* A service's REST URL inside the release. Arguments: root, component, port. */}}
+{{- define "tally.serviceUrl" -}}
+{{- printf "%s://%s-%s:%v" (include "tally.scheme" .root) (include "tally.fullname" .root) .component .port -}}
+{{- end -}}
+
+{{/* HTTPS env of a REST listener. Arguments: root, prefix. */}}
+{{- define "tally.restEnv" -}}
+{{- if .root.Values.rest.tls.secretName }}
+- name: {{ .prefix }}HTTPS_CERT
+  value: /etc/tally/rest/tls.crt
+- name: {{ .prefix }}HTTPS_KEY
+  value: /etc/tally/rest/tls.key
+{{- end }}
+{{- end -}}
+
+{{/* The REST certificate's mount and volume. */}}
+{{- define "tally.restMount" -}}
+{{- if .Values.rest.tls.secretName }}
+- name: rest-tls
+  mountPath: /etc/tally/rest
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "tally.restVolume" -}}
+{{- if .Values.rest.tls.secretName }}
+- name: rest-tls
+  secret:
+    secretName: {{ .Values.rest.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{- define "tally.probes" -}}
 livenessProbe:
   httpGet:
     path: {{ .Values.probes.livenessPath }}
     port: http
+    scheme: {{ include "tally.scheme" . | upper }}
   initialDelaySeconds: 10
   periodSeconds: 10
   failureThreshold: 6
@@ -150,6 +188,7 @@ readinessProbe:
   httpGet:
     path: {{ .Values.probes.readinessPath }}
     port: http
+    scheme: {{ include "tally.scheme" . | upper }}
   periodSeconds: 5
   failureThreshold: 3
 {{- end -}}

@@ -46,6 +46,7 @@ RUN_AS_USER = 10001
 MAX_JOB_NAME = 52  # pod hostnames are "<job>-<index>" and must fit in 63 characters
 CONSORTIUM_MOUNT = "/etc/tally/consortium"
 TLS_MOUNT = "/etc/tally/tls"
+REST_CA_MOUNT = "/etc/tally/rest"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,8 @@ class WorkerTemplate:
     env_secret: str | None = None
     partylink_tls_secret: str | None = None
     priority_class: str | None = None
+    rest_tls_secret: str | None = None
+    """Only its ca.crt reaches workers (they verify the execution service's HTTPS)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +187,18 @@ def _pod_spec(
             }
         )
         mounts.append({"name": "partylink-tls", "mountPath": TLS_MOUNT, "readOnly": True})
+    if template.rest_tls_secret:
+        volumes.append(
+            {
+                "name": "rest-ca",
+                "secret": {
+                    "secretName": template.rest_tls_secret,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "rest-ca", "mountPath": REST_CA_MOUNT, "readOnly": True})
 
     pod: dict[str, Any] = {
         "restartPolicy": "Never",

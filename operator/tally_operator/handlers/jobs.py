@@ -96,6 +96,7 @@ def worker_template(config: OperatorConfig) -> WorkerTemplate:
         env_configmap=config.worker_env_configmap,
         env_secret=config.worker_env_secret,
         partylink_tls_secret=config.partylink_tls_secret,
+        rest_tls_secret=config.rest_tls_secret,
         priority_class=config.worker_priority_class,
     )
 
