@@ -88,7 +88,10 @@ class Cluster:
                 "TALLY_TUPLES_REPLENISH_INTERVAL_S": "0.2",
                 "TALLY_TUPLES_RPC_TIMEOUT_S": "30",
                 "TALLY_TUPLES_TOKENS": json.dumps(
-                    [{"identity": "execution", "token": self.token(party)}]
+                    [
+                        {"identity": "execution", "token": self.token(party)},
+                        {"identity": "monitor", "token": MONITOR_TOKEN, "scopes": ["monitoring"]},
+                    ]
                 ),
                 "TALLY_TUPLES_GENERATOR": self.generator,
                 "TALLY_TUPLES_DEALER": f"127.0.0.1:{self.dealer_port}",
@@ -182,6 +185,10 @@ class Cluster:
 
     def get(self, party: int, path: str, timeout: float = 60.0) -> httpx.Response:
         return httpx.get(self.url(party) + path, headers=self.headers(party), timeout=timeout)
+
+
+MONITOR_TOKEN = "monitoring-only-token-0123456789"
+"""A token scoped to monitoring: it may read the pools, never a tuple share."""
 
 
 def terminate(process: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from tally.mpc.ring import decode_int, encode_int, reconstruct, split
 from tally.mpc.shuffle import shuffle_columns
 from tally.mpc.transport import InProcessHub
 from tally.mpc.tuples import TupleReuseError
-from tests.tuples.cluster import Cluster
+from tests.tuples.cluster import MONITOR_TOKEN, Cluster
 from tests.tuples.relations import EVERY_KIND, check_every_kind, sources
 
 CHUNK = 4096
@@ -55,6 +56,22 @@ def reserve(cluster: Cluster, job: str, tuples: dict[str, int]) -> str:
 
 def test_every_kind_reconstructs_from_three_processes(cluster: Cluster) -> None:
     check_every_kind(sources(cluster, reserve(cluster, "every-kind", EVERY_KIND)))
+
+
+def test_a_monitoring_token_reads_pools_but_never_tuple_shares(cluster: Cluster) -> None:
+    reservation_id = reserve(cluster, "scoped", {"triples": 10})
+    monitor = {"Authorization": f"Bearer {MONITOR_TOKEN}"}
+    assert httpx.get(cluster.url(1) + "/v1/pools", headers=monitor).status_code == 200
+    # before, any tuple-service token could stream tuple shares (regression)
+    for path in (
+        f"/v1/reservations/{reservation_id}/tuples/triples?offset=0&count=10",
+        f"/v1/reservations/{reservation_id}",
+        "/v1/reservations",
+    ):
+        refused = httpx.get(cluster.url(1) + path, headers=monitor)
+        assert refused.status_code == 403 and "'tuples'" in refused.json()["detail"], path
+    posted = httpx.post(cluster.url(0) + "/v1/reservations", headers=monitor, json={})
+    assert posted.status_code == 403
 
 
 def test_the_reservation_is_the_same_at_every_party(cluster: Cluster) -> None:

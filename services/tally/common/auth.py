@@ -8,6 +8,15 @@ the lookup depends on how much of a wrong token matched. Tokens may expire.
 
 ``service`` tokens are the party's own service credentials (e.g. the execution
 service talking to its secret-store); services accept them on intra-party routes only.
+A token may carry ``scopes``: a service that checks scopes (the tuple-service: only
+``tuples`` may stream tuple shares, ``monitoring`` may read pools and metrics) refuses
+a route the token's scopes do not cover; no scopes means every scope (backwards
+compatible static tokens).
+
+Besides the settings, static tokens may come from ``tokens_file`` (a JSON list of
+token specs), re-read whenever the file changes: rotation without a restart.  JWTs
+from an identity provider are verified by a :class:`BearerVerifier`
+(:mod:`tally.common.oidc`) when one is configured.
 
 Never log a token: ``TokenSpec.token`` is a ``SecretStr`` and digests are not logged
 either.
@@ -17,10 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import re
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
@@ -29,6 +43,9 @@ from tally.common.settings import ConfigurationError, Environment, check_secret
 
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(token: str) -> str:
@@ -44,6 +61,9 @@ class TokenSpec(BaseModel):
     sha256: str | None = Field(default=None, description="hex SHA-256 of the token instead")
     expires_at: datetime | None = Field(default=None, description="refused from then on")
     service: bool = Field(default=False, description="a party service credential")
+    scopes: list[str] | None = Field(
+        default=None, description="what the token may do (None: every scope)"
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -75,10 +95,26 @@ class TokenSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from."""
+    """Who a request comes from: an identity, whether it is a party service credential,
+    and (from a JWT or a scoped token) its roles and scopes."""
 
     identity: str
     service: bool = False
+    roles: frozenset[str] = field(default_factory=frozenset)
+    scopes: frozenset[str] | None = None
+    """None: every scope (a static token without scopes)."""
+
+    def allows(self, scope: str) -> bool:
+        """Whether the principal's scopes cover ``scope``."""
+        return self.scopes is None or scope in self.scopes
+
+
+class BearerVerifier(Protocol):
+    """Verifies bearer tokens of another kind (JWTs of an identity provider)."""
+
+    def verify(self, token: str) -> Principal:
+        """The principal, else a 401 ``ApiError``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -88,45 +124,93 @@ class _Entry:
     expires_at: datetime | None
 
 
-class TokenAuthenticator:
-    """Checks ``Authorization: Bearer <token>`` headers against configured digests."""
-
-    def __init__(self, specs: Iterable[TokenSpec], env: Environment = "development") -> None:
-        entries = []
-        for spec in specs:
-            if spec.token is not None:
-                check_secret(f"token of {spec.identity!r}", spec.token.get_secret_value(), env)
-            entries.append(
-                _Entry(
-                    digest=bytes.fromhex(spec.digest()),
-                    principal=Principal(spec.identity, spec.service),
-                    expires_at=spec.expires_at,
-                )
+def _entries(specs: Iterable[TokenSpec], env: Environment) -> tuple[_Entry, ...]:
+    entries = []
+    for spec in specs:
+        if spec.token is not None:
+            check_secret(f"token of {spec.identity!r}", spec.token.get_secret_value(), env)
+        scopes = frozenset(spec.scopes) if spec.scopes is not None else None
+        entries.append(
+            _Entry(
+                digest=bytes.fromhex(spec.digest()),
+                principal=Principal(spec.identity, spec.service, scopes=scopes),
+                expires_at=spec.expires_at,
             )
-        digests = [entry.digest for entry in entries]
-        if len(set(digests)) != len(digests):
-            raise ConfigurationError("two configured tokens are identical; give each its own")
-        self._entries = tuple(entries)
+        )
+    digests = [entry.digest for entry in entries]
+    if len(set(digests)) != len(digests):
+        raise ConfigurationError("two configured tokens are identical; give each its own")
+    return tuple(entries)
+
+
+class TokenAuthenticator:
+    """Checks ``Authorization: Bearer <token>`` headers against configured digests,
+    the tokens file (re-read when it changes) and, for JWTs, ``verifier``."""
+
+    def __init__(
+        self,
+        specs: Iterable[TokenSpec],
+        env: Environment = "development",
+        verifier: BearerVerifier | None = None,
+        tokens_file: Path | None = None,
+    ) -> None:
+        self._env = env
+        self._fixed = _entries(specs, env)
+        self._verifier = verifier
+        self._file = tokens_file
+        self._file_stamp: tuple[int, int] | None = None
+        self._from_file: tuple[_Entry, ...] = ()
+        self._lock = threading.Lock()
+        if tokens_file is not None:
+            self._reload(strict=True)
+        self._entries = self._fixed + self._from_file
+
+    def _reload(self, strict: bool = False) -> None:
+        """Re-read the tokens file if it changed; a bad file keeps the previous tokens."""
+        assert self._file is not None
+        try:
+            stat = self._file.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._file_stamp:
+                return
+            specs = [TokenSpec.model_validate(item) for item in json.loads(self._file.read_text())]
+            self._from_file = _entries(specs, self._env)
+        except (OSError, ValueError) as error:
+            if strict:
+                raise ConfigurationError(
+                    f"cannot load the tokens file {self._file}: {error}"
+                ) from None
+            log.warning("the tokens file %s was not reloaded: %s", self._file, type(error).__name__)
+            return
+        self._file_stamp = stamp
+        self._entries = self._fixed + self._from_file
+        if not strict:
+            log.info("reloaded %d tokens from %s", len(self._from_file), self._file)
 
     def authenticate(self, authorization: str | None, now: datetime | None = None) -> Principal:
         """The principal for an ``Authorization`` header value, else a 401 ``ApiError``."""
         if not authorization:
-            raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+            raise unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+            raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+        if self._verifier is not None and _JWT_SHAPE.match(token):
+            return self._verifier.verify(token)
+        if self._file is not None:
+            with self._lock:
+                self._reload()
         presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found: _Entry | None = None
         for entry in self._entries:  # visit every entry: time does not reveal which matched
             if hmac.compare_digest(entry.digest, presented):
                 found = entry
         if found is None:
-            raise _unauthorized("invalid token")
+            raise unauthorized("invalid token")
         if found.expires_at is not None and (now or datetime.now(UTC)) >= found.expires_at:
-            raise _unauthorized("token expired")
+            raise unauthorized("token expired")
         return found.principal
 
 
-def _unauthorized(detail: str) -> ApiError:
+def unauthorized(detail: str) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from tally.common.auth import Principal, TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
+from tally.common.oidc import make_authenticator
 from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
 from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
@@ -104,7 +105,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         __import__(module)
     tls = load_tls(settings)
     blobs, inputs, _, tuples = build_stores(settings)
-    authenticator = TokenAuthenticator(settings.tokens, settings.env)
+    authenticator = make_authenticator(settings.tokens, settings.env, settings)
     state: dict[str, Any] = {}
 
     @asynccontextmanager

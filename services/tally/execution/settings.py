@@ -31,11 +31,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tally.common.auth import TokenSpec
 from tally.common.blobstore import BlobStore, make_blob_store
 from tally.common.https import HttpsListener, check_listener, check_s3, check_service_url
+from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 from tally.execution.tls import PartyTLS
 
 
-class ExecutionSettings(BaseSettings, HttpsListener):
+class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
     """Configuration of one party's execution service and its job workers."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_EXECUTION_", extra="ignore")

@@ -20,6 +20,7 @@ from tally.common.auth import TokenAuthenticator
 from tally.common.blobstore import BlobStore
 from tally.common.db import is_sqlite, make_engine, make_sessionmaker, upgrade_database
 from tally.common.metrics import HttpMetrics
+from tally.common.oidc import make_authenticator
 from tally.secret_store.settings import SecretStoreSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -96,7 +97,7 @@ def build_context(
         engine=engine,
         sessions=make_sessionmaker(engine),
         blobs=make_blob_store(settings),
-        auth=TokenAuthenticator(settings.tokens, settings.env),
+        auth=make_authenticator(settings.tokens, settings.env, settings),
         metrics=metrics or StoreMetrics(),
         inline_reads=is_sqlite(settings.database_url),
     )

@@ -15,10 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
+from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 
 
-class SecretStoreSettings(BaseSettings, HttpsListener):
+class SecretStoreSettings(BaseSettings, HttpsListener, IdentitySettings):
     """Configuration of one party's secret-store."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_SECRET_STORE_", extra="ignore")

@@ -24,6 +24,7 @@ from tally.common.auth import TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
+from tally.common.oidc import make_authenticator
 from tally.mpc.offline.layout import Kind, parse_kind
 from tally.tuples.node import TupleNode, ranges
 from tally.tuples.store import SHUFFLE, ReservationError, TupleReuse
@@ -92,11 +93,25 @@ async def require_token(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Every route outside ``OPEN_PATHS`` needs a valid bearer token; 401 otherwise."""
+    """Every route outside ``OPEN_PATHS`` needs a valid bearer token (401 otherwise) whose
+    scopes cover it (403): ``tuples`` for reservations, tuple and shuffle shares and
+    generation, ``monitoring`` (or ``tuples``) for the pools and link views."""
     if request.url.path in OPEN_PATHS:
         return
     auth: TokenAuthenticator = request.app.state.auth
-    auth.authenticate(request.headers.get("authorization"))
+    principal = auth.authenticate(request.headers.get("authorization"))
+    needed = scope_of(request.method, request.url.path)
+    if not (principal.allows(needed) or (needed == "monitoring" and principal.allows("tuples"))):
+        raise ApiError(
+            403, "forbidden", f"this token's scopes do not cover {needed!r} ({request.url.path})"
+        )
+
+
+def scope_of(method: str, path: str) -> str:
+    """The scope a route needs: reading tuple shares is never a monitoring scope."""
+    if method == "GET" and path in ("/v1/pools", "/v1/link"):
+        return "monitoring"
+    return "tuples"
 
 
 def create_app(node: TupleNode) -> FastAPI:
@@ -108,7 +123,7 @@ def create_app(node: TupleNode) -> FastAPI:
         responses=error_responses(401),
     )
     app.state.node = node
-    app.state.auth = TokenAuthenticator(node.settings.tokens, node.settings.env)
+    app.state.auth = make_authenticator(node.settings.tokens, node.settings.env, node.settings)
     metrics = HttpMetrics("tuples")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, json_limit=node.settings.max_body_bytes)

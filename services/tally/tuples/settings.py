@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
+from tally.common.oidc import IdentitySettings
 from tally.common.settings import ConfigurationError, Environment, check_secret
 from tally.common.tls import is_party_name
 from tally.mpc.offline.layout import parse_kind
@@ -58,7 +59,7 @@ def default_pools() -> list[PoolSettings]:
     ]
 
 
-class TuplesSettings(BaseSettings, HttpsListener):
+class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     """Configuration of one party's tuple-service."""
 
     model_config = SettingsConfigDict(env_prefix="TALLY_TUPLES_", extra="ignore")
