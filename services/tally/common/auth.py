@@ -38,6 +38,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from tally.common.audit import current_identity
 from tally.common.errors import ApiError
 from tally.common.settings import ConfigurationError, Environment, check_secret
 
@@ -196,7 +197,9 @@ class TokenAuthenticator:
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("malformed Authorization header: expected 'Bearer <token>'")
         if self._verifier is not None and _JWT_SHAPE.match(token):
-            return self._verifier.verify(token)
+            verified = self._verifier.verify(token)
+            current_identity.set(verified.identity)
+            return verified
         if self._file is not None:
             with self._lock:
                 self._reload()
@@ -209,6 +212,7 @@ class TokenAuthenticator:
             raise unauthorized("invalid token")
         if found.expires_at is not None and (now or datetime.now(UTC)) >= found.expires_at:
             raise unauthorized("token expired")
+        current_identity.set(found.principal.identity)
         return found.principal
 
 

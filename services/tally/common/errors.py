@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tally.common.audit import audit
+
 log = logging.getLogger(__name__)
 
 STATUS_CODES: Mapping[int, str] = {
@@ -84,7 +86,22 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = getattr(exc, "code", None) or STATUS_CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code in (401, 403, 409, 413):  # decisions against the caller: audited
+        audit(
+            "refused",
+            "refused",
+            method=request.method,
+            route=_route(request),
+            status=exc.status_code,
+            code=code,
+        )
     return error_response(exc.status_code, code, detail, exc.headers)
+
+
+def _route(request: Request) -> str:
+    """The route template (``/v1/datasets/{dataset_id}``), not the path with its ids."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
 
 
 async def _validation_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -168,6 +168,9 @@ class IdentitySettings(BaseModel):
     tokens_file: Path | None = Field(
         default=None, description="static tokens as a JSON list, re-read when it changes"
     )
+    audit_file: Path | None = Field(
+        default=None, description="also append the audit trail (JSON lines) to this file"
+    )
 
 
 def make_authenticator(

@@ -31,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
 
+from tally.common.audit import audit
+from tally.common.audit import configure as configure_audit
 from tally.common.auth import Principal, TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
@@ -39,6 +41,7 @@ from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
 from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
 from tally.execution.ports import InputError
+from tally.execution.programs import dataset_ids
 from tally.execution.service import JobConflict, JobManager, Superseded
 from tally.execution.settings import ExecutionSettings, load_tls
 from tally.execution.worker import build_stores
@@ -101,6 +104,7 @@ class WorkerAttach(BaseModel):
 def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     """The execution service of one party."""
     settings = settings or ExecutionSettings()
+    configure_audit(settings.audit_file)
     for module in settings.program_modules:
         __import__(module)
     tls = load_tls(settings)
@@ -165,9 +169,27 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             stages = await asyncio.to_thread(manager().validate, spec, who.identity)
             record, created = manager().submit(spec, who.identity, stages)
         except InputError as error:
+            audit(
+                "job.submit",
+                "refused",
+                who.identity,
+                job=spec.id,
+                program=spec.program,
+                code=error.code,
+            )
             raise ApiError(error.status, error.code, error.detail) from None
         except JobConflict as error:
             raise ApiError(409, "job_conflict", str(error)) from None
+        recipients = sorted({r for o in spec.outputs.values() for r in o.recipients})
+        audit(
+            "job.submit",
+            identity=who.identity,
+            job=spec.id,
+            program=spec.program,
+            inputs=",".join(sorted({d for v in spec.inputs.values() for d in dataset_ids(v)})),
+            recipients=",".join(recipients),
+            created=created,
+        )
         if not created:
             response.status_code = 200
         return record.public()
@@ -252,6 +274,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             raise ApiError(403, "forbidden", "you are not a recipient of an opened output")
         if record.phase != "Succeeded":
             raise ApiError(409, "not_ready", f"the job is {record.phase}")
+        audit("job.result", identity=who.identity, job=job_id, outputs=",".join(mine))
         outputs = {}
         for name in mine:
             parts = []

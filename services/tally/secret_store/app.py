@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from tally.common.audit import configure as configure_audit
 from tally.common.errors import install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import MetricsMiddleware
@@ -50,6 +51,7 @@ async def _collect_periodically(store: StoreContext) -> None:
 def create_app(settings: SecretStoreSettings | None = None) -> FastAPI:
     """The secret-store app for ``settings`` (read from the environment when omitted)."""
     settings = settings or SecretStoreSettings()
+    configure_audit(settings.audit_file)
     metrics = StoreMetrics()
 
     @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
 
+from tally.common.audit import configure as configure_audit
 from tally.common.auth import TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
@@ -116,6 +117,7 @@ def scope_of(method: str, path: str) -> str:
 
 def create_app(node: TupleNode) -> FastAPI:
     """The REST app of one party's tuple-service."""
+    configure_audit(node.settings.audit_file)
     app = FastAPI(
         title="Tally tuple-service",
         version="1",

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tally.common.audit import audit
 from tally.common.errors import error_responses
 from tally.common.policy import DisclosurePolicy
 from tally.secret_store import datasets, lookup, policies, sharing, uploads
@@ -42,6 +43,7 @@ def create_dataset(
 ) -> DatasetPublic:
     """Create a pending dataset; upload its columns, then commit it."""
     dataset, created = datasets.create_dataset(store, principal, body)
+    audit("dataset.create", identity=principal.identity, dataset=dataset.id, created=created)
     if not created:
         response.status_code = 200
     return dataset
@@ -80,6 +82,7 @@ async def get_dataset(
 def delete_dataset(dataset_id: DatasetId, store: StoreDep, principal: CurrentPrincipal) -> None:
     """Delete a dataset and its shares (owner only)."""
     datasets.delete_dataset(store, principal, str(dataset_id))
+    audit("dataset.delete", identity=principal.identity, dataset=str(dataset_id))
 
 
 @router.put(
@@ -113,6 +116,13 @@ def download_column(
 ) -> StreamingResponse:
     """Stream a column's shares (one partition, or all in order)."""
     download = uploads.prepare_download(store, principal, str(dataset_id), column, partition)
+    audit(
+        "dataset.read",
+        identity=principal.identity,
+        dataset=str(dataset_id),
+        column=column,
+        partition=partition,
+    )
     return stream_download(store, download)
 
 
@@ -133,7 +143,9 @@ def commit_dataset(
     dataset_id: DatasetId, store: StoreDep, principal: CurrentPrincipal
 ) -> DatasetPublic:
     """Make a fully uploaded dataset visible, atomically."""
-    return datasets.commit_dataset(store, principal, str(dataset_id))
+    committed = datasets.commit_dataset(store, principal, str(dataset_id))
+    audit("dataset.commit", identity=principal.identity, dataset=str(dataset_id))
+    return committed
 
 
 @router.get("/{dataset_id}/tags")
@@ -186,6 +198,13 @@ def put_grant(
     grant, created = sharing.put_grant(
         store, principal, str(dataset_id), grantee, permission, body or GrantUpdate()
     )
+    audit(
+        "grant.put",
+        identity=principal.identity,
+        dataset=str(dataset_id),
+        grantee=grantee,
+        permission=permission,
+    )
     response.status_code = 201 if created else 200
     return grant
 
@@ -202,6 +221,13 @@ def delete_grant(
 ) -> None:
     """Revoke a grant (owner only)."""
     sharing.delete_grant(store, principal, str(dataset_id), grantee, permission)
+    audit(
+        "grant.delete",
+        identity=principal.identity,
+        dataset=str(dataset_id),
+        grantee=grantee,
+        permission=permission,
+    )
 
 
 @router.get("/{dataset_id}/policy")
@@ -220,4 +246,6 @@ def put_policy(
     principal: CurrentPrincipal,
 ) -> DisclosurePolicy:
     """Replace a dataset's disclosure policy (owner only)."""
-    return policies.put_policy(store, principal, str(dataset_id), body)
+    policy = policies.put_policy(store, principal, str(dataset_id), body)
+    audit("policy.put", identity=principal.identity, dataset=str(dataset_id))
+    return policy

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
+from tally.common.audit import audit
 from tally.common.auth import Principal
 from tally.common.errors import error_responses
 from tally.secret_store import datasets, policies, uploads
@@ -65,7 +66,9 @@ def get_input(
 ) -> InputPublic:
     """Get an input's metadata, disclosure policy and read grantees if the identity may
     use it for the program."""
-    return policies.input_view(store, Principal(identity), str(dataset_id), program)
+    view = policies.input_view(store, Principal(identity), str(dataset_id), program)
+    audit("dataset.use", identity=identity, dataset=str(dataset_id), program=program)
+    return view
 
 
 @router.get("/datasets/{dataset_id}/columns/{column}", responses=OCTET_RESPONSE)
@@ -82,6 +85,7 @@ def read_input(
     download = uploads.prepare_download(
         store, Principal(identity), str(dataset_id), column, partition, program=program
     )
+    audit("dataset.use.read", identity=identity, dataset=str(dataset_id), column=column)
     return stream_download(store, download)
 
 
@@ -99,6 +103,14 @@ def charge_dp(
     the same job charged again with the same epsilon gets its charge back (200).
     """
     charge, created = datasets.charge_dp(store, str(dataset_id), body)
+    audit(
+        "dp.charge",
+        identity=body.identity,
+        dataset=str(dataset_id),
+        job=body.job_id,
+        epsilon=body.epsilon,
+        delta=body.delta,
+    )
     if not created:
         response.status_code = 200
     return charge
