@@ -7,8 +7,9 @@ httpx, using the credentials kopf's login produced (:class:`kopf.ConnectionInfo`
 in-cluster service account or kubeconfig), so both talk to the same API server as
 the same identity.
 
-Failures map to :class:`KubeNotFound`, :class:`KubeConflict`, and
-:class:`KubeUnavailable` (network, 5xx, 401/403, 429: retry later).
+Failures map to :class:`KubeNotFound`, :class:`KubeConflict` (409),
+:class:`KubeInvalid` (422: the object is wrong) and :class:`KubeUnavailable`
+(network, 5xx, 401/403, 429: retry later).
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ class KubeNotFound(KubeError):
 
 
 class KubeConflict(KubeError):
-    """409 or 422: the object exists already, or a precondition failed."""
+    """409: the object exists already, or a precondition (resourceVersion) failed."""
+
+
+class KubeInvalid(KubeError):
+    """422: the API server refused the object itself; retrying the same one cannot help."""
 
 
 class KubeUnavailable(KubeError):
@@ -155,8 +160,10 @@ class KubeApi:
             raise KubeUnavailable(f"{method} {path}: {exc!r}") from exc
         if response.status_code == 404:
             raise KubeNotFound(f"{method} {path}: not found")
-        if response.status_code in (409, 422):
+        if response.status_code == 409:
             raise KubeConflict(f"{method} {path}: {_message(response)}")
+        if response.status_code == 422:
+            raise KubeInvalid(f"the API server refused it as invalid: {_message(response)}")
         if response.status_code >= 400:
             raise KubeUnavailable(f"{method} {path}: {response.status_code} {_message(response)}")
         try:

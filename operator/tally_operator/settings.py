@@ -39,6 +39,12 @@ DEFAULT_SPOT_TOLERATIONS: tuple[dict[str, str], ...] = (
         "value": "SPOT",
         "effect": "NoSchedule",
     },
+    {
+        "key": "cloud.google.com/gke-preemptible",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoSchedule",
+    },
 )
 
 # The labels by which the same offerings mark spot nodes (used for preferred affinity,
@@ -47,6 +53,8 @@ DEFAULT_SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
     ("cloud.google.com/gke-spot", "true"),
     ("kubernetes.azure.com/scalesetpriority", "spot"),
     ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("karpenter.sh/capacity-type", "spot"),
+    ("cloud.google.com/gke-preemptible", "true"),
 )
 
 DEFAULT_WORKER_RESOURCES: dict[str, dict[str, str]] = {

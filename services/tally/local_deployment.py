@@ -138,6 +138,8 @@ class LocalDeployment:
     ) -> None:
         self.dir = (Path(directory) if directory is not None else default_state_dir()).resolve()
         self._log = log or (lambda text: print(text, file=sys.stderr))
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        """The processes this object started, kept so that how they ended is known."""
         meta = self._read_json("deployment.json")
         if meta is not None:
             if parties is not None and parties != meta["parties"]:
@@ -441,6 +443,7 @@ class LocalDeployment:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._children[process.pid] = process
         return process.pid
 
     def _ready(self, http: httpx.Client, service: str, party: int | None) -> bool:
@@ -461,7 +464,9 @@ class LocalDeployment:
         with self._http() as http:
             while waiting:
                 for (service, party), pid in list(waiting.items()):
-                    ended = _exit_status(pid)
+                    child = self._children.get(pid)
+                    code = child.poll() if child is not None else None
+                    ended = _describe_exit(code) if code is not None else _exit_status(pid)
                     if ended is not None or not _alive(pid):
                         where = "the dealer" if party is None else f"{service} of party {party}"
                         raise DeploymentError(
@@ -586,6 +591,10 @@ def _name(service: str, party: int | None) -> str:
 def _parse_name(name: str) -> tuple[str, int | None]:
     service, _, party = name.partition("/")
     return service, int(party) if party else None
+
+
+def _describe_exit(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def _exit_status(pid: int) -> str | None:

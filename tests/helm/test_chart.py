@@ -309,6 +309,7 @@ def test_zone_pinning_and_spot_settings_reach_services_and_the_operator() -> Non
         "cloud.google.com/gke-spot",
         "kubernetes.azure.com/scalesetpriority",
         "eks.amazonaws.com/capacityType",
+        "cloud.google.com/gke-preemptible",
     }
     assert env["TALLY_OPERATOR_PARTYLINK_TLS_SECRET"]["value"] == "tally-partylink-tls"
     assert env["TALLY_OPERATOR_EXECUTION_TOKEN"]["valueFrom"]["secretKeyRef"] == {
@@ -529,3 +530,20 @@ def test_rest_tls_makes_every_listener_and_call_https() -> None:
     plain = render({})
     plain_execution = objects(plain, "Deployment")["p0-tally-execution"]
     assert "HTTPS_CERT" not in str(plain_execution)  # without the Secret: development only
+
+
+def test_image_pull_secrets_reach_the_services_and_every_worker_pod() -> None:
+    docs = render({**VALUE_SETS["three-parties"], "imagePullSecrets": [{"name": "regcred"}]})
+    for name in ("p0-tally-secret-store", "p0-tally-tuple-service", "p0-tally-execution"):
+        pod = objects(docs, "Deployment")[name]["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}], name
+    # before, worker pods sat in ImagePullBackOff with a private registry (regression):
+    # the workers' ServiceAccount carries the secret, so every pod using it gets it
+    workers = objects(docs, "ServiceAccount")["p0-tally-worker"]
+    assert workers["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_the_operator_may_set_owner_references_under_enforcement() -> None:
+    (role,) = objects(render({}), "Role").values()
+    finalizers = [r for r in role["rules"] if "analyticsjobs/finalizers" in r["resources"]]
+    assert finalizers and finalizers[0]["verbs"] == ["update"]

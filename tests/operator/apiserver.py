@@ -57,6 +57,8 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         self._log: list[tuple[int, kmock.resource, dict[str, Any]]] = []
         self._changed = asyncio.Event()
         self._closing = False
+        self.invalid: dict[str, str] = {}
+        """plural -> message: creating one is refused with 422 Invalid (admission)."""
 
     # --- in-process API (tests, the simulated Job controller) -------------------
 
@@ -117,6 +119,8 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         if name is None and method == "GET":
             return 200, self._list(res, namespace, request.params)
         if name is None and method == "POST":
+            if res.plural in self.invalid:
+                raise ApiError(status=422, reason="Invalid", message=self.invalid[res.plural])
             return 201, self._create(res, namespace, dict(request.data or {}))
         if name is not None and method == "GET":
             obj = self._stored(res, namespace, name)

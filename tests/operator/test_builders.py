@@ -63,7 +63,8 @@ def test_spot_job_tolerates_and_prefers_spot_nodes_in_its_zone() -> None:
         {"matchExpressions": [{"key": ZONE, "operator": "In", "values": ["eu-1a"]}]}
     ]
     preferred = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
-    assert len(preferred) == 3 and all(p["weight"] == 100 for p in preferred)
+    assert len(preferred) == len(DEFAULT_SPOT_NODE_LABELS) == 5
+    assert all(p["weight"] == 100 for p in preferred)
     assert tolerations(placement, DEFAULT_SPOT_TOLERATIONS) == [
         dict(t) for t in DEFAULT_SPOT_TOLERATIONS
     ]

@@ -16,7 +16,14 @@ from tally_operator.execution import (
     ExecutionUnavailable,
     HttpExecutionClient,
 )
-from tally_operator.kube import KubeApi, KubeConflict, KubeNotFound, KubeUnavailable, path_of
+from tally_operator.kube import (
+    KubeApi,
+    KubeConflict,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+    path_of,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 JOB = {
@@ -140,7 +147,7 @@ def test_kube_calls_send_credentials_and_map_errors() -> None:
         asyncio.run(api.get("/api/v1/nodes/x"))
     with pytest.raises(KubeConflict):
         asyncio.run(api.create("/api/v1/namespaces/ns/configmaps", {}))
-    with pytest.raises(KubeConflict):
+    with pytest.raises(KubeInvalid, match="refused it as invalid: nope"):  # not a conflict
         asyncio.run(api.merge_patch("/api/v1/namespaces/ns/pods/p", {}))
     with pytest.raises(KubeUnavailable):
         asyncio.run(api.replace("/api/v1/namespaces/ns/configmaps/c", {}))

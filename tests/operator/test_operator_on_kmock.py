@@ -138,11 +138,14 @@ def test_create_makes_a_zone_pinned_spot_worker_job_and_reports_running(tmp_path
                 "cloud.google.com/gke-spot",
                 "kubernetes.azure.com/scalesetpriority",
                 "eks.amazonaws.com/capacityType",
+                "karpenter.sh/capacity-type",  # before, Karpenter and GKE preemptible
+                "cloud.google.com/gke-preemptible",  # nodes were missing (regression)
             }
             assert {(t["key"], t["value"]) for t in pod["tolerations"]} == {
                 ("cloud.google.com/gke-spot", "true"),
                 ("kubernetes.azure.com/scalesetpriority", "spot"),
                 ("eks.amazonaws.com/capacityType", "SPOT"),
+                ("cloud.google.com/gke-preemptible", "true"),
             }
             env = {e["name"]: e for e in pod["containers"][0]["env"]}
             assert env["TALLY_JOB_ID"]["value"] == "sales"
@@ -372,6 +375,25 @@ def test_a_job_is_submitted_only_with_the_analysts_own_credentials(tmp_path: Pat
             status = await eventually(lambda: failed_status(cluster, "taken"), what="conflict")
             submitted = next(c for c in status["conditions"] if c["type"] == "Submitted")
             assert submitted["status"] == "False" and "409" in submitted["message"]
+            assert cluster.api.list(JOBS, NAMESPACE) == []
+
+    run_scenario(scenario)
+
+
+def test_a_worker_job_the_api_server_refuses_fails_the_job_with_its_reason(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_operator(tmp_path, default_zone="z1") as cluster:
+            reason = 'Job.batch "sales-workers" is invalid: spec.template.spec.containers[0].image'
+            cluster.api.invalid["jobs"] = reason
+            await cluster.api.create(AJ, analytics_job())
+            status = await eventually(lambda: failed_status(cluster, "sales"), what="the failure")
+            # before, a 422 was taken for "already exists" and status said the workers
+            # existed (regression)
+            assert reason in status["message"]
+            conditions = {c["type"]: c for c in status["conditions"]}
+            assert conditions["Failed"]["reason"] == "WorkersInvalid"
+            assert "WorkersCreated" not in conditions
+            assert cluster.execution.cancelled == ["sales"]  # its tuples are released
             assert cluster.api.list(JOBS, NAMESPACE) == []
 
     run_scenario(scenario)

@@ -112,6 +112,14 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
 {{- end -}}
 
 {{/* Required node affinity to the configured zone, for services when pinned. */}}
+{{/* Registry credentials of a pod (values: imagePullSecrets, [{name: ...}]). */}}
+{{- define "tally.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
 {{- define "tally.servicePlacement" -}}
 {{- if and .Values.scheduling.pinServicesToZone .Values.scheduling.zone }}
 affinity:

@@ -48,7 +48,13 @@ from tally_operator.execution import (
     ExecutionUnavailable,
 )
 from tally_operator.handlers import events
-from tally_operator.kube import KubeConflict, KubeNotFound, KubeUnavailable, path_of
+from tally_operator.kube import (
+    KubeConflict,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+    path_of,
+)
 from tally_operator.resources import ZONE_LABEL
 from tally_operator.runtime import Runtime
 from tally_operator.settings import OperatorConfig
@@ -142,6 +148,11 @@ async def create_job(
         await runtime.kube.create(path_of("batch/v1", "jobs", namespace=namespace), manifest)
     except KubeConflict:
         pass  # created by an earlier attempt of this handler
+    except KubeInvalid as exc:  # before, a 422 was taken for "already exists"
+        await _cancel_quietly(runtime, job_spec.job_id)
+        message = f"cannot create the worker Job: {exc}"
+        _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
+        raise kopf.PermanentError(message) from exc
     except KubeUnavailable as exc:
         raise kopf.TemporaryError(
             f"cannot create the worker Job: {exc}", delay=RETRY_DELAY
@@ -233,6 +244,13 @@ async def _analyst_token(
         _reject(body, patch, reason="InvalidSpec", message=message, now=now)
         raise kopf.PermanentError(message)
     return token
+
+
+async def _cancel_quietly(runtime: Runtime, job_id: str) -> None:
+    """Best effort: cancel a submitted job whose workers cannot be created (its tuples are
+    released); the execution service's own timeouts fail it if this does not get through."""
+    with contextlib.suppress(ExecutionUnavailable, ExecutionRejected):
+        await runtime.execution.cancel(job_id)
 
 
 def _reject(
