@@ -1,6 +1,7 @@
 """Secret-store benchmarks: share upload throughput and metadata latency over HTTP.
 
     python bench/run.py store-upload [--rows N] [--columns 4] [--backend local|s3|both]
+                                     [--tls off|on|both]
     python bench/run.py store-meta [--clients 50] [--requests 200] [--datasets 100]
 
 ``store-upload`` starts a secret-store (``python -m tally.secret_store serve``: uvicorn
@@ -8,6 +9,8 @@ with httptools/uvloop) on loopback, creates a dataset of ``rows × columns`` uin
 shares and uploads every column over HTTP (one connection per column, concurrently),
 then commits; one JSON line per backend with ``mb_per_s`` (10^6 bytes per second,
 from creating the dataset to the commit's answer; the median of ``--repeat`` runs).
+``--tls both`` runs each backend over plaintext HTTP and over HTTPS (a loopback
+certificate from a fresh CA) back to back, and prints ``https_vs_http``.
 The S3 backend is a ``weed mini`` started for the run (``tests.servers``).
 
 ``store-meta`` starts a secret-store with SQLite and a local directory, commits
@@ -24,6 +27,7 @@ import hashlib
 import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,6 +49,18 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @contextlib.contextmanager
+def https_files() -> Iterator[tuple[dict[str, str], ssl.SSLContext]]:
+    """A loopback certificate: the secret-store's HTTPS env, and a client context."""
+    from tally.common.tls import write_test_pki
+
+    with tempfile.TemporaryDirectory(prefix="tally-bench-pki-") as directory:
+        paths = write_test_pki(Path(directory), [], loopback=["rest-bench"])
+        ca, cert, key = paths["rest-bench"]
+        env = {"TALLY_SECRET_STORE_HTTPS_CERT": str(cert), "TALLY_SECRET_STORE_HTTPS_KEY": str(key)}
+        yield env, ssl.create_default_context(cafile=str(ca))
+
+
+@contextlib.contextmanager
 def secret_store(env: dict[str, str], workers: int = 1) -> Iterator[int]:
     """A secret-store process on a free loopback port; yields the port."""
     port = free_port()
@@ -62,10 +78,19 @@ def secret_store(env: dict[str, str], workers: int = 1) -> Iterator[int]:
 
 
 def request(
-    port: int, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Any:
-    """One HTTP request; the JSON answer (raises on an error status)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    """One HTTP(S) request; the JSON answer (raises on an error status)."""
+    connection = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=300, context=tls)
+        if tls is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    )
     all_headers = {**AUTH, **(headers or {})}
     if isinstance(body, dict):
         body = json.dumps(body).encode()
@@ -79,7 +104,9 @@ def request(
     return json.loads(payload) if payload else None
 
 
-def upload_dataset(port: int, columns: list[np.ndarray], name: str) -> float:
+def upload_dataset(
+    port: int, columns: list[np.ndarray], name: str, tls: ssl.SSLContext | None = None
+) -> float:
     """Create, upload (one thread per column) and commit; seconds taken."""
     spec = {
         "name": name,
@@ -89,7 +116,7 @@ def upload_dataset(port: int, columns: list[np.ndarray], name: str) -> float:
     bodies = [memoryview(column.astype("<u8", copy=False)).cast("B") for column in columns]
     checksums = [hashlib.sha256(body).hexdigest() for body in bodies]
     started = time.perf_counter()
-    dataset = request(port, "POST", "/v1/datasets", spec)
+    dataset = request(port, "POST", "/v1/datasets", spec, tls=tls)
     errors: list[BaseException] = []
 
     def put(index: int) -> None:
@@ -100,6 +127,7 @@ def upload_dataset(port: int, columns: list[np.ndarray], name: str) -> float:
                 f"/v1/datasets/{dataset['id']}/columns/c{index}",
                 bodies[index],
                 {"Content-Type": "application/octet-stream", "Tally-Sha256": checksums[index]},
+                tls,
             )
         except BaseException as error:  # reported below
             errors.append(error)
@@ -111,7 +139,7 @@ def upload_dataset(port: int, columns: list[np.ndarray], name: str) -> float:
         thread.join()
     if errors:
         raise errors[0]
-    request(port, "POST", f"/v1/datasets/{dataset['id']}/commit")
+    request(port, "POST", f"/v1/datasets/{dataset['id']}/commit", tls=tls)
     return time.perf_counter() - started
 
 
@@ -119,41 +147,57 @@ def bench_upload(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``store-upload``: one result per backend."""
     rng = np.random.default_rng(2026)
     columns = [rng.integers(0, 2**64, args.rows, dtype=np.uint64) for _ in range(args.columns)]
-    total_bytes = args.rows * args.columns * 8
     backends = ["local", "s3"] if args.backend == "both" else [args.backend]
+    modes = ["off", "on"] if args.tls == "both" else [args.tls]
     results = []
     for backend in backends:
-        with contextlib.ExitStack() as stack:
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tally-bench-")))
-            env = {"TALLY_SECRET_STORE_DATABASE_URL": f"sqlite:///{root}/metadata.db"}
-            if backend == "local":
-                env["TALLY_SECRET_STORE_BLOB_DIR"] = str(root / "blobs")
-            else:
-                s3 = stack.enter_context(weed_mini())
-                env |= {
-                    "TALLY_SECRET_STORE_S3_ENDPOINT": s3.endpoint,
-                    "TALLY_SECRET_STORE_S3_ACCESS_KEY": s3.access_key,
-                    "TALLY_SECRET_STORE_S3_SECRET_KEY": s3.secret_key,
-                    "TALLY_SECRET_STORE_S3_BUCKET": s3.shared_bucket,
-                }
-            port = stack.enter_context(secret_store(env))
-            upload_dataset(port, [column[:1000] for column in columns], "warm-up")
-            timings = [upload_dataset(port, columns, f"run-{run}") for run in range(args.repeat)]
-        best, median = min(timings), float(np.median(timings))
-        results.append(
-            {
-                "case": "store-upload",
-                "backend": backend,
-                "rows": args.rows,
-                "columns": args.columns,
-                "bytes": total_bytes,
-                "seconds": round(median, 4),
-                "seconds_all": [round(timing, 4) for timing in timings],
-                "mb_per_s": round(total_bytes / median / 1e6, 1),
-                "mb_per_s_best": round(total_bytes / best / 1e6, 1),
-            }
-        )
+        by_mode: dict[str, float] = {}
+        for mode in modes:
+            result = _upload_run(args, columns, backend, mode == "on")
+            by_mode[mode] = result["mb_per_s"]
+            results.append(result)
+        if len(by_mode) == 2:
+            results[-1]["https_vs_http"] = round(by_mode["on"] / by_mode["off"], 3)
     return results
+
+
+def _upload_run(
+    args: argparse.Namespace, columns: list[np.ndarray], backend: str, https: bool
+) -> dict[str, Any]:
+    total_bytes = args.rows * args.columns * 8
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tally-bench-")))
+        env = {"TALLY_SECRET_STORE_DATABASE_URL": f"sqlite:///{root}/metadata.db"}
+        tls: ssl.SSLContext | None = None
+        if https:
+            https_env, tls = stack.enter_context(https_files())
+            env |= https_env
+        if backend == "local":
+            env["TALLY_SECRET_STORE_BLOB_DIR"] = str(root / "blobs")
+        else:
+            s3 = stack.enter_context(weed_mini())
+            env |= {
+                "TALLY_SECRET_STORE_S3_ENDPOINT": s3.endpoint,
+                "TALLY_SECRET_STORE_S3_ACCESS_KEY": s3.access_key,
+                "TALLY_SECRET_STORE_S3_SECRET_KEY": s3.secret_key,
+                "TALLY_SECRET_STORE_S3_BUCKET": s3.shared_bucket,
+            }
+        port = stack.enter_context(secret_store(env))
+        upload_dataset(port, [column[:1000] for column in columns], "warm-up", tls)
+        timings = [upload_dataset(port, columns, f"run-{run}", tls) for run in range(args.repeat)]
+    best, median = min(timings), float(np.median(timings))
+    return {
+        "case": "store-upload",
+        "backend": backend,
+        "https": https,
+        "rows": args.rows,
+        "columns": args.columns,
+        "bytes": total_bytes,
+        "seconds": round(median, 4),
+        "seconds_all": [round(timing, 4) for timing in timings],
+        "mb_per_s": round(total_bytes / median / 1e6, 1),
+        "mb_per_s_best": round(total_bytes / best / 1e6, 1),
+    }
 
 
 async def _client(port: int, urls: list[str], latencies: list[float]) -> None:
@@ -244,6 +288,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--backend", choices=["local", "s3", "both"], default="both")
+    parser.add_argument("--tls", choices=["off", "on", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=200, help="GETs per client")

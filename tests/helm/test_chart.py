@@ -547,3 +547,15 @@ def test_the_operator_may_set_owner_references_under_enforcement() -> None:
     (role,) = objects(render({}), "Role").values()
     finalizers = [r for r in role["rules"] if "analyticsjobs/finalizers" in r["resources"]]
     assert finalizers and finalizers[0]["verbs"] == ["update"]
+
+
+def test_only_the_releases_own_stores_may_be_plaintext() -> None:
+    def stores(values: dict[str, Any], component: str) -> list[str]:
+        pod = objects(render(values), "Deployment")[f"p0-tally-{component}"]["spec"]["template"]
+        env = _env_values(pod["spec"]["containers"][0])
+        return list(json.loads(env[[k for k in env if k.endswith("IN_CLUSTER_STORES")][0]]))
+
+    assert stores({}, "secret-store") == ["database", "s3"]
+    assert "s3" in stores({}, "execution")
+    assert stores(VALUE_SETS["external-stores"], "secret-store") == []
+    assert stores(VALUE_SETS["external-stores"], "tuple-service") == []

@@ -77,6 +77,15 @@ def test_production_refuses_plaintext_rest_database_and_s3() -> None:
         production(tokens=tokens, database_url="postgresql+psycopg://s:p@db/store")
     with pytest.raises(ValidationError, match="S3_SECURE"):
         production(tokens=tokens, s3_endpoint="s3:9000", s3_secret_key="Kd82nQ-s3-secret-key-0123")
+    # the release's own stores (reachable only from its pods) are named explicitly
+    own = production(
+        tokens=tokens,
+        database_url="postgresql+psycopg://s:p@p0-tally-postgresql/store",
+        s3_endpoint="p0-tally-minio:9000",
+        s3_secret_key="Kd82nQ-s3-secret-key-0123",
+        in_cluster_stores=["database", "s3"],
+    )
+    assert own.in_cluster_stores == ["database", "s3"]
 
 
 def test_production_refuses_placeholder_tokens() -> None:

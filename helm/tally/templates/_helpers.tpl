@@ -82,6 +82,7 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
       name: {{ $root.Values.externalDatabase.secretName }}
       key: {{ .urlKey }}
 {{- end }}
+{{- include "tally.inClusterStores" (dict "root" $root "prefix" .prefix) }}
 - name: {{ .prefix }}S3_ENDPOINT
   value: {{ include "tally.s3Endpoint" $root | quote }}
 - name: {{ .prefix }}S3_SECURE
@@ -98,6 +99,15 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
     secretKeyRef:
       name: {{ include "tally.s3Secret" $root }}
       key: secretKey
+{{- end -}}
+
+{{/* The stores this release runs itself (plaintext allowed to them only). */}}
+{{- define "tally.inClusterStores" -}}
+{{- $stores := list -}}
+{{- if .root.Values.postgresql.enabled }}{{ $stores = append $stores "database" }}{{ end -}}
+{{- if .root.Values.minio.enabled }}{{ $stores = append $stores "s3" }}{{ end }}
+- name: {{ .prefix }}IN_CLUSTER_STORES
+  value: {{ toJson $stores | quote }}
 {{- end -}}
 
 {{/* An optional token from the auth Secret. Arguments: root, name, key. */}}

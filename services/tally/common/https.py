@@ -14,7 +14,7 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,9 +33,30 @@ class HttpsListener(BaseModel):
         description="require client certificates from this CA (intra-party mutual TLS)",
     )
 
+    in_cluster_stores: list[Literal["database", "s3"]] = Field(
+        default_factory=list,
+        description="stores run by this party's own release, reachable only from its pods "
+        "(the chart's PostgreSQL and MinIO): production allows a plaintext connection to "
+        "these, and refuses it to any other",
+    )
+
     def server_tls(self) -> dict[str, Any]:
         """uvicorn's ``ssl_*`` arguments for this listener."""
         return server_tls(self.https_cert, self.https_key, self.https_client_ca)
+
+    def refuse_plaintext(
+        self,
+        service: str,
+        env: Environment,
+        database_url: str = "",
+        s3_endpoint: str = "",
+        s3_secure: bool = False,
+    ) -> None:
+        """Production: no plaintext listener, database or S3 connection (but to the
+        release's own stores, ``in_cluster_stores``)."""
+        check_listener(service, self.https_cert, env)
+        check_database_url("DATABASE_URL", database_url, env, "database" in self.in_cluster_stores)
+        check_s3("S3", s3_endpoint, s3_secure, env, "s3" in self.in_cluster_stores)
 
 
 def server_tls(
@@ -79,9 +100,10 @@ def check_service_url(name: str, url: str, env: Environment) -> None:
         raise ConfigurationError(f"production mode needs an https:// {name}, not {url!r}")
 
 
-def check_database_url(name: str, url: str, env: Environment) -> None:
-    """Production refuses a PostgreSQL connection without ``sslmode=verify-full``."""
-    if env != "production" or not url.startswith("postgresql"):
+def check_database_url(name: str, url: str, env: Environment, in_cluster: bool = False) -> None:
+    """Production refuses a PostgreSQL connection without ``sslmode=verify-full`` (unless
+    the database is the release's own, ``in_cluster``)."""
+    if env != "production" or not url.startswith("postgresql") or in_cluster:
         return
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     if query.get("sslmode") != ["verify-full"]:
@@ -91,7 +113,9 @@ def check_database_url(name: str, url: str, env: Environment) -> None:
         )
 
 
-def check_s3(name: str, endpoint: str, secure: bool, env: Environment) -> None:
-    """Production refuses a plaintext S3 connection."""
-    if env == "production" and endpoint and not secure:
+def check_s3(
+    name: str, endpoint: str, secure: bool, env: Environment, in_cluster: bool = False
+) -> None:
+    """Production refuses a plaintext S3 connection (unless to the release's own store)."""
+    if env == "production" and endpoint and not secure and not in_cluster:
         raise ConfigurationError(f"production mode needs {name}_SECURE=true (HTTPS to S3)")

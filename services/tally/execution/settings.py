@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.blobstore import BlobStore, make_blob_store
-from tally.common.https import HttpsListener, check_listener, check_s3, check_service_url
+from tally.common.https import HttpsListener, check_service_url
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 from tally.execution.tls import PartyTLS
@@ -236,12 +236,13 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
                 "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
             )
             check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
-            check_listener("execution", self.https_cert, self.env)
+            self.refuse_plaintext(
+                "execution", self.env, s3_endpoint=self.s3_endpoint, s3_secure=self.s3_secure
+            )
             check_service_url("SECRET_STORE_URL", self.secret_store_url, self.env)
             check_service_url("TUPLES_URL", self.tuples_url, self.env)
             if self.workers == "external":
                 check_service_url("URL (the workers' route to this service)", self.url, self.env)
-            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
             for spec in self.tokens:
                 if spec.token is not None:
                     check_secret(

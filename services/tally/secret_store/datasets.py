@@ -305,22 +305,18 @@ def charge_dp(
                     f"{body.delta:g}",
                 )
             return _charge_public(dataset, existing, spent), False
-        budget = dataset.dp_budget
-        if budget is not None and spent + body.epsilon > budget * (1 + 1e-12):
-            raise ApiError(
-                409,
-                "privacy_budget_exhausted",
-                f"dataset {dataset_id} has epsilon {max(budget - spent, 0.0):g} left of its "
-                f"budget {budget:g}; job {body.job_id} needs {body.epsilon:g}",
-            )
         delta_budget = (dataset.policy or {}).get("dp", {}).get("delta_budget")
-        if delta_budget is not None and delta_spent + body.delta > delta_budget * (1 + 1e-12):
-            raise ApiError(
-                409,
-                "privacy_budget_exhausted",
-                f"dataset {dataset_id} has delta {max(delta_budget - delta_spent, 0.0):g} left "
-                f"of its delta budget {delta_budget:g}; job {body.job_id} needs {body.delta:g}",
-            )
+        for what, budget, used, needed in (
+            ("epsilon", dataset.dp_budget, spent, body.epsilon),
+            ("delta", delta_budget, delta_spent, body.delta),
+        ):
+            if budget is not None and used + needed > budget * (1 + 1e-12):
+                raise ApiError(
+                    409,
+                    "privacy_budget_exhausted",
+                    f"dataset {dataset_id} has {what} {max(budget - used, 0.0):g} left of its "
+                    f"{what} budget {budget:g}; job {body.job_id} needs {needed:g}",
+                )
         charge = DpCharge(
             dataset_id=dataset_id,
             job_id=body.job_id,

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
-from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
+from tally.common.https import HttpsListener
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
 
@@ -87,7 +87,7 @@ class SecretStoreSettings(BaseSettings, HttpsListener, IdentitySettings):
                     )
             if self.s3_endpoint:
                 check_secret("S3_SECRET_KEY", self.s3_secret_key.get_secret_value(), self.env)
-            check_listener("secret-store", self.https_cert, self.env)
-            check_database_url("DATABASE_URL", self.database_url, self.env)
-            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
+            self.refuse_plaintext(
+                "secret-store", self.env, self.database_url, self.s3_endpoint, self.s3_secure
+            )
         return self

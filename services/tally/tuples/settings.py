@@ -30,7 +30,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
-from tally.common.https import HttpsListener, check_database_url, check_listener, check_s3
+from tally.common.https import HttpsListener
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ConfigurationError, Environment, check_secret
 from tally.common.tls import is_party_name
@@ -158,9 +158,9 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
                     self.s3_secret_key.get_secret_value(),
                     "production",
                 )
-            check_listener("tuple-service", self.https_cert, self.env)
-            check_database_url("DATABASE_URL", self.database_url, self.env)
-            check_s3("S3", self.s3_endpoint, self.s3_secure, self.env)
+            self.refuse_plaintext(
+                "tuple-service", self.env, self.database_url, self.s3_endpoint, self.s3_secure
+            )
         return self
 
 
