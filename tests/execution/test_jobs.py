@@ -352,3 +352,40 @@ def test_peer_without_a_valid_certificate_is_refused(tmp_path: Path) -> None:
         assert all(cluster.worker_status(p, "rogue") == {} for p in range(3))
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"inputs": {"events": ["events"] * 65}}, "at most 64 (max_input_datasets)"),
+        (
+            {
+                "params": {
+                    "keys": ["region"],
+                    "aggregations": {"n": ["views", "count"]},
+                    "max_groups": 2_000_000,
+                }
+            },  # fmt: skip
+            "at most 1048576 (max_output_groups)",
+        ),
+        (
+            {
+                "dp": {"epsilon": 0.01, "delta": 1e-6, "clip": {"views": [0, 10]}},
+                "params": {
+                    "keys": ["region"],
+                    "aggregations": {"n": ["views", "count"]},
+                    "domain": [0, 1],
+                },
+            },  # fmt: skip
+            "(max_dp_trials): raise epsilon or delta",
+        ),
+    ],
+)
+def test_a_job_beyond_this_partys_caps_is_refused_before_anything_runs(
+    cluster: Cluster, changes: dict[str, Any], words: str
+) -> None:
+    # before, job parameters were unbounded: one request could ask for any work (regression)
+    response = cluster.request(0, "POST", "/v1/jobs", json={**_job("too-large"), **changes})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "too_large" and words in response.json()["detail"]
+    assert cluster.request(0, "GET", "/v1/jobs/too-large").status_code == 404

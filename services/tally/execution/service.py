@@ -51,12 +51,14 @@ from tally.execution.ports import (
 )
 from tally.execution.programs import (
     check_params,
+    dataset_ids,
     describe_inputs,
     resolve_program,
 )
 from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
+from tally.mpc.dp import DP
 from tally.mpc.reserved import TupleServiceError
 from tally.mpc.table import ColumnSpec
 
@@ -141,6 +143,7 @@ class JobManager:
             )
         if spec.dp is not None and program.name != "groupby":
             raise InputError(422, "bad_params", "dp applies to the groupby program only")
+        self._check_sizes(spec)
         if spec.partitions > 1 and spec.params.get("domain") is not None:
             raise InputError(
                 422,
@@ -169,6 +172,41 @@ class JobManager:
             ) from None
         enforce_policies(spec, submitter, program, described)
         return len(staged.stages)
+
+    def _check_sizes(self, spec: JobCreate) -> None:
+        """This party's caps on what one job may ask for, before anything is computed."""
+        limits = self.settings
+        datasets = sum(len(dataset_ids(ids)) for ids in spec.inputs.values())
+        if datasets > limits.max_input_datasets:
+            raise InputError(
+                422,
+                "too_large",
+                f"the job reads {datasets} datasets; this party allows at most "
+                f"{limits.max_input_datasets} (max_input_datasets)",
+            )
+        domain = spec.params.get("domain")
+        groups = spec.params.get("max_groups")
+        asked = max(len(domain) if isinstance(domain, list) else 0, groups or 0)
+        if isinstance(asked, int) and asked > limits.max_output_groups:
+            raise InputError(
+                422,
+                "too_large",
+                f"the job asks for {asked} output groups; this party allows at most "
+                f"{limits.max_output_groups} (max_output_groups)",
+            )
+        if spec.dp is not None:
+            try:
+                trials = DP.from_params(spec.dp).trials
+            except (TypeError, ValueError, KeyError) as error:
+                raise InputError(422, "bad_params", f"dp: {error}") from None
+            if trials > limits.max_dp_trials:
+                raise InputError(
+                    422,
+                    "too_large",
+                    f"dp epsilon {spec.dp.get('epsilon')} and delta {spec.dp.get('delta')} need "
+                    f"{trials} noise coins per value; this party allows at most "
+                    f"{limits.max_dp_trials} (max_dp_trials): raise epsilon or delta",
+                )
 
     def _worker_inputs(
         self,

@@ -188,6 +188,17 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         description="CA that verifies the party's other REST services (secret-store, "
         "tuple-service, this service for its workers); default: the system trust store",
     )
+    max_output_groups: int = Field(
+        default=1 << 20, ge=1, description="largest max_groups or domain a job may ask for"
+    )
+    max_input_datasets: int = Field(
+        default=64, ge=1, description="most datasets one job may read (all inputs together)"
+    )
+    max_dp_trials: int = Field(
+        default=1 << 17,
+        ge=2,
+        description="most noise coins per released value (small epsilon or delta need many)",
+    )
     max_body_bytes: int = Field(
         default=4 << 20, gt=0, description="largest request body (job specs, worker reports)"
     )
