@@ -343,8 +343,10 @@ def test_external_stores_replace_the_in_cluster_ones() -> None:
 def test_in_cluster_stores_by_default() -> None:
     docs = render({})
     assert set(objects(docs, "StatefulSet")) == {"p0-tally-postgresql", "p0-tally-minio"}
-    pdbs = objects(docs, "PodDisruptionBudget")
-    assert set(pdbs) == {"p0-tally-secret-store", "p0-tally-tuple-service", "p0-tally-execution"}
+    # before, a budget over one replica protected nothing (regression): only with replicas
+    assert objects(docs, "PodDisruptionBudget") == {}
+    scaled = render({"secretStore": {"replicas": 2}})
+    assert set(objects(scaled, "PodDisruptionBudget")) == {"p0-tally-secret-store"}
     store = objects(docs, "Deployment")["p0-tally-secret-store"]["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in store["containers"][0]["env"]}
     assert env["TALLY_SECRET_STORE_DATABASE_URL"].endswith("@p0-tally-postgresql:5432/tally")
@@ -559,3 +561,16 @@ def test_only_the_releases_own_stores_may_be_plaintext() -> None:
     assert "s3" in stores({}, "execution")
     assert stores(VALUE_SETS["external-stores"], "secret-store") == []
     assert stores(VALUE_SETS["external-stores"], "tuple-service") == []
+
+
+def test_execution_state_is_on_a_volume_by_default() -> None:
+    # before, job records lived on an emptyDir: a reschedule forgot running jobs (regression)
+    docs = render({})
+    (claim,) = objects(docs, "PersistentVolumeClaim").values()
+    assert claim["metadata"]["name"] == "p0-tally-execution-state"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    pod = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["persistentVolumeClaim"]["claimName"] == "p0-tally-execution-state"
+    existing = render({"execution": {"stateClaim": "my-claim"}})
+    assert objects(existing, "PersistentVolumeClaim") == {}

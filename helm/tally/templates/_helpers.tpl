@@ -213,7 +213,7 @@ readinessProbe:
 
 {{/* A PodDisruptionBudget for a component. Arguments: root, component. */}}
 {{- define "tally.pdb" -}}
-{{- if .root.Values.podDisruptionBudget.enabled }}
+{{- if and .root.Values.podDisruptionBudget.enabled (gt (int .replicas) 1) }}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
