@@ -74,6 +74,17 @@ def test_a_monitoring_token_reads_pools_but_never_tuple_shares(cluster: Cluster)
     assert posted.status_code == 403
 
 
+def test_one_request_cannot_fill_every_partys_disk(cluster: Cluster) -> None:
+    before = [cluster.get(p, "/v1/pools").json() for p in range(3)]
+    # before, generate_missing generated whatever a job asked for (regression)
+    huge = {"job_id": "huge", "tuples": {"triples": 10**9}, "generate_missing": True}
+    refused = cluster.post(0, "/v1/reservations", huge)
+    assert refused.status_code == 413 and "max_generate" in refused.json()["detail"]
+    direct = cluster.post(0, "/v1/pools/triples/generate", {"tuples": 10**9})
+    assert direct.status_code == 413
+    assert [cluster.get(p, "/v1/pools").json() for p in range(3)] == before
+
+
 def test_the_reservation_is_the_same_at_every_party(cluster: Cluster) -> None:
     reservation_id = reserve(cluster, "same", {"triples": 3 * CHUNK, "dabits": 10})
     views = [cluster.get(p, f"/v1/reservations/{reservation_id}").json() for p in range(3)]

@@ -194,6 +194,7 @@ def create_app(node: TupleNode) -> FastAPI:
     def generate(kind: str, body: GenerateCreate, node: NodeDep) -> dict[str, list[int]]:
         """Generate tuples of one kind at every party now (leader only)."""
         check_kind(kind)
+        check_generation(node, kind, body.tuples)
         try:
             return {"chunk_ids": node.lead_generation(kind, body.tuples)}
         except ReservationError as error:
@@ -215,6 +216,7 @@ def create_app(node: TupleNode) -> FastAPI:
                         continue
                     missing = count - node.store.free_tuples(kind)
                     if missing > 0:
+                        check_generation(node, kind, missing)
                         node.lead_generation(kind, missing)
             if body.reservation_id is None:
                 reservation_id, _ = node.reserve(body.job_id, body.tuples)
@@ -318,6 +320,17 @@ def create_app(node: TupleNode) -> FastAPI:
         )
 
     return app
+
+
+def check_generation(node: TupleNode, kind: str, count: int) -> None:
+    """Refuse (413) a request that would generate more than ``max_generate`` tuples."""
+    if count > node.settings.max_generate:
+        raise ApiError(
+            413,
+            "too_large",
+            f"generating {count} {kind} at every party is more than this service allows in "
+            f"one request ({node.settings.max_generate}, max_generate)",
+        )
 
 
 def check_kind(kind: str) -> Kind:

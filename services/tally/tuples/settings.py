@@ -112,6 +112,12 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     replenish_interval_s: float = Field(default=1.0, gt=0)
     rpc_timeout_s: float = Field(default=120.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest request body")
+    max_generate: int = Field(
+        default=1 << 26,
+        gt=0,
+        description="most tuples one request may have generated at every party (per kind): "
+        "one job cannot fill every party's disk",
+    )
     prf: Literal["aes", "shake"] = Field(default="aes", description="PRF of the hm3 generator")
 
     @property
