@@ -77,19 +77,32 @@ def encode(
     )
 
 
+WIRE_DTYPES = frozenset({"<u8", "<i8", "<u4", "<i4", "|u1", "|i1", "|b1", "<f8"})
+"""The array types a TupleLink message may carry (never object or structured dtypes)."""
+
+
 def decode(envelope: tuples_pb2.TupleEnvelope) -> list[NDArray[np.generic]]:
+    """The arrays of one message; ``TransportError`` for anything malformed (an unknown
+    dtype, a negative or oversized shape, sizes that do not add up to the data)."""
     arrays, offset = [], 0
     data = envelope.data
     for header in envelope.arrays:
+        if header.dtype not in WIRE_DTYPES or len(header.shape) > 4:
+            raise TransportError(f"party {envelope.sender} sent a malformed message (array type)")
         dtype = np.dtype(header.dtype)
         shape = tuple(int(s) for s in header.shape)
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        arrays.append(
-            np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(
-                shape
-            )
-        )
+        count = 1
+        for extent in shape:
+            count *= extent
+            if extent < 0 or count * dtype.itemsize > len(data):
+                raise TransportError(f"party {envelope.sender} sent a malformed message (shape)")
+        size = count * dtype.itemsize
+        if offset + size > len(data):
+            raise TransportError(f"party {envelope.sender} sent a truncated message")
+        arrays.append(np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape))
         offset += size
+    if offset != len(data):
+        raise TransportError(f"party {envelope.sender} sent a message with trailing bytes")
     return arrays
 
 
