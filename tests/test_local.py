@@ -102,3 +102,25 @@ def test_two_party_dealer_deployment_warns_and_computes(
         got = cluster.table("two").group_by("region").agg(views=("views", "sum")).to_pandas()
     assert got.to_dict("list") == {"region": ["a", "b"], "views": [4, 2]}
     assert not (Path(tmp_path) / "config" / "tally" / "current").exists()  # Python API: no pointer
+
+
+def test_a_service_that_dies_while_starting_is_started_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said: list[str] = []
+    deployment = LocalDeployment(tmp_path / "state", log=said.append)
+    real = deployment._command
+    crashes = iter([True])
+
+    def command(service: str, party: int | None) -> list[str]:
+        if service == "secret-store" and party == 1 and next(crashes, False):
+            return [sys.executable, "-c", "import os, time; time.sleep(0.3); os._exit(3)"]
+        return real(service, party)
+
+    monkeypatch.setattr(deployment, "_command", command)
+    try:
+        deployment.up(make_current=False)
+        assert any("secret-store of party 1 ended while starting (exit code 3)" in s for s in said)
+        assert all(state.state == "ready" for state in deployment.status())
+    finally:
+        deployment.purge()

@@ -262,6 +262,7 @@ class LocalDeployment:
         ports = self.meta["ports"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"  # a crash in native code still leaves a trace in the log
         tuple_link = json.dumps([f"127.0.0.1:{p}" for p in ports["tuples_grpc"]])
         if party is None:  # the dealer
             ca, cert, key = self.pki_paths(DEALER)
@@ -461,6 +462,7 @@ class LocalDeployment:
     def _wait_ready(self, pids: dict[str, int]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         waiting = {_parse_name(name): pid for name, pid in pids.items()}
+        retried: set[tuple[str, int | None]] = set()
         with self._http() as http:
             while waiting:
                 for (service, party), pid in list(waiting.items()):
@@ -469,6 +471,18 @@ class LocalDeployment:
                     ended = _describe_exit(code) if code is not None else _exit_status(pid)
                     if ended is not None or not _alive(pid):
                         where = "the dealer" if party is None else f"{service} of party {party}"
+                        if (service, party) not in retried:  # one more try, said aloud
+                            retried.add((service, party))
+                            self._log(
+                                f"{where} ended while starting ({ended or 'gone'}): "
+                                f"{self.last_error(service, party)}; starting it once more"
+                            )
+                            restarted = self._start(service, party, self._secrets())
+                            waiting[(service, party)] = pids[_name(service, party)] = restarted
+                            recorded: dict[str, int] = self._read_json("pids.json") or {}
+                            recorded[_name(service, party)] = restarted
+                            _write_private(self.dir / "pids.json", json.dumps(recorded))
+                            continue
                         raise DeploymentError(
                             f"{where} exited while starting ({ended or 'gone'}): "
                             f"{self.last_error(service, party)} "
