@@ -466,15 +466,13 @@ class LocalDeployment:
         with self._http() as http:
             while waiting:
                 for (service, party), pid in list(waiting.items()):
-                    child = self._children.get(pid)
-                    code = child.poll() if child is not None else None
-                    ended = _describe_exit(code) if code is not None else _exit_status(pid)
-                    if ended is not None or not _alive(pid):
+                    ended = self._ended(pid)
+                    if ended is not None:
                         where = "the dealer" if party is None else f"{service} of party {party}"
                         if (service, party) not in retried:  # one more try, said aloud
                             retried.add((service, party))
                             self._log(
-                                f"{where} ended while starting ({ended or 'gone'}): "
+                                f"{where} ended while starting ({ended}): "
                                 f"{self.last_error(service, party)}; starting it once more"
                             )
                             restarted = self._start(service, party, self._secrets())
@@ -484,7 +482,7 @@ class LocalDeployment:
                             _write_private(self.dir / "pids.json", json.dumps(recorded))
                             continue
                         raise DeploymentError(
-                            f"{where} exited while starting ({ended or 'gone'}): "
+                            f"{where} exited while starting ({ended}): "
                             f"{self.last_error(service, party)} "
                             f"(log: {self.log_path(service, party)})"
                         )
@@ -494,6 +492,18 @@ class LocalDeployment:
                     names = ", ".join(sorted(_name(*key) for key in waiting))
                     raise DeploymentError(f"not ready after {READY_TIMEOUT_S:.0f} s: {names}")
                 time.sleep(0.2)
+
+    def _ended(self, pid: int) -> str | None:
+        """How a process this deployment started has ended, or None while it runs."""
+        child = self._children.get(pid)
+        if child is None:  # started by another object: all we have is the pid
+            ended = _exit_status(pid)
+            return ended if ended is not None or _alive(pid) else "gone"
+        code = child.poll()
+        if code is None and not _alive(pid):  # exiting right now: wait for its status
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = child.wait(timeout=2.0)
+        return None if code is None else _describe_exit(code)
 
     def log_path(self, service: str, party: int | None) -> Path:
         """Where one process logs."""
