@@ -25,10 +25,8 @@ from tally.execution.jobs import JobCreate
 from tally.execution.ports import DatasetInfo, InputError
 from tally.execution.programs import BUILTINS, dataset_ids
 from tally.mpc.dp import DP
-from tally.mpc.groupby import dp_delta, dp_epsilon
+from tally.mpc.groupby import dp_delta, dp_epsilon, summed_columns
 from tally.mpc.program import Program
-
-SUMMED = ("sum", "mean")
 
 
 def dp_charges(spec: JobCreate) -> dict[str, tuple[float, float]]:
@@ -126,8 +124,8 @@ def _check_dp(info: DatasetInfo, spec: JobCreate, spent: tuple[float, float] | N
             f"the job would spend delta {delta:g} on it; at most {rule.delta_max:g} a job",
         )
     dp = DP.from_params(spec.dp)
-    summed = {pair[0] for pair in spec.params.get("aggregations", {}).values() if pair[1] in SUMMED}
-    for column in sorted(summed & set(rule.clip)):
+    summed = summed_columns(spec.params.get("aggregations", {}))
+    for column in [c for c in summed if c in rule.clip]:
         lo, hi = rule.clip[column]
         given = dp.clip.get(column)
         if given is None or not (lo <= given[0] <= given[1] <= hi):

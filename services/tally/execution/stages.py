@@ -175,7 +175,7 @@ def groupby_stages(
     engine_groupby.check_dp(named, noise, domain, max_groups)
     with_domain = domain is not None
     padded_rows = rows + (len(domain) if domain is not None else 0)
-    summed = sorted({c for c, f in named.values() if f in ("sum", "mean")})
+    summed = engine_groupby.summed_columns(named)
     extreme_requests = sorted({(c, f) for c, f in named.values() if f in ("min", "max")})
     key_specs = [specs[k] for k in keys]
     group_widths = _key_widths(key_specs)

@@ -122,17 +122,21 @@ def check_dp(
             "with dp the released keys must not depend on the data: give a public domain "
             "(every domain key is released with a noisy count), not max_groups or no padding"
         )
-    summed = sorted({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
-    missing = [c for c in summed if c not in dp.clip]
+    missing = [c for c in summed_columns(aggregations) if c not in dp.clip]
     if missing:
         raise ValueError(
             f"with dp every summed column needs clip bounds: set dp.clip for {', '.join(missing)}"
         )
 
 
+def summed_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
+    """The columns a group-by sums (``sum`` and ``mean`` of one column share one sum)."""
+    return sorted({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
+
+
 def dp_releases(aggregations: Mapping[str, Sequence[str]]) -> int:
     """How many noisy releases a group-by makes: the count and each summed column."""
-    return 1 + len({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
+    return 1 + len(summed_columns(aggregations))
 
 
 def dp_epsilon(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
@@ -325,7 +329,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     _check(table, keys, aggregations, group.max_groups)
     check_padding(group.domain, group.max_groups, group.min_group_size)
     check_dp(aggregations, dp, group.domain, group.max_groups)
-    summed = sorted({c for c, f in aggregations.values() if f in ("sum", "mean")})
+    summed = summed_columns(aggregations)
     extreme_requests = sorted({(c, f) for c, f in aggregations.values() if f in ("min", "max")})
     table = prepare_dp(table, summed, dp)
     with_domain = group.domain is not None
