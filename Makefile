@@ -1,17 +1,32 @@
-# Tally: make install | test | lint | bench | demo
+# Tally: make install | test | lint | bench | demo | lock
 #
-# Everything runs from the virtualenv in .venv at the repository root, which
-# `make install` creates on first use and refreshes whenever pyproject.toml changes.
+# Everything runs from the virtualenv in .venv at the repository root (VENV=... for
+# another), which `make install` creates on first use and refreshes whenever the lock
+# requirements/lock.txt or pyproject.toml changes.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
+
+# Every dependency pinned with its hashes (`make lock` writes them from pyproject.toml).
+LOCK := requirements/lock.txt
+# The image locks: the services' (no client-only libraries), their builder's and the
+# operator's; each pins the versions of $(LOCK).
+IMAGE_LOCKS := service build operator
+# uv resolves the locks; it is fetched into a temporary directory by `make lock`.
+UV_VERSION := 0.13.9
+# The oldest Python the locks resolve for (pyproject's requires-python); the markers
+# in them cover newer ones and every platform.
+LOCK_PYTHON := 3.11
+# e.g. LOCK_FLAGS=--upgrade, or --upgrade-package numpy: by default `make lock` keeps
+# every pin it can.
+LOCK_FLAGS ?=
 
 LINT_PATHS := $(wildcard services operator tests bench)
 
@@ -20,10 +35,11 @@ BENCH_ROWS ?= 10000 100000 1000000
 BENCH_PARTIES ?= 2 3
 BENCH_OUT := bench/results/latest.jsonl
 
-.PHONY: help install test lint bench bench-analytics demo clean postgres-server
+.PHONY: help install lock test lint bench bench-analytics demo clean postgres-server
 
 help:
-	@echo "make install  create .venv and install tally with its dev tools (editable)"
+	@echo "make install  create .venv and install tally with its dev tools (editable) from $(LOCK)"
+	@echo "make lock     re-resolve $(LOCK) and the image locks from pyproject.toml (LOCK_FLAGS=--upgrade)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict on the tally package and tally_operator, import-linter"
 	@echo "make bench    benchmark cases $(BENCH_CASES) at $(BENCH_ROWS) rows for $(BENCH_PARTIES) parties"
@@ -33,11 +49,14 @@ help:
 
 install: $(INSTALLED)
 
-# The stamp is newer than pyproject.toml once its dependencies are installed, so a
-# second `make install` does nothing.  `python3 -m venv` needs ensurepip, which some
-# distributions package separately (python3-venv); without it, virtualenv from PyPI
-# is fetched into a temporary directory and builds the environment instead.
-$(INSTALLED): pyproject.toml scripts/gen_protos.py $(wildcard proto/tally/v1/*.proto)
+# The stamp is newer than the lock and pyproject.toml once their dependencies are
+# installed, so a second `make install` does nothing.  `python3 -m venv` needs ensurepip,
+# which some distributions package separately (python3-venv); without it, virtualenv
+# from PyPI is fetched into a temporary directory and builds the environment instead.
+# Every package comes from the lock, checked against its hashes; tally itself is then
+# installed without dependencies and built with the lock's setuptools (no build
+# isolation, which would fetch an unpinned one).
+$(INSTALLED): $(LOCK) pyproject.toml scripts/gen_protos.py $(wildcard proto/tally/v1/*.proto)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 	  echo "tally needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
 	       "Run: make PYTHON=python3.11 (or newer) $(MAKECMDGOALS)" >&2; exit 1; }
@@ -52,10 +71,28 @@ $(INSTALLED): pyproject.toml scripts/gen_protos.py $(wildcard proto/tally/v1/*.p
 	    rm -rf "$$bootstrap"; \
 	  fi; \
 	fi
-	@echo "installing tally (editable) with dev extras into $(VENV)"
-	$(PIP) install --quiet -e '.[dev]'
+	@echo "installing the locked dependencies ($(LOCK)) and tally (editable) into $(VENV)"
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python scripts/gen_protos.py
 	@touch $@
+
+# Resolves pyproject.toml's dependencies into the hashed locks (requirements/inputs.py
+# says what each holds), keeping the current pins unless LOCK_FLAGS says otherwise.
+# Needs PyPI; installs nothing into $(VENV).
+lock:
+	@tool=$$(mktemp -d); trap 'rm -rf "$$tool"' EXIT; \
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target "$$tool" uv==$(UV_VERSION); \
+	compile() { \
+	  $(PYTHON) requirements/inputs.py "$$1" | "$$tool/bin/uv" --quiet pip compile - \
+	    --universal --python-version $(LOCK_PYTHON) --generate-hashes \
+	    --custom-compile-command 'make lock' $(LOCK_FLAGS) -o "$$2" "$${@:3}"; \
+	}; \
+	echo "resolving $(LOCK)"; compile lock $(LOCK); \
+	for image in $(IMAGE_LOCKS); do \
+	  echo "resolving requirements/$$image.txt (pins of $(LOCK))"; \
+	  compile $$image requirements/$$image.txt -c $(LOCK); \
+	done
 
 # The storage tests start a throwaway PostgreSQL cluster (initdb + pg_ctl); install
 # the server where it is missing (Debian/Ubuntu; root or sudo), or point the tests at
