@@ -1,12 +1,15 @@
 """PartyLink vs SocketTransport: a 10^6-row Beaver product, ten 100 MB broadcasts and the
 latency of a small broadcast round, 3 processes.
 
-python bench/partylink_bench.py socket | grpc | grpc tls
+python bench/partylink_bench.py socket | link [tls] [gateway]
 
-``cpu_seconds_per_gb``: each party's CPU time (every thread of the process: the
-engine's, the gRPC loop's and gRPC's own) during the broadcasts, per GB it sent
-(it received as much).  On 2 cores shared by 3 parties a bandwidth-bound job pays
-this for every byte.
+``socket`` is the bare engine's plaintext ``SocketTransport``; ``link`` is PartyLink
+(``tls``: with the consortium's certificates; ``gateway``: every connection enters
+the accepting party through its public endpoint, :mod:`tally.execution.gateway`,
+as deployed).  ``cpu_seconds_per_gb``: each party's CPU time (every thread of the
+process: the engine's, the link's reader and writer threads, the gateway's) during
+the broadcasts, per GB it sent (it received as much).  On 2 cores shared by 3
+parties a bandwidth-bound job pays this for every byte.
 """
 
 import json
@@ -17,6 +20,7 @@ import time
 import numpy as np
 
 from tally._generated import partylink_pb2 as pb
+from tally.execution.gateway import Gateway
 from tally.execution.partylink import LinkIdentity, PartyLinkEndpoint
 from tally.execution.tls import PartyTLS, write_test_pki
 from tally.mpc.arithmetic import multiply
@@ -31,15 +35,21 @@ BULK_ROUNDS = 10
 """100 MB broadcasts timed for throughput and CPU per byte."""
 
 
-def worker(i, n, addrs, tlsdir, use_tls, mode, rows, pipe):
-    if mode == "grpc":
+def worker(i, n, addrs, tlsdir, use_tls, mode, rows, pipe, via_gateway=False):
+    if mode == "link":
         tls = PartyTLS.load(*[tlsdir[i][k] for k in range(3)]) if use_tls else None
 
         async def locate(peer):
-            return addrs.get(peer)
+            return addrs.get(f"gw{peer}" if via_gateway else peer)
 
         ep = PartyLinkEndpoint(LinkIdentity("job1", 0, i, n), tls, locate)
-        addrs[i] = ep.start()
+        own = ep.start()
+        if via_gateway:
+            host, port = own.rsplit(":", 1)
+            gateway = Gateway(("127.0.0.1", 0), lambda name: (host, int(port)))
+            gateway.start()
+            addrs[f"gw{i}"] = f"127.0.0.1:{gateway.port}"
+        addrs[i] = own
         tr, hellos = ep.connect(pb.Hello(spec_hash="x"), 30)
     else:
         tr = SocketTransport(i, addrs)
@@ -71,7 +81,7 @@ def worker(i, n, addrs, tlsdir, use_tls, mode, rows, pipe):
     t5 = time.perf_counter()
     pipe.send((t1 - t0, (t3 - t2) / BULK_ROUNDS, tr.bytes_sent, z, (t5 - t4) / ROUNDS, cpu_per_gb))
     tr.broadcast([np.zeros(1, np.uint64)])
-    if mode == "grpc":
+    if mode == "link":
         tr.close()
         ep.close()
     else:
@@ -80,13 +90,14 @@ def worker(i, n, addrs, tlsdir, use_tls, mode, rows, pipe):
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    use_tls = len(sys.argv) > 2 and sys.argv[2] == "tls"
+    use_tls = "tls" in sys.argv[2:]
+    via_gateway = "gateway" in sys.argv[2:]
     n, rows = 3, 1_000_000
     ctx = mp.get_context("fork")
     import tempfile
 
     tlsdir = write_test_pki(tempfile.mkdtemp(prefix="partylink-pki-"), n)
-    if mode == "grpc":
+    if mode == "link":
         addrs = mp.Manager().dict()
     else:
         import socket
@@ -101,7 +112,9 @@ if __name__ == "__main__":
     pipes, procs = [], []
     for i in range(n):
         a, b = ctx.Pipe(False)
-        p = ctx.Process(target=worker, args=(i, n, addrs, tlsdir, use_tls, mode, rows, b))
+        p = ctx.Process(
+            target=worker, args=(i, n, addrs, tlsdir, use_tls, mode, rows, b, via_gateway)
+        )
         p.start()
         pipes.append(a)
         procs.append(p)
@@ -117,6 +130,7 @@ if __name__ == "__main__":
             {
                 "mode": mode,
                 "tls": use_tls,
+                "gateway": via_gateway,
                 "mul_seconds": max(r[0] for r in res),
                 "bulk100MB_seconds": max(r[1] for r in res),
                 "bytes": res[0][2],

@@ -1,11 +1,14 @@
-"""PartyLink frames: the receive-side parser, and a peer out of protocol is refused.
+"""PartyLink: frames, meshes over TLS through each party's gateway, and peers out of protocol.
 
-Two workers of one job on loopback (plaintext: development mode) build a mesh; then
-one of them writes hand-made frames on its link, as a faulty or hostile peer could.
+Workers of one job build a mesh (with the consortium's certificates, through a
+:class:`~tally.execution.gateway.Gateway` per party, as deployed); then one of them
+writes hand-made frames on its link, as a faulty or hostile peer could.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 from typing import Any
 
@@ -13,106 +16,217 @@ import numpy as np
 import pytest
 
 from tally._generated import partylink_pb2 as pb
+from tally.execution.gateway import Gateway, parse_route, route_name, server_name
 from tally.execution.partylink import (
-    CHUNK_BYTES,
+    HEAD,
+    MAGIC,
     LinkIdentity,
     PartyLinkEndpoint,
     PartyLinkTransport,
+    PeerLost,
     ProtocolViolation,
-    _Assembly,
-    _frames,
-    _parse,
+    allocate,
+    encode_head,
+    parse_fields,
+    parse_head,
 )
+from tally.execution.tls import PartyTLS, write_test_pki
 
 JOB = "job-frames"
 
 
-def test_parsed_frames_equal_protobufs_parse_without_copying_data() -> None:
-    words = CHUNK_BYTES // 8 + 100_000
-    arrays = [np.arange(words, dtype=np.uint64), np.zeros(0, np.uint8), np.ones(3, np.int32)]
-    frames = list(_frames(LinkIdentity(JOB, 2, 1, 3), 9, arrays))
-    assert len(frames) == 3  # the big array in two chunks, then the small one
-    for raw in frames:
-        reference = pb.Frame.FromString(raw)
-        frame, data = _parse(raw)
-        assert bytes(data) == reference.data
-        assert data.obj is raw  # a view of the received message
-        reference.ClearField("data")
-        assert frame == reference
-    hello = pb.Frame(
-        kind=pb.Frame.HELLO,
-        job_id=JOB,
-        sender=2,
-        hello=pb.Hello(spec_hash="h", stages_held=[1, 2], tuple_next={"epoch": 3}),
-    ).SerializeToString()
-    frame, data = _parse(hello)
-    assert frame == pb.Frame.FromString(hello) and len(data) == 0
-
-
-def test_assembly_keeps_whole_arrays_in_place_and_copies_split_ones() -> None:
-    words = CHUNK_BYTES // 8 + 100_000
-    arrays = [
-        np.arange(words, dtype=np.uint64),
-        np.zeros((0, 4), np.uint8),
-        np.arange(12, dtype=np.int32).reshape(3, 4),
-        np.arange(1000, dtype=np.uint64) * 3,
-    ]
-    received = [_parse(raw) for raw in _frames(LinkIdentity(JOB, 0, 1, 3), 4, arrays)]
-    assert len(received) == 4  # the first array in two chunks, then one frame per array
-    assembly = _Assembly(received[0].frame)
-    for incoming in received:
-        assert not assembly.complete()
-        assembly.add(incoming.data)
-    assert assembly.complete()
-    for got, sent in zip(assembly.arrays, arrays, strict=True):
-        assert got.dtype == sent.dtype and got.shape == sent.shape
-        np.testing.assert_array_equal(got, sent)
-    assert assembly.arrays[0].flags.owndata  # split over two frames: copied
-    last = received[-1].data
-    assert np.shares_memory(assembly.arrays[3], np.frombuffer(last, np.uint8))  # not copied
-    assert not assembly.arrays[3].flags.writeable
-    with pytest.raises(ProtocolViolation, match="more bytes"):
-        assembly.add(b"x")
+def test_a_frame_head_round_trips_and_bounds_are_refused() -> None:
+    frame = pb.Frame(kind=pb.Frame.DATA, job_id=JOB, sender=1, round=9, last=True)
+    raw = encode_head(frame, 24)
+    fields, data = parse_head(raw[: HEAD.size])
+    assert data == 24 and parse_fields(raw[HEAD.size : HEAD.size + fields]) == frame
+    with pytest.raises(ProtocolViolation, match="not a PartyLink frame"):
+        parse_head(b"HTTP" + raw[4 : HEAD.size])
+    with pytest.raises(ProtocolViolation, match="fields over the size limit"):
+        parse_head(HEAD.pack(MAGIC, 1 << 30, 0))
+    with pytest.raises(ProtocolViolation, match="exceeds the size limit"):
+        parse_head(HEAD.pack(MAGIC, 10, 1 << 40))
+    with pytest.raises(ProtocolViolation, match="malformed"):
+        parse_fields(b"\x0f\x00")
+    with pytest.raises(ProtocolViolation, match="data inside"):
+        parse_fields(pb.Frame(data=b"x").SerializeToString())
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [b"\x42\x10abc", b"\x0a", b"\x08\xff\xff", b"\x0f\x00", b"\x42" + b"\xff" * 11],
-    ids=["truncated data", "no length", "unfinished varint", "bad wire type", "huge varint"],
+    ("headers", "data", "message"),
+    [
+        ([("<u8", [2])], 8, "declare more bytes"),
+        ([("<u8", [1])], 16, "more bytes than its array headers"),
+        ([("|O", [1])], 8, "dtype object"),
+        ([("not-a-dtype", [1])], 8, "unknown dtype"),
+    ],
 )
-def test_malformed_frames_are_protocol_violations(raw: bytes) -> None:
-    with pytest.raises(ProtocolViolation):
-        _parse(raw)
+def test_array_headers_must_add_up_to_the_data(
+    headers: list[tuple[str, list[int]]], data: int, message: str
+) -> None:
+    frame = pb.Frame(arrays=[pb.ArrayHeader(dtype=d, shape=s) for d, s in headers])
+    with pytest.raises(ProtocolViolation, match=message):
+        allocate(frame, data)
 
 
-def _mesh() -> tuple[list[PartyLinkEndpoint], list[PartyLinkTransport]]:
+def test_the_gateway_reads_the_server_name_of_a_real_client_hello() -> None:
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    name = route_name("job-1", 3, 2)
+    client = context.wrap_bio(incoming, outgoing, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    assert server_name(hello) == name
+    assert parse_route(name, 2) == (3, name.split("-", 1)[1].split(".")[0])
+    assert parse_route(name, 1) is None  # another party's name routes nowhere here
+    assert parse_route("w3-short.party-2", 2) is None
+    assert server_name(hello[:40]) is None
+    assert server_name(b"GET / HTTP/1.1\r\n") is None
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> list[PartyTLS]:
+    paths = write_test_pki(tmp_path_factory.mktemp("pki"), 3)
+    return [PartyTLS.load(*paths[party]) for party in range(3)]
+
+
+def _mesh(
+    parties: int, tls: list[PartyTLS] | None, via_gateway: bool
+) -> tuple[list[PartyLinkEndpoint], list[PartyLinkTransport], list[Gateway]]:
+    addresses: dict[int, str] = {}
+    gateways: list[Gateway] = []
+    if via_gateway:
+        for party in range(parties):
+
+            def resolve(name: str, party: int = party) -> tuple[str, int] | None:
+                route = parse_route(name, party)
+                if route is None or party not in addresses:
+                    return None
+                host, _, port = addresses[party].rpartition(":")
+                return host, int(port)
+
+            gateway = Gateway(("127.0.0.1", 0), resolve)
+            gateway.start()
+            gateways.append(gateway)
+
+    def locator(party: int) -> Any:
+        async def locate(peer: int) -> str | None:
+            if peer not in addresses:
+                return None
+            return f"127.0.0.1:{gateways[peer].port}" if via_gateway else addresses[peer]
+
+        return locate
+
+    endpoints = [
+        PartyLinkEndpoint(
+            LinkIdentity(JOB, 0, party, parties),
+            tls[party] if tls else None,
+            locator(party),
+            io_timeout=10.0,
+        )
+        for party in range(parties)
+    ]
+    for party, endpoint in enumerate(endpoints):
+        addresses[party] = endpoint.start()
+    meshes: list[Any] = [None] * parties
+
+    def connect(party: int) -> None:
+        meshes[party] = endpoints[party].connect(pb.Hello(spec_hash="same"), 30.0)[0]
+
+    threads = [threading.Thread(target=connect, args=(party,)) for party in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return endpoints, meshes, gateways
+
+
+def _close(endpoints: list[PartyLinkEndpoint], meshes: list[Any], gateways: list[Gateway]) -> None:
+    for mesh in meshes:
+        if mesh is not None:
+            mesh.close(reason="test over")
+    for endpoint in endpoints:
+        endpoint.close()
+    for gateway in gateways:
+        gateway.close()
+
+
+def _broadcast_all(meshes: list[PartyLinkTransport], arrays: Any) -> list[Any]:
+    results: list[Any] = [None] * len(meshes)
+
+    def run(party: int) -> None:
+        results[party] = meshes[party].broadcast(arrays(party))
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in range(len(meshes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.parametrize("via_gateway", [False, True], ids=["direct", "through gateways"])
+def test_three_workers_exchange_arrays_over_tls(pki: list[PartyTLS], via_gateway: bool) -> None:
+    endpoints, meshes, gateways = _mesh(3, pki, via_gateway)
+    try:
+        big = np.arange(3_000_000, dtype=np.uint64)  # 24 MB: many TLS records per message
+
+        def arrays(party: int) -> list[Any]:
+            return [
+                big + np.uint64(party),
+                np.zeros((0, 4), np.uint8),
+                np.arange(12, dtype=np.int32).reshape(3, 4) * party,
+            ]
+
+        for _ in range(3):
+            results = _broadcast_all(meshes, arrays)
+            for party, received in enumerate(results):
+                for peer, got in received.items():
+                    assert peer != party
+                    for sent, back in zip(arrays(peer), got, strict=True):
+                        assert back.dtype == sent.dtype and back.shape == sent.shape
+                        np.testing.assert_array_equal(back, sent)
+        if via_gateway:
+            assert [gateway.relayed for gateway in gateways] == [2, 1, 0]  # lower ids accept
+    finally:
+        _close(endpoints, meshes, gateways)
+
+
+def test_a_certificate_for_another_party_is_refused(pki: list[PartyTLS]) -> None:
+    """Party 1's worker presents party 2's certificate: party 0 refuses and says why."""
+    swapped = [pki[0], pki[2]]
     addresses: dict[int, str] = {}
 
     async def locate(peer: int) -> str | None:
         return addresses.get(peer)
 
-    endpoints = [
-        PartyLinkEndpoint(LinkIdentity(JOB, 0, party, 2), None, locate, io_timeout=10.0)
-        for party in range(2)
-    ]
-    for party, endpoint in enumerate(endpoints):
-        addresses[party] = endpoint.start()
-    meshes: list[Any] = [None, None]
-
-    def connect(party: int) -> None:
-        meshes[party] = endpoints[party].connect(pb.Hello(spec_hash="same"), 30.0)[0]
-
-    threads = [threading.Thread(target=connect, args=(party,)) for party in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return endpoints, meshes
+    accepting = PartyLinkEndpoint(LinkIdentity(JOB, 0, 0, 2), swapped[0], locate)
+    dialling = PartyLinkEndpoint(LinkIdentity(JOB, 0, 1, 2), swapped[1], locate)
+    addresses[0] = accepting.start()
+    addresses[1] = dialling.start()
+    try:
+        with pytest.raises(PeerLost, match="does not name party-1"):
+            dialling.connect(pb.Hello(spec_hash="h"), 2.0)
+    finally:
+        accepting.close()
+        dialling.close()
 
 
-def _inject(endpoint: PartyLinkEndpoint, mesh: PartyLinkTransport, frame: pb.Frame) -> None:
+def test_a_connection_that_routes_nowhere_is_closed() -> None:
+    gateway = Gateway(("127.0.0.1", 0), lambda name: None)
+    gateway.start()
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5.0) as sock:
+            sock.sendall(b"TALLY-ROUTE w0-nothing.party-0\n")
+            assert sock.recv(16) == b""
+    finally:
+        gateway.close()
+
+
+def _inject(mesh: PartyLinkTransport, frame: pb.Frame, data: bytes = b"") -> None:
     link = mesh._links[1 - mesh.party]
-    endpoint.submit(link.write(frame.SerializeToString())).result(timeout=10)
+    link.send([encode_head(frame, len(data)), data]).result(timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -120,37 +234,47 @@ def _inject(endpoint: PartyLinkEndpoint, mesh: PartyLinkTransport, frame: pb.Fra
     [
         ({"job_id": "another-job"}, "for job 'another-job'"),
         ({"sender": 0}, "claiming to be party 0"),
-        ({"round": 0, "kind": pb.Frame.CHUNK}, "unexpected frame"),
+        ({"kind": pb.Frame.HELLO}, "a frame that carries none"),
         ({"round": 50}, "party 1 is in round 50, this party in round"),
     ],
-    ids=["unknown job", "wrong sender", "chunk without a round", "round out of order"],
+    ids=["unknown job", "wrong sender", "hello inside a mesh", "round out of order"],
 )
 def test_a_peer_out_of_protocol_breaks_the_mesh(fields: dict[str, Any], message: str) -> None:
-    endpoints, meshes = _mesh()
+    endpoints, meshes, gateways = _mesh(2, None, via_gateway=True)
     try:
         sent = np.arange(4, dtype=np.uint64)
-        results: list[Any] = [None, None]
-
-        def first_round(party: int) -> None:
-            results[party] = meshes[party].broadcast([sent + np.uint64(party)])
-
-        threads = [threading.Thread(target=first_round, args=(p,)) for p in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = _broadcast_all(meshes, lambda party: [sent + np.uint64(party)])
         assert np.array_equal(results[0][1][0], sent + np.uint64(1))  # the mesh works
         expected = meshes[0].rounds
         frame = {"kind": pb.Frame.DATA, "job_id": JOB, "worker": 0, "sender": 1, "round": expected}
         frame.update(fields)
         header = pb.ArrayHeader(dtype="<u8", shape=[1])
-        _inject(
-            endpoints[1], meshes[1], pb.Frame(arrays=[header], data=bytes(8), last=True, **frame)
-        )
+        _inject(meshes[1], pb.Frame(arrays=[header], last=True, **frame), bytes(8))
         with pytest.raises(ProtocolViolation, match=message):
             meshes[0].broadcast([sent])
     finally:
-        for mesh in meshes:
-            mesh.close(reason="test over")
-        for endpoint in endpoints:
-            endpoint.close()
+        _close(endpoints, meshes, gateways)
+
+
+def test_a_peer_that_leaves_is_seen_as_lost_and_the_mesh_rebuilds(pki: list[PartyTLS]) -> None:
+    endpoints, meshes, gateways = _mesh(2, pki[:2], via_gateway=False)
+    try:
+        meshes[1].close(reason="restarting")
+        with pytest.raises(PeerLost, match="restarting"):
+            meshes[0].broadcast([np.zeros(1, np.uint64)])
+        rebuilt: list[Any] = [None, None]
+
+        def connect(party: int) -> None:
+            rebuilt[party] = endpoints[party].connect(pb.Hello(spec_hash="again"), 30.0)
+
+        threads = [threading.Thread(target=connect, args=(p,)) for p in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert rebuilt[0][1][1].spec_hash == "again"
+        meshes[:] = [rebuilt[0][0], rebuilt[1][0]]
+        results = _broadcast_all(meshes, lambda party: [np.full(5, party, np.int64)])
+        assert results[0][1][0].tolist() == [1] * 5 and results[1][0][0].tolist() == [0] * 5
+    finally:
+        _close(endpoints, meshes, gateways)

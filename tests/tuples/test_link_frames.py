@@ -1,7 +1,7 @@
 """What a peer sends is parsed defensively: malformed bytes are a clean error, never a crash.
 
 Property tests (hypothesis) of the three parsers that read bytes another party sent:
-PartyLink frames (``tally.execution.partylink._parse``), TupleLink envelopes
+PartyLink frames (``tally.execution.partylink.read_message``), TupleLink envelopes
 (``tally.tuples.link.decode``) and shuffle correlations
 (``tally.mpc.offline.wire.decode_shuffle``).  Random and mutated inputs either parse
 to what was encoded or raise the parser's own error type; nothing else escapes.
@@ -10,6 +10,7 @@ to what was encoded or raise the parser's own error type; nothing else escapes.
 from __future__ import annotations
 
 import contextlib
+import socket
 
 import numpy as np
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from tally._generated import partylink_pb2 as pb
 from tally._generated import tuples_pb2
-from tally.execution.partylink import ProtocolViolation, _parse
+from tally.execution.partylink import encode_head, read_message
 from tally.mpc.offline.wire import decode_shuffle, encode_shuffle
 from tally.mpc.transport import TransportError
 from tally.mpc.tuples import HelperShare, PermuterShare
@@ -26,21 +27,39 @@ from tally.tuples.link import decode, encode
 FUZZ = settings(max_examples=400, deadline=None, database=None, derandomize=True)
 
 
+def _read(raw: bytes) -> tuple[pb.Frame, list[np.ndarray]] | None:
+    """What PartyLink's reader makes of ``raw`` arriving on a connection (then its end)."""
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(raw)
+        left.shutdown(socket.SHUT_WR)
+        return read_message(right)
+
+
+def _wire(round_number: int, data: bytes) -> bytes:
+    header = pb.ArrayHeader(dtype="|u1", shape=[len(data)])
+    frame = pb.Frame(kind=pb.Frame.DATA, round=round_number, arrays=[header], last=True)
+    return encode_head(frame, len(data)) + data
+
+
 @FUZZ
 @given(st.binary(max_size=512))
 def test_random_bytes_are_a_frame_or_a_protocol_violation(raw: bytes) -> None:
-    with contextlib.suppress(ProtocolViolation):
-        _parse(raw)
+    with contextlib.suppress(TransportError):
+        _read(raw)
+    with contextlib.suppress(TransportError):
+        _read(b"TPL1" + raw)
 
 
 @FUZZ
-@given(st.binary(max_size=256), st.integers(0, 200), st.integers(0, 255))
+@given(st.binary(max_size=256), st.integers(0, 400), st.integers(0, 255))
 def test_a_mutated_frame_keeps_its_data_or_is_refused(data: bytes, at: int, byte: int) -> None:
-    raw = bytearray(pb.Frame(round=7, data=data).SerializeToString())
-    assert bytes(_parse(bytes(raw)).data) == data
+    raw = bytearray(_wire(7, data))
+    parsed = _read(bytes(raw))
+    assert parsed is not None and parsed[0].round == 7 and parsed[1][0].tobytes() == data
     raw[at % len(raw)] = byte
-    with contextlib.suppress(ProtocolViolation):
-        _parse(bytes(raw))
+    with contextlib.suppress(TransportError):
+        _read(bytes(raw))
 
 
 arrays = st.lists(

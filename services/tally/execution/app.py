@@ -37,8 +37,10 @@ from tally.common.auth import Principal, TokenAuthenticator
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.oidc import make_authenticator
+from tally.common.tls import party_name
 from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
+from tally.execution.gateway import Gateway, Resolver, parse_route
 from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
 from tally.execution.ports import InputError
 from tally.execution.programs import dataset_ids
@@ -101,6 +103,24 @@ class WorkerAttach(BaseModel):
     pod: str = Field(min_length=1, max_length=253, description="the pod's name (unique per pod)")
 
 
+def _resolver(party: int, manager: JobManager, control_port: int) -> Resolver:
+    """Where the gateway sends a connection by its server name (see tally.execution.gateway)."""
+
+    def resolve(name: str) -> tuple[str, int] | None:
+        if name in ("", party_name(party)):  # PartyControl ("": plaintext development mode)
+            return ("127.0.0.1", control_port)
+        route = parse_route(name, party)
+        if route is None:
+            return None
+        address = manager.route(route[1], route[0])
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        return (host.strip("[]"), int(port))
+
+    return resolve
+
+
 def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     """The execution service of one party."""
     settings = settings or ExecutionSettings()
@@ -116,10 +136,14 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         control = ControlClient(settings.party, settings.peers, tls)
         manager = JobManager(settings, inputs, tuples, control)
-        bind = settings.peers[settings.party].rsplit(":", 1)[1]
-        server, _ = await start_control_server(
-            manager, tls, settings.parties, f"{settings.control_host}:{bind}"
+        server, grpc_port = await start_control_server(
+            manager, tls, settings.parties, "127.0.0.1:0"
         )
+        gateway = Gateway(
+            (settings.control_host, settings.endpoint_port),
+            _resolver(settings.party, manager, grpc_port),
+        )
+        gateway.start()
         state.update(manager=manager, metrics=_Metrics(manager), server=server)
         orphans = asyncio.create_task(manager.release_orphans())
         try:
@@ -127,6 +151,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         finally:
             orphans.cancel()
             await manager.shutdown()
+            await asyncio.to_thread(gateway.close)
             await server.stop(grace=1.0)
             await control.close()
 

@@ -1,33 +1,45 @@
-"""PartyLink: the engine's ``Transport`` over gRPC bidirectional streams between parties.
+"""PartyLink: the engine's ``Transport`` between the workers of one job, over TLS sockets.
 
 One job worker (one partition of one job) at each party owns a
-:class:`PartyLinkEndpoint`: a gRPC server for the peers with higher ids, channels
-to the peers with lower ids (the higher id dials, as in ``SocketTransport``), and
-one bidirectional ``Exchange`` stream per pair of parties.  A *mesh* is one
-generation of those streams; :meth:`PartyLinkEndpoint.connect` builds it and
+:class:`PartyLinkEndpoint`: a listener for the peers with higher ids and dials to
+the peers with lower ids (the higher id dials, as in ``SocketTransport``), one
+mutually authenticated TLS 1.3 connection per pair of parties.  A *mesh* is one
+generation of those connections; :meth:`PartyLinkEndpoint.connect` builds it and
 returns a :class:`PartyLinkTransport` for the engine plus every peer's ``Hello``
 (its resume state, see :mod:`tally.execution.recovery`).  When any link breaks
 (a peer died, restarted or gave up) every ``exchange`` in progress raises
 :class:`PeerLost`, and the worker builds the next mesh.
 
-Wire format of one engine round to one peer: a ``DATA`` frame carrying the array
-headers (dtype, shape) and the first bytes, then ``CHUNK`` frames of at most
-:data:`CHUNK_BYTES`; the last frame is flagged.  Every frame names the job, the
-worker, the sender and the round.  A stream whose first frame is for another job
-or worker, or whose sender is not the party its TLS certificate names, is refused
-(``NOT_FOUND`` / ``PERMISSION_DENIED``); a frame that is out of order (a round
-that does not increase, a chunk without a round, a sender that changed) breaks
-the link with a :class:`ProtocolViolation`, which fails the job.
+Reaching a peer: a worker dials the *peer party's public endpoint* (what
+``locate`` returns: the address of its execution service's gateway,
+:mod:`tally.execution.gateway`) with the server name
+:func:`~tally.execution.gateway.route_name`; the gateway splices the connection,
+still encrypted, to the right local worker.  The TLS handshake is between the two
+workers: the dialler checks that the server's certificate names ``party-<peer>``,
+the listener that the client certificate names the party the hello claims.
+
+Wire format (one frame): 16 bytes ``TPL1``, the length of the frame's fields and
+the length of its data (big-endian u32, u64); the fields (a ``Frame`` protobuf
+without ``data``: job, worker, sender, round, kind, array headers, hello or
+reason); then the data, the arrays' bytes back to back.  One engine round to one
+peer is one ``DATA`` frame, received with ``recv_into`` straight into arrays
+allocated from its headers (no copy after the socket).  Every frame names the
+job, the worker, the sender and the round.  A connection whose hello is for
+another job or worker, or whose sender is not the party its certificate names, is
+refused with an ``ABORT`` frame saying why; a frame out of order (a round that
+does not increase, a kind that does not belong, a sender that changed, headers
+that do not add up to the data length) breaks the link with a
+:class:`ProtocolViolation`, which fails the job.
 
 Threading: the engine calls ``exchange`` synchronously from the worker's main
-thread.  The gRPC side runs on a ``grpc.aio`` event loop in one background thread
-of the worker process.  All streams to all peers share that loop, so sends and
-receives to every peer overlap without a thread per stream. The engine thread
-only hands over arrays (``run_coroutine_threadsafe``) and blocks on a
-thread-safe queue per peer.  With synchronous gRPC, a bidirectional stream needs
-a request-iterator thread and a response-reading thread per peer, so there are
-more threads competing for the GIL.  The measured cost against
-``SocketTransport`` is in ``docs/execution.md``.
+thread.  Each link has a reader thread (frames → a queue per peer) and a writer
+thread (``sendall`` of the engine's arrays, no copy), like ``SocketTransport``.
+One TLS connection is read by one thread and written by another; TLS 1.3 with
+no session tickets (``num_tickets = 0``), no renegotiation and no key updates
+keeps the read and write state of the connection disjoint, and a link is shut
+down at the socket before it is closed, so no thread ever uses a freed
+connection.  ``locate`` (a coroutine: a PartyControl call) runs on a small event
+loop thread of the endpoint.
 """
 
 from __future__ import annotations
@@ -37,12 +49,17 @@ import contextlib
 import logging
 import math
 import queue
+import socket
+import ssl
+import struct
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -50,18 +67,25 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 
 from tally._generated import partylink_pb2 as pb
-from tally._generated import partylink_pb2_grpc as pb_grpc
-from tally.execution.tls import PartyTLS, party_name, peer_party
+from tally.common.tls import party_index
+from tally.execution.gateway import ROUTE_PREFIX, route_name
+from tally.execution.tls import PartyTLS, party_name
 from tally.mpc.transport import Message, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 16 << 20
-"""Largest array payload in one frame (an array up to this size is received without a copy)."""
-MAX_FRAME = CHUNK_BYTES + (1 << 20)
 MAX_MESSAGE_BYTES = 16 << 30
 """Largest round message accepted from a peer (guards the receive allocation)."""
+MAX_FIELDS = 1 << 20
+"""Largest encoded frame fields (headers, hello, reason) accepted from a peer."""
+MAGIC = b"TPL1"
+HEAD = struct.Struct(">4sIQ")
+"""Frame head: magic, length of the fields, length of the data."""
+SOCKET_BUFFER = 4 << 20
+HANDSHAKE_TIMEOUT_S = 10.0
 
+# gRPC (PartyControl between the execution services) keeps these options.
+MAX_FRAME = 17 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_FRAME),
     ("grpc.max_receive_message_length", MAX_FRAME),
@@ -75,8 +99,6 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_FRAME),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    # A mesh may stay silent for long (a party reading its tuples, a long local step):
-    # peers' keepalive pings must never earn a "too many pings" GOAWAY that drops it.
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),
 ]
@@ -114,32 +136,265 @@ def secure_channel(address: str, tls: PartyTLS | None, peer: int) -> grpc.aio.Ch
     return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 
 
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Contexts:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def _contexts(tls: PartyTLS) -> _Contexts:
+    """TLS 1.3 contexts that present this party's certificate and require the peer's.
+
+    ``load_cert_chain`` reads files: the PEMs go to a private temporary directory
+    that is removed as soon as they are loaded.
+    """
+    contexts = []
+    with tempfile.TemporaryDirectory(prefix="tally-link-") as directory:
+        cert, key = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert.write_bytes(tls.certificate)
+        key.touch(mode=0o600)
+        key.write_bytes(tls.key)
+        for purpose in (ssl.Purpose.CLIENT_AUTH, ssl.Purpose.SERVER_AUTH):
+            context = ssl.SSLContext(
+                ssl.PROTOCOL_TLS_SERVER
+                if purpose is ssl.Purpose.CLIENT_AUTH
+                else ssl.PROTOCOL_TLS_CLIENT
+            )
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.check_hostname = False  # the party name is checked after the handshake
+            context.load_verify_locations(cadata=tls.ca.decode())
+            context.load_cert_chain(cert, key)
+            if purpose is ssl.Purpose.CLIENT_AUTH:
+                context.num_tickets = 0  # no post-handshake writes (see the module docstring)
+            contexts.append(context)
+    return _Contexts(server=contexts[0], client=contexts[1])
+
+
+def certificate_party(sock: ssl.SSLSocket) -> int | None:
+    """The party the peer's (verified) certificate names by its common name, else None."""
+    certificate: dict[str, Any] = dict(sock.getpeercert() or {})
+    for rdn in certificate.get("subject", ()):
+        for pair in rdn:
+            if pair[0] == "commonName":
+                return party_index(str(pair[1]))
+    return None
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+
+def encode_head(frame: pb.Frame, data_bytes: int = 0) -> bytes:
+    """A frame's head and fields (the data, if any, follows as raw bytes)."""
+    fields: bytes = frame.SerializeToString()
+    return HEAD.pack(MAGIC, len(fields), data_bytes) + fields
+
+
+def parse_head(raw: bytes) -> tuple[int, int]:
+    """(length of the fields, length of the data) of a frame head; refuses what is out of bounds."""
+    if len(raw) != HEAD.size:
+        raise ProtocolViolation("a peer sent a truncated frame")
+    magic, fields, data = HEAD.unpack(raw)
+    if magic != MAGIC:
+        raise ProtocolViolation("a peer sent a malformed frame (not a PartyLink frame)")
+    if fields > MAX_FIELDS:
+        raise ProtocolViolation("a peer sent frame fields over the size limit")
+    if data > MAX_MESSAGE_BYTES:
+        raise ProtocolViolation("a round message exceeds the size limit")
+    return fields, data
+
+
+def parse_fields(raw: bytes) -> pb.Frame:
+    """A frame's fields; malformed protobuf is a protocol violation."""
+    try:
+        frame: pb.Frame = pb.Frame.FromString(raw)
+    except DecodeError as error:
+        raise ProtocolViolation(f"a peer sent a malformed frame: {error}") from None
+    if frame.data:
+        raise ProtocolViolation("a peer sent data inside the frame fields")
+    return frame
+
+
+def allocate(frame: pb.Frame, data_bytes: int) -> list[NDArray[np.generic]]:
+    """Empty arrays for a DATA frame's headers; their sizes must add up to ``data_bytes``."""
+    arrays: list[NDArray[np.generic]] = []
+    total = 0
+    for header in frame.arrays:
+        try:
+            dtype = np.dtype(header.dtype)
+        except TypeError:
+            raise ProtocolViolation(f"a peer sent an unknown dtype {header.dtype!r}") from None
+        if dtype.hasobject or dtype.itemsize == 0:
+            raise ProtocolViolation(f"refusing arrays of dtype {dtype}")
+        shape = tuple(int(s) for s in header.shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        total += nbytes
+        if total > data_bytes or total > MAX_MESSAGE_BYTES:
+            raise ProtocolViolation("a peer's array headers declare more bytes than its frame")
+        arrays.append(np.empty(shape, dtype=dtype))
+    if total != data_bytes:
+        raise ProtocolViolation("a peer sent more bytes than its array headers declare")
+    return arrays
+
+
+def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
+    """Fill ``view``; False if the peer closed before the first byte, PeerLost if mid-way."""
+    first = True
+    while len(view):
+        got = sock.recv_into(view)
+        if got == 0:
+            if first:
+                return False
+            raise PeerLost("the peer closed the connection in the middle of a frame")
+        first = False
+        view = view[got:]
+    return True
+
+
+def read_frame(sock: socket.socket) -> tuple[pb.Frame, int] | None:
+    """The next frame's fields and its data length (the data is still to be read); None at EOF."""
+    head = bytearray(HEAD.size)
+    if not _recv_exact(sock, memoryview(head)):
+        return None
+    fields, data = parse_head(bytes(head))
+    raw = bytearray(fields)
+    if fields and not _recv_exact(sock, memoryview(raw)):
+        raise PeerLost("the peer closed the connection in the middle of a frame")
+    return parse_fields(bytes(raw)), data
+
+
+def read_message(sock: socket.socket) -> tuple[pb.Frame, list[NDArray[np.generic]]] | None:
+    """The next frame and, for ``DATA``, its arrays (read straight into them); None at EOF.
+
+    Any other kind of frame must carry no data.
+    """
+    incoming = read_frame(sock)
+    if incoming is None:
+        return None
+    frame, data_bytes = incoming
+    if frame.kind != pb.Frame.DATA:
+        if data_bytes:
+            raise ProtocolViolation("a peer sent data with a frame that carries none")
+        return frame, []
+    arrays = allocate(frame, data_bytes)
+    for array in arrays:
+        if array.nbytes and not _recv_exact(sock, array.reshape(-1).view(np.uint8).data):
+            raise PeerLost("the peer closed the connection in the middle of a message")
+    return frame, arrays
+
+
+def _views(arrays: Message) -> tuple[list[pb.ArrayHeader], list[memoryview]]:
+    headers, views = [], []
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        if contiguous.dtype.hasobject:
+            raise TransportError(f"cannot send arrays of dtype {contiguous.dtype}")
+        headers.append(pb.ArrayHeader(dtype=contiguous.dtype.str, shape=list(contiguous.shape)))
+        if contiguous.nbytes:
+            views.append(contiguous.data.cast("B"))
+    return headers, views
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    """Shut the TCP connection down under the TLS layer (``SSLSocket.shutdown`` would drop
+    the TLS object while another thread may be reading through it)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, how)
+
+
+# -- links -------------------------------------------------------------------------------------
+
+
 class _Link:
-    """One open stream to one peer: how to read and write frames and how to close it."""
+    """One connection to one peer: a reader and a writer thread once it is in a mesh."""
 
-    def __init__(
-        self,
-        peer: int,
-        read: Callable[[], Awaitable[Any]],
-        write: Callable[[pb.Frame | bytes], Awaitable[None]],
-        close: Callable[[], None],
-        done_writing: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, peer: int, sock: socket.socket) -> None:
         self.peer = peer
-        self.read = read
-        self.write = write
-        self._close = close
-        self.done_writing = done_writing
-        """Set on the dialling side: half-close, then wait for the acceptor to end the call."""
-        self.closed = asyncio.Event()
-        self.ended = asyncio.Event()
-        """Set when the peer ended the stream (end of stream or an error)."""
+        self.sock = sock
+        self.outbox: queue.Queue[tuple[list[bytes | memoryview], Future[None]] | None] = (
+            queue.Queue()
+        )
+        self.ended = threading.Event()
+        """Set when the peer ended the connection (end of stream or an error)."""
+        self.closed = threading.Event()
+        self._threads: list[threading.Thread] = []
 
-    def close(self) -> None:
-        if not self.closed.is_set():
-            self.closed.set()
-            with contextlib.suppress(Exception):
-                self._close()
+    def write_now(self, frame: pb.Frame, timeout: float) -> None:
+        """Write one frame without data, before the link has a writer thread."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(encode_head(frame))
+        finally:
+            self.sock.settimeout(None)
+
+    def start(self, read_loop: Callable[[_Link], None]) -> None:
+        self._threads = [
+            threading.Thread(target=read_loop, args=(self,), daemon=True, name="link-read"),
+            threading.Thread(target=self._write_loop, daemon=True, name="link-write"),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def send(self, parts: list[bytes | memoryview]) -> Future[None]:
+        done: Future[None] = Future()
+        if self.closed.is_set():
+            done.set_exception(PeerLost(f"the link to party {self.peer} is closed"))
+        else:
+            self.outbox.put((parts, done))
+        return done
+
+    def _write_loop(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            parts, done = item
+            try:
+                for part in parts:
+                    self.sock.sendall(part)
+                done.set_result(None)
+            except (OSError, ValueError) as error:
+                done.set_exception(PeerLost(f"sending to party {self.peer} failed: {error}"))
+                self._drain(error)
+                return
+
+    def _drain(self, error: BaseException) -> None:
+        while True:
+            try:
+                item = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1].set_exception(PeerLost(f"sending to party {self.peer} failed: {error}"))
+
+    def close(self, graceful: bool = False) -> None:
+        """Stop the threads and close.
+
+        Graceful: finish writing, half-close, then wait for the peer's end.
+        """
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.outbox.put(None)
+        if graceful:
+            writer = self._threads[1] if self._threads else None
+            if writer is not None:
+                writer.join(timeout=10.0)
+            _shutdown(self.sock, socket.SHUT_WR)
+            self.ended.wait(timeout=10.0)
+        _shutdown(self.sock, socket.SHUT_RDWR)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10.0)
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 class _Broken:
@@ -149,196 +404,13 @@ class _Broken:
         self.error = error
 
 
-_DATA_KEY = (8 << 3) | 2
-"""``Frame.data`` on the wire: field 8, length-delimited."""
-_DATA_TAG = bytes([_DATA_KEY])
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-class _Incoming(NamedTuple):
-    """A received frame: its fields without ``data``, and ``data`` as a view of the message."""
-
-    frame: pb.Frame
-    data: memoryview
-
-
-def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(raw) or shift > 63:
-            raise ProtocolViolation("a peer sent a malformed frame")
-        byte = raw[position]
-        value |= (byte & 0x7F) << shift
-        position, shift = position + 1, shift + 7
-        if not byte & 0x80:
-            return value, position
-
-
-def _parse(raw: bytes) -> _Incoming:
-    """gRPC deserializer for frames: the ``data`` field is not copied out of the message.
-
-    Walks the top-level fields (protobuf wire format: tag, then a varint, fixed-width
-    or length-delimited value); every field but ``data`` (the last one wins, as in
-    protobuf) is parsed as a ``Frame``, and ``data`` is returned as a view.
-    """
-    view = memoryview(raw)
-    kept: list[memoryview] = []
-    data = view[0:0]
-    position = 0
-    while position < len(raw):
-        start = position
-        key, position = _read_varint(raw, position)
-        wire = key & 7
-        value_start = position
-        if wire == 0:
-            _, position = _read_varint(raw, position)
-        elif wire == 1:
-            position += 8
-        elif wire == 2:
-            length, value_start = _read_varint(raw, position)
-            position = value_start + length
-        elif wire == 5:
-            position += 4
-        else:
-            raise ProtocolViolation("a peer sent a malformed frame")
-        if position > len(raw):
-            raise ProtocolViolation("a peer sent a truncated frame")
-        if key == _DATA_KEY:
-            data = view[value_start:position]
-        else:
-            kept.append(view[start:position])
-    try:
-        frame = pb.Frame.FromString(b"".join(kept))
-    except DecodeError as error:
-        raise ProtocolViolation(f"a peer sent a malformed frame: {error}") from None
-    return _Incoming(frame, data)
-
-
-def _serialize(frame: pb.Frame | bytes) -> bytes:
-    """gRPC serializer for frames: :func:`_frames` hands over frames already encoded."""
-    return frame if isinstance(frame, bytes) else frame.SerializeToString()
-
-
-def _frames(identity: LinkIdentity, round_number: int, arrays: Message) -> Iterator[bytes]:
-    """One round's message to one peer as encoded frames (headers first, then chunked bytes).
-
-    Each frame is the encoded ``Frame`` without its ``data`` followed by the ``data``
-    field written by hand (a protobuf message is the concatenation of its fields), so a
-    chunk is copied once, straight from the array into the frame, instead of into a
-    ``bytes``, into the message and again into its encoding.
-    """
-    headers = []
-    views = []
-    for array in arrays:
-        contiguous = np.ascontiguousarray(array)
-        if contiguous.dtype.hasobject:
-            raise TransportError(f"cannot send arrays of dtype {contiguous.dtype}")
-        headers.append(pb.ArrayHeader(dtype=contiguous.dtype.str, shape=list(contiguous.shape)))
-        if contiguous.nbytes:
-            views.append(contiguous.data.cast("B"))
-
-    chunks = [
-        view[start : start + CHUNK_BYTES]
-        for view in views
-        for start in range(0, len(view), CHUNK_BYTES)
-    ]
-    if not chunks:
-        only = identity.frame(pb.Frame.DATA, round=round_number, arrays=headers, last=True)
-        yield only.SerializeToString()
-        return
-    for index, chunk in enumerate(chunks):
-        last = index == len(chunks) - 1
-        if index == 0:
-            head = identity.frame(pb.Frame.DATA, round=round_number, arrays=headers, last=last)
-        else:
-            head = identity.frame(pb.Frame.CHUNK, round=round_number, last=last)
-        yield b"".join((head.SerializeToString(), _DATA_TAG, _varint(len(chunk)), chunk))
-
-
-class _Assembly:
-    """The arrays of one incoming round message, filled chunk by chunk.
-
-    An array that arrives whole in one frame is used where it is: a read-only view of
-    the received message, not a copy (the engine never writes into what it received).
-    An array split over several frames is copied into memory of its own, by numpy,
-    which lets go of the GIL while it copies.
-    """
-
-    def __init__(self, frame: pb.Frame) -> None:
-        self.round = frame.round
-        self.arrays: list[NDArray[np.generic]] = []
-        self._pending: list[tuple[int, np.dtype[Any], tuple[int, ...], int]] = []
-        total = 0
-        for header in frame.arrays:
-            dtype = np.dtype(header.dtype)
-            if dtype.hasobject:
-                raise ProtocolViolation(f"refusing arrays of dtype {dtype}")
-            shape = tuple(int(s) for s in header.shape)
-            if any(s < 0 for s in shape):
-                raise ProtocolViolation("a peer sent a negative array dimension")
-            nbytes = math.prod(shape) * dtype.itemsize
-            total += nbytes
-            if total > MAX_MESSAGE_BYTES:
-                raise ProtocolViolation("a round message exceeds the size limit")
-            if nbytes:
-                self._pending.append((len(self.arrays), dtype, shape, nbytes))
-            self.arrays.append(np.empty(shape, dtype=dtype) if not nbytes else _NOTHING)
-        self._pending.reverse()
-        self._filling: NDArray[np.uint8] | None = None
-        self._position = 0
-
-    def add(self, data: bytes | memoryview) -> None:
-        offset = 0
-        while offset < len(data):
-            if self._filling is None:
-                if not self._pending:
-                    raise ProtocolViolation("a peer sent more bytes than its array headers declare")
-                index, dtype, shape, nbytes = self._pending[-1]
-                if offset == 0 and len(data) >= nbytes:
-                    whole = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize)
-                    self.arrays[index] = whole.reshape(shape)
-                    self._pending.pop()
-                    offset = nbytes
-                    continue
-                self.arrays[index] = np.empty(shape, dtype=dtype)
-                self._filling = self.arrays[index].reshape(-1).view(np.uint8)
-                self._position = 0
-            take = min(len(self._filling) - self._position, len(data) - offset)
-            piece = np.frombuffer(data, dtype=np.uint8, count=take, offset=offset)
-            self._filling[self._position : self._position + take] = piece
-            self._position += take
-            offset += take
-            if self._position == len(self._filling):
-                self._filling = None
-                self._pending.pop()
-
-    def complete(self) -> bool:
-        return not self._pending
-
-
-_NOTHING: NDArray[np.generic] = np.empty(0, dtype=np.uint8)
-"""Placeholder for an array whose bytes have not arrived yet."""
-
-
 class PartyLinkTransport(Transport):
     """One mesh generation: the engine's ``Transport`` over this worker's links."""
 
     def __init__(
-        self, endpoint: PartyLinkEndpoint, links: Mapping[int, _Link], io_timeout: float
+        self, identity: LinkIdentity, links: Mapping[int, _Link], io_timeout: float
     ) -> None:
-        identity = endpoint.identity
         super().__init__(identity.party, identity.parties)
-        self._endpoint = endpoint
         self._identity = identity
         self._links = dict(links)
         self._io_timeout = io_timeout
@@ -346,56 +418,46 @@ class PartyLinkTransport(Transport):
             peer: queue.Queue() for peer in links
         }
         self._broken: TransportError | None = None
-        self._readers: list[asyncio.Task[None]] = []
+        self._closing = False
 
-    # -- loop side ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        for link in self._links.values():
+            link.start(self._read_loop)
 
-    def _start_readers(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._readers = [loop.create_task(self._read_loop(link)) for link in self._links.values()]
+    # -- reader threads ------------------------------------------------------------------------
 
-    async def _read_loop(self, link: _Link) -> None:
-        assembly: _Assembly | None = None
+    def _read_loop(self, link: _Link) -> None:
         last_round = -1
         try:
             while True:
-                incoming = await link.read()
-                if incoming is grpc.aio.EOF or incoming is None:
+                incoming = read_message(link.sock)
+                if incoming is None:
                     # The peer ended the stream after everything it sent: wake up only
                     # whoever waits for this peer (others' messages may still arrive).
                     link.ended.set()
                     self._inbox[link.peer].put(_Broken(PeerLost(f"party {link.peer} left")))
                     return
-                frame, data = incoming
+                frame, arrays = incoming
                 if frame.kind == pb.Frame.ABORT:
                     raise PeerLost(f"party {link.peer} left the mesh: {frame.reason}")
                 self._check(frame, link.peer)
-                if frame.kind == pb.Frame.DATA:
-                    if assembly is not None or frame.round <= last_round:
-                        raise ProtocolViolation(
-                            f"party {link.peer} sent round {frame.round} out of order"
-                        )
-                    assembly, last_round = _Assembly(frame), frame.round
-                elif frame.kind != pb.Frame.CHUNK or assembly is None:
+                if frame.kind != pb.Frame.DATA:
                     raise ProtocolViolation(f"party {link.peer} sent an unexpected frame")
-                elif frame.round != assembly.round:
-                    raise ProtocolViolation(f"party {link.peer} mixed rounds within a message")
-                assembly.add(data)
-                if frame.last:
-                    if not assembly.complete():
-                        raise ProtocolViolation(f"party {link.peer} sent a truncated message")
-                    self._inbox[link.peer].put((assembly.round, assembly.arrays))
-                    assembly = None
+                if frame.round <= last_round:
+                    raise ProtocolViolation(
+                        f"party {link.peer} sent round {frame.round} out of order"
+                    )
+                last_round = frame.round
+                self._inbox[link.peer].put((frame.round, arrays))
         except TransportError as error:
             link.ended.set()
             self._break(error)
-        except grpc.aio.AioRpcError as error:
+        except (OSError, ValueError) as error:
             link.ended.set()
-            self._break(PeerLost(f"link to party {link.peer} failed: {error.details()}"))
-        except asyncio.CancelledError:
-            link.ended.set()
-            self._break(PeerLost("the mesh was closed"))
-            raise
+            if not self._closing:
+                self._break(PeerLost(f"link to party {link.peer} failed: {error}"))
+            else:
+                self._break(PeerLost("the mesh was closed"))
 
     def _check(self, frame: pb.Frame, peer: int) -> None:
         if frame.job_id != self._identity.job_id or frame.worker != self._identity.worker:
@@ -414,34 +476,6 @@ class PartyLinkTransport(Transport):
             self._broken = error
         for box in self._inbox.values():
             box.put(_Broken(error))
-
-    async def _send(self, link: _Link, round_number: int, arrays: Message) -> None:
-        for frame in _frames(self._identity, round_number, arrays):
-            await link.write(frame)
-
-    async def _shutdown(self, reason: str) -> None:
-        """Close the mesh.  Without a reason (the job is done here) the close is graceful:
-        the acceptor ends its calls, which delivers what it wrote; the dialler half-closes
-        and waits (a few seconds at most) for the acceptor to end the call.
-        """
-        if not reason:
-            for link in self._links.values():
-                if link.done_writing is None:
-                    link.close()
-            for link in self._links.values():
-                if link.done_writing is not None and not link.closed.is_set():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(link.done_writing(), 5.0)
-                        await asyncio.wait_for(link.ended.wait(), 10.0)
-        for link in self._links.values():
-            if reason and not link.closed.is_set():
-                with contextlib.suppress(Exception):
-                    frame = self._identity.frame(pb.Frame.ABORT, reason=reason)
-                    await asyncio.wait_for(link.write(frame), 1.0)
-        for task in self._readers:
-            task.cancel()
-        for link in self._links.values():
-            link.close()
 
     # -- engine side ---------------------------------------------------------------------------
 
@@ -466,17 +500,21 @@ class PartyLinkTransport(Transport):
     ) -> dict[int, list[NDArray[np.generic]]]:
         if self._broken is not None:
             raise self._broken
-        sends: list[tuple[int, Future[None]]] = [
-            (peer, self._endpoint.submit(self._send(self._links[peer], self.rounds, arrays)))
-            for peer, arrays in outgoing.items()
-        ]
+        sends: list[tuple[int, Future[None]]] = []
+        for peer, arrays in outgoing.items():
+            headers, views = _views(arrays)
+            frame = self._identity.frame(
+                pb.Frame.DATA, round=self.rounds, arrays=headers, last=True
+            )
+            head = encode_head(frame, sum(len(view) for view in views))
+            sends.append((peer, self._links[peer].send([head, *views])))
         received = {peer: self._receive(peer) for peer in expect}
         for peer, sent in sends:
             try:
                 sent.result(timeout=self._io_timeout)
             except TransportError:
                 raise
-            except Exception as error:  # gRPC write failures: the link is gone
+            except Exception as error:  # a send that never finished: the link is gone
                 raise PeerLost(f"sending to party {peer} failed: {error}") from error
         return received
 
@@ -503,74 +541,42 @@ class PartyLinkTransport(Transport):
             return arrays
 
     def close(self, reason: str = "") -> None:
-        """Close every link of this mesh; with a reason, tell the peers first."""
-        with contextlib.suppress(Exception):
-            self._endpoint.submit(self._shutdown(reason)).result(timeout=5.0)
+        """Close every link of this mesh.
+
+        With a reason, tell the peers first (an ``ABORT`` frame).  Without one (the job
+        is done here) the close is graceful: what was written is delivered, each side
+        half-closes and waits (a few seconds at most) for the other's end.
+        """
+        self._closing = True
+        links = list(self._links.values())
+        if reason:
+            aborts = [
+                link.send([encode_head(self._identity.frame(pb.Frame.ABORT, reason=reason))])
+                for link in links
+            ]
+            for sent in aborts:
+                with contextlib.suppress(Exception):
+                    sent.result(timeout=1.0)
+        closers = [
+            threading.Thread(target=link.close, kwargs={"graceful": not reason}, daemon=True)
+            for link in links
+        ]
+        for thread in closers:
+            thread.start()
+        for thread in closers:
+            thread.join(timeout=30.0)
 
 
-class _Servicer(pb_grpc.PartyLinkServicer):
-    def __init__(self, endpoint: PartyLinkEndpoint) -> None:
-        self.endpoint = endpoint
-
-    async def Exchange(  # noqa: N802 - the gRPC method name
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        incoming = await context.read()
-        if incoming is grpc.aio.EOF:
-            return
-        first = incoming.frame
-        endpoint = self.endpoint
-        identity = endpoint.identity
-        if first.job_id != identity.job_id or first.worker != identity.worker:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"party {identity.party} runs no worker {first.worker} of job {first.job_id!r} "
-                "on this port",
-            )
-        if first.kind != pb.Frame.HELLO or not identity.party < first.sender < identity.parties:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"expected a hello from a party in {identity.party + 1}..{identity.parties - 1}",
-            )
-        if endpoint.tls is not None and peer_party(context) != first.sender:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"the client certificate does not name {party_name(first.sender)}",
-            )
-        link = _Link(first.sender, context.read, context.write, lambda: None)
-        endpoint._offer(link, first.hello)
-        await link.closed.wait()
-
-
-_EXCHANGE = "/tally.v1.PartyLink/Exchange"
-
-
-def _exchange_call(channel: grpc.aio.Channel) -> Any:
-    """A new ``Exchange`` stream on ``channel`` whose writes take :func:`_frames` output."""
-    return channel.stream_stream(
-        _EXCHANGE, request_serializer=_serialize, response_deserializer=_parse
-    )()
-
-
-def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
-    """``add_PartyLinkServicer_to_server`` with the serializer of :func:`_exchange_call`."""
-    handlers = {
-        "Exchange": grpc.stream_stream_rpc_method_handler(
-            servicer.Exchange,
-            request_deserializer=_parse,
-            response_serializer=_serialize,
-        )
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("tally.v1.PartyLink", handlers),)
-    )
+# -- endpoint ----------------------------------------------------------------------------------
 
 
 class PartyLinkEndpoint:
-    """A worker's PartyLink: event-loop thread, server for higher ids, meshes on demand.
+    """A worker's PartyLink: a listener for higher ids, meshes on demand.
 
-    ``locate(peer)`` (a coroutine run on the endpoint's loop) returns the address
-    of ``peer``'s worker for this job, or None while it is not up.
+    ``locate(peer)`` (a coroutine run on the endpoint's loop) returns the ``host:port``
+    to dial for ``peer``'s worker of this job — the peer party's public endpoint, whose
+    gateway routes by :func:`~tally.execution.gateway.route_name` — or None while the
+    worker is not up.
     """
 
     def __init__(
@@ -587,72 +593,132 @@ class PartyLinkEndpoint:
             )
         self.identity = identity
         self.tls = tls
+        self._contexts = _contexts(tls) if tls is not None else None
         self._locate = locate
         self._host = host
         self._io_timeout = io_timeout
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="link")
-        self._server: grpc.aio.Server | None = None
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="link-control"
+        )
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._pending: dict[int, tuple[_Link, pb.Hello]] = {}
-        self._pending_changed: asyncio.Event | None = None
+        self._pending_changed = threading.Condition()
         self._mesh: PartyLinkTransport | None = None
         self.address = ""
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Start the loop thread and the server; returns the ``host:port`` peers dial."""
-        self._thread.start()
-        self.address = self.submit(self._start_server()).result(timeout=30.0)
+        """Start listening; returns the ``host:port`` this worker accepts on (locally)."""
+        self._loop_thread.start()
+        listener = socket.create_server((self._host, 0), reuse_port=False, backlog=64)
+        listener.settimeout(0.5)
+        self._listener = listener
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, daemon=True, name="link-accept"
+        )
+        self._accept_thread.start()
+        self.address = f"{self._host}:{listener.getsockname()[1]}"
         return self.address
-
-    async def _start_server(self) -> str:
-        self._pending_changed = asyncio.Event()
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        _add_servicer(_Servicer(self), server)
-        bind = f"{self._host}:0"
-        if self.tls is None:
-            port = server.add_insecure_port(bind)
-        else:
-            port = server.add_secure_port(bind, self.tls.server_credentials())
-        await server.start()
-        self._server = server
-        return f"{self._host}:{port}"
 
     def submit(self, coroutine: Awaitable[Any]) -> Future[Any]:
         """Run a coroutine on the endpoint's loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Stop the server and the loop thread."""
-        if not self._thread.is_alive():
+        """Stop listening, close the mesh and what is pending, stop the loop thread."""
+        if self._stopped.is_set():
             return
-        with contextlib.suppress(Exception):
-            self.submit(self._stop()).result(timeout=10.0)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10.0)
-
-    async def _stop(self) -> None:
+        self._stopped.set()
         if self._mesh is not None:
-            await self._mesh._shutdown("")
-        for link, _ in self._pending.values():
+            self._mesh.close()
+        with self._pending_changed:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for link, _ in pending:
             link.close()
-        if self._server is not None:
-            await self._server.stop(grace=0.5)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5.0)
+        if self._listener is not None:
+            self._listener.close()
+        if self._loop_thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=10.0)
 
-    # -- meshes ----------------------------------------------------------------------------------
+    # -- accepting -----------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None  # noqa: S101 - set by start()
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._admit, args=(conn,), daemon=True).start()
+
+    def _admit(self, conn: socket.socket) -> None:
+        """Handshake, read the hello and check it; a refused dialler is told why."""
+        _tune(conn)
+        conn.settimeout(HANDSHAKE_TIMEOUT_S)
+        sock: socket.socket = conn
+        try:
+            if self._contexts is not None:
+                sock = self._contexts.server.wrap_socket(conn, server_side=True)
+            else:
+                _skip_route_line(conn)
+            incoming = read_frame(sock)
+        except (OSError, TransportError, ssl.SSLError) as error:
+            log.info("PartyLink refused a connection: %s", error)
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        if incoming is None:
+            sock.close()
+            return
+        first, data_bytes = incoming
+        identity = self.identity
+        problem = ""
+        if first.job_id != identity.job_id or first.worker != identity.worker:
+            problem = (
+                f"party {identity.party} runs no worker {first.worker} of job {first.job_id!r} here"
+            )
+        elif (
+            first.kind != pb.Frame.HELLO
+            or data_bytes
+            or not (identity.party < first.sender < identity.parties)
+        ):
+            problem = (
+                f"expected a hello from a party in {identity.party + 1}..{identity.parties - 1}"
+            )
+        elif isinstance(sock, ssl.SSLSocket) and certificate_party(sock) != first.sender:
+            problem = f"the client certificate does not name {party_name(first.sender)}"
+        link = _Link(first.sender, sock)
+        if problem:
+            with contextlib.suppress(OSError):
+                link.write_now(identity.frame(pb.Frame.ABORT, reason=problem), 2.0)
+            link.close()
+            return
+        sock.settimeout(None)
+        self._offer(link, first.hello)
 
     def _offer(self, link: _Link, hello: pb.Hello) -> None:
-        """A peer with a higher id opened a stream (loop thread)."""
-        previous = self._pending.pop(link.peer, None)
+        """A peer with a higher id connected and said hello."""
+        with self._pending_changed:
+            previous = self._pending.pop(link.peer, None)
+            self._pending[link.peer] = (link, hello)
+            self._pending_changed.notify_all()
         if previous is not None:
             previous[0].close()
-        self._pending[link.peer] = (link, hello)
         mesh = self._mesh
         if mesh is not None and mesh.broken is None:
             mesh._break(PeerLost(f"party {link.peer} reconnected"))
-        assert self._pending_changed is not None  # noqa: S101 - set by start()
-        self._pending_changed.set()
+
+    # -- meshes --------------------------------------------------------------------------------
 
     def connect(
         self, hello: pb.Hello, timeout: float
@@ -661,33 +727,31 @@ class PartyLinkEndpoint:
 
         Raises :class:`PeerLost` naming the peers that could not be reached.
         """
-        result: tuple[PartyLinkTransport, dict[int, pb.Hello]] = self.submit(
-            self._connect(hello, timeout)
-        ).result(timeout=timeout + 30.0)
-        return result
-
-    async def _connect(
-        self, hello: pb.Hello, timeout: float
-    ) -> tuple[PartyLinkTransport, dict[int, pb.Hello]]:
         if self._mesh is not None:
-            await self._mesh._shutdown("rebuilding the mesh")
+            self._mesh.close(reason="rebuilding the mesh")
             self._mesh = None
         deadline = time.monotonic() + timeout
         party = self.identity.party
         lower = list(range(party))
         higher = list(range(party + 1, self.identity.parties))
         problems: dict[int, str] = {}
-        dials = {
-            peer: asyncio.ensure_future(self._dial(peer, hello, deadline, problems))
-            for peer in lower
-        }
-        accepted = await self._accept(higher, hello, deadline)
+        dialled: dict[int, tuple[_Link, pb.Hello] | None] = {}
+
+        def dial(peer: int) -> None:
+            dialled[peer] = self._dial(peer, hello, deadline, problems)
+
+        threads = [threading.Thread(target=dial, args=(peer,), daemon=True) for peer in lower]
+        for thread in threads:
+            thread.start()
+        accepted = self._accept(higher, hello, deadline)
+        for thread in threads:
+            thread.join()
         links: dict[int, _Link] = {}
         hellos: dict[int, pb.Hello] = {}
         for peer, (link, peer_hello) in accepted.items():
             links[peer], hellos[peer] = link, peer_hello
-        for peer, task in dials.items():
-            outcome = await task
+        for peer in lower:
+            outcome = dialled.get(peer)
             if outcome is not None:
                 links[peer], hellos[peer] = outcome
         missing = [p for p in range(self.identity.parties) if p != party and p not in links]
@@ -696,80 +760,101 @@ class PartyLinkEndpoint:
                 link.close()
             details = "; ".join(f"party {p}: {problems.get(p, 'did not connect')}" for p in missing)
             raise PeerLost(f"no PartyLink to {missing} within {timeout:.0f} s ({details})")
-        mesh = PartyLinkTransport(self, links, self._io_timeout)
-        mesh._start_readers()
+        mesh = PartyLinkTransport(self.identity, links, self._io_timeout)
+        mesh._start()
         self._mesh = mesh
         return mesh, hellos
 
-    async def _accept(
+    def _accept(
         self, peers: list[int], hello: pb.Hello, deadline: float
     ) -> dict[int, tuple[_Link, pb.Hello]]:
-        assert self._pending_changed is not None  # noqa: S101 - set by start()
         out: dict[int, tuple[_Link, pb.Hello]] = {}
         while True:
-            for peer in peers:
-                if peer in self._pending and peer not in out:
-                    link, peer_hello = self._pending.pop(peer)
-                    try:
-                        await link.write(self.identity.frame(pb.Frame.HELLO, hello=hello))
-                        out[peer] = (link, peer_hello)
-                    except Exception:  # the dialer went away again; wait for its next try
-                        link.close()
+            with self._pending_changed:
+                ready = [p for p in peers if p in self._pending and p not in out]
+                taken = [(p, self._pending.pop(p)) for p in ready]
+            for peer, (link, peer_hello) in taken:
+                try:
+                    link.write_now(self.identity.frame(pb.Frame.HELLO, hello=hello), 5.0)
+                    out[peer] = (link, peer_hello)
+                except OSError:  # the dialler went away again; wait for its next try
+                    link.close()
             remaining = deadline - time.monotonic()
             if len(out) == len(peers) or remaining <= 0:
                 return out
-            self._pending_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pending_changed.wait(), min(remaining, 0.5))
+            with self._pending_changed:
+                if not any(p in self._pending for p in peers if p not in out):
+                    self._pending_changed.wait(min(remaining, 0.5))
 
-    async def _dial(
+    def _dial(
         self, peer: int, hello: pb.Hello, deadline: float, problems: dict[int, str]
     ) -> tuple[_Link, pb.Hello] | None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopped.is_set():
             try:
-                address = await asyncio.wait_for(self._locate(peer), 5.0)
+                address = self.submit(self._locate(peer)).result(timeout=10.0)
             except Exception as error:  # the peer's service is down or refuses us
                 address, problems[peer] = None, f"its execution service did not answer ({error})"
+                if type(error).__name__ == "JobFailed":
+                    problems[peer] = str(error)
             if address:
-                outcome = await self._try_dial(peer, address, hello, deadline, problems)
+                outcome = self._try_dial(peer, address, hello, deadline, problems)
                 if outcome is not None:
                     return outcome
             elif peer not in problems:
                 problems[peer] = "its worker is not up"
-            await asyncio.sleep(0.2)
+            time.sleep(0.2)
         return None
 
-    async def _try_dial(
+    def _try_dial(
         self, peer: int, address: str, hello: pb.Hello, deadline: float, problems: dict[int, str]
     ) -> tuple[_Link, pb.Hello] | None:
-        channel = secure_channel(address, self.tls, peer)
-        call = _exchange_call(channel)
+        host, _, port = address.rpartition(":")
+        name = route_name(self.identity.job_id, self.identity.worker, peer)
+        wait = max(0.5, min(HANDSHAKE_TIMEOUT_S, deadline - time.monotonic()))
+        sock: socket.socket | None = None
         try:
-            await call.write(self.identity.frame(pb.Frame.HELLO, hello=hello))
-            reply = await asyncio.wait_for(call.read(), max(0.5, deadline - time.monotonic()))
-        except (grpc.aio.AioRpcError, TimeoutError, asyncio.CancelledError) as error:
-            call.cancel()
-            await channel.close()
-            detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else "timed out"
-            problems[peer] = f"{address}: {detail}"
-            if isinstance(error, grpc.aio.AioRpcError) and error.code() in (
-                grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.NOT_FOUND,
-            ):
-                problems[peer] = f"{address} refused this worker: {detail}"
+            raw = socket.create_connection((host.strip("[]"), int(port)), timeout=wait)
+            _tune(raw)
+            sock = raw
+            if self._contexts is not None:
+                secure = self._contexts.client.wrap_socket(raw, server_hostname=name)
+                sock = secure
+                if certificate_party(secure) != peer:
+                    problems[peer] = (
+                        f"{address} presented a certificate that does not name {party_name(peer)}"
+                    )
+                    sock.close()
+                    return None
+            else:
+                raw.sendall(ROUTE_PREFIX + name.encode() + b"\n")
+            sock.sendall(encode_head(self.identity.frame(pb.Frame.HELLO, hello=hello)))
+            reply = read_frame(sock)
+        except (OSError, TransportError, ValueError) as error:
+            problems[peer] = f"{address}: {error}"
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
             return None
-        if (
-            reply is grpc.aio.EOF
-            or reply.frame.kind != pb.Frame.HELLO
-            or reply.frame.sender != peer
-        ):
-            call.cancel()
-            await channel.close()
+        if reply is not None and reply[0].kind == pb.Frame.ABORT:
+            problems[peer] = f"{address} refused this worker: {reply[0].reason}"
+            sock.close()
+            return None
+        if reply is None or reply[0].kind != pb.Frame.HELLO or reply[0].sender != peer or reply[1]:
             problems[peer] = f"{address} did not answer with party {peer}'s hello"
+            sock.close()
             return None
+        sock.settimeout(None)
+        return _Link(peer, sock), reply[0].hello
 
-        def close() -> None:
-            call.cancel()
-            asyncio.ensure_future(channel.close())
 
-        return _Link(peer, call.read, call.write, close, call.done_writing), reply.frame.hello
+def _skip_route_line(conn: socket.socket) -> None:
+    """Plaintext (development) dialers start with a route line; a direct connection keeps it."""
+    head = conn.recv(len(ROUTE_PREFIX), socket.MSG_PEEK | socket.MSG_WAITALL)
+    if head != ROUTE_PREFIX:
+        return
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = conn.recv(1)
+        if not byte or len(line) > 256:
+            raise PeerLost("a malformed route line")
+        line += byte

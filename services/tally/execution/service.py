@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from tally.execution.control import ControlClient
+from tally.execution.gateway import route_id
 from tally.execution.jobs import (
     FINAL_PHASES,
     JobCreate,
@@ -577,6 +578,23 @@ class JobManager:
         return True, record.spec_hash, record.phase, record.reason
 
     def locate(self, job_id: str, worker: int) -> tuple[str, str]:
+        """(this party's public endpoint if the worker is up, else "", the job's phase).
+
+        Peers dial the endpoint; its gateway routes to the worker's own address, which
+        never leaves the party.
+        """
+        address, phase = self.worker_address(job_id, worker)
+        return (self.settings.peers[self.settings.party] if address else ""), phase
+
+    def route(self, route: str, worker: int) -> str:
+        """The local address of worker ``worker`` of the job whose route id is ``route``."""
+        for job_id in list(self.jobs):
+            if route_id(job_id) == route:
+                return self.worker_address(job_id, worker)[0]
+        return ""
+
+    def worker_address(self, job_id: str, worker: int) -> tuple[str, str]:
+        """(the worker's own address, or "" while it is not up; the job's phase)."""
         record = self.jobs.get(job_id)
         if record is None:
             return "", ""

@@ -48,7 +48,18 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         description="host:port of every party's PartyControl gRPC endpoint, by party index "
         "(this party's own entry is where it listens)",
     )
-    control_host: str = Field(default="127.0.0.1", description="address the gRPC server binds")
+    control_host: str = Field(
+        default="127.0.0.1",
+        description="address the party's public endpoint (PartyControl and the workers' "
+        "gateway) binds",
+    )
+    control_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="container port of the public endpoint (default: the port of this "
+        "party's PEERS entry, which is what peers dial, e.g. a load balancer's)",
+    )
     worker_host: str = Field(
         default="127.0.0.1", description="address job workers bind and advertise to peers"
     )
@@ -260,6 +271,13 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
                         f"token of {spec.identity!r}", spec.token.get_secret_value(), "production"
                     )
         return self
+
+    @property
+    def endpoint_port(self) -> int:
+        """The port the public endpoint binds (``control_port``, else the PEERS entry's)."""
+        if self.control_port is not None:
+            return self.control_port
+        return int(self.peers[self.party].rsplit(":", 1)[1])
 
     @property
     def parties(self) -> int:
