@@ -60,6 +60,9 @@ SERVICES = ("secret-store", "tuples", "execution")
 DEALER = "dealer"
 PORT_NAMES = ("secret_store", "tuples_http", "tuples_grpc", "execution", "control")
 READY_TIMEOUT_S = 90.0
+POD_ADDRESS = "10.96.0.10"
+"""Where workers listen when each party has its own network namespace: one private
+address, the same in every namespace (as overlapping pod networks are)."""
 STOP_TIMEOUT_S = 10.0
 SERVICE_IDENTITY = "execution"
 
@@ -135,7 +138,13 @@ class LocalDeployment:
         tuples: str | None = None,
         identities: Sequence[str] | None = None,
         log: Any = None,
+        networks: Sequence[tuple[str, str]] | None = None,
     ) -> None:
+        """``networks``: one (network namespace, public address) per party, to run each
+        party's processes in its own namespace (``ip netns exec``), reachable by the
+        others and by clients only at its public address, with its workers on
+        :data:`POD_ADDRESS` inside (the same in every namespace, as overlapping pod
+        networks are).  The namespaces must exist; see ``tests/execution/netns.py``."""
         self.dir = (Path(directory) if directory is not None else default_state_dir()).resolve()
         self._log = log or (lambda text: print(text, file=sys.stderr))
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -164,6 +173,10 @@ class LocalDeployment:
                 "identities": list(dict.fromkeys(["you", *(identities or ())])),
                 "ports": {},
             }
+        if networks is not None:
+            if len(networks) != self.meta["parties"]:
+                raise DeploymentError(f"give one network per party ({self.meta['parties']})")
+            self.meta["networks"] = [list(pair) for pair in networks]
 
     # ------------------------------------------------------------------ files
 
@@ -238,6 +251,15 @@ class LocalDeployment:
         self.meta["ports"] = ports
         return ports
 
+    def _public(self, party: int) -> str:
+        """The address peers and clients reach ``party`` at."""
+        networks = self.meta.get("networks")
+        return str(networks[party][1]) if networks else "127.0.0.1"
+
+    def _bind(self) -> str:
+        """Where listeners that others reach bind (every address inside a namespace)."""
+        return "0.0.0.0" if self.meta.get("networks") else "127.0.0.1"  # noqa: S104
+
     def _process_dir(self, service: str, party: int | None) -> Path:
         return self.dir / (service if party is None else f"party-{party}/{service}")
 
@@ -263,7 +285,9 @@ class LocalDeployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONFAULTHANDLER"] = "1"  # a crash in native code still leaves a trace in the log
-        tuple_link = json.dumps([f"127.0.0.1:{p}" for p in ports["tuples_grpc"]])
+        tuple_link = json.dumps(
+            [f"{self._public(q)}:{p}" for q, p in enumerate(ports["tuples_grpc"])]
+        )
         if party is None:  # the dealer
             ca, cert, key = self.pki_paths(DEALER)
             env.update(
@@ -293,6 +317,8 @@ class LocalDeployment:
                 TALLY_TUPLES_PARTY=str(party),
                 TALLY_TUPLES_PEERS=tuple_link,
                 TALLY_TUPLES_HTTP_PORT=str(ports["tuples_http"][party]),
+                TALLY_TUPLES_HTTP_HOST=self._bind(),
+                TALLY_TUPLES_GRPC_LISTEN=f"{self._bind()}:{ports['tuples_grpc'][party]}",
                 TALLY_TUPLES_DATABASE_URL=f"sqlite:///{base / 'index.db'}",
                 TALLY_TUPLES_BLOB_DIR=str(base / "chunks"),
                 TALLY_TUPLES_GENERATOR=self.meta["tuples"],
@@ -324,7 +350,13 @@ class LocalDeployment:
         ca, cert, key = self.pki_paths(party_name(party))
         env = {
             "TALLY_EXECUTION_PARTY": str(party),
-            "TALLY_EXECUTION_PEERS": json.dumps([f"127.0.0.1:{p}" for p in ports["control"]]),
+            "TALLY_EXECUTION_PEERS": json.dumps(
+                [f"{self._public(q)}:{p}" for q, p in enumerate(ports["control"])]
+            ),
+            "TALLY_EXECUTION_CONTROL_HOST": self._bind(),
+            "TALLY_EXECUTION_WORKER_HOST": POD_ADDRESS
+            if self.meta.get("networks")
+            else "127.0.0.1",
             "TALLY_EXECUTION_STATE_DIR": str(self._process_dir("execution", party)),
             "TALLY_EXECUTION_TOKENS": self._service_tokens(secret, party, service=False),
             "TALLY_EXECUTION_TLS_CA": str(ca),
@@ -333,10 +365,10 @@ class LocalDeployment:
             "TALLY_EXECUTION_PEER_TIMEOUT_S": "10",
             "TALLY_EXECUTION_ACCEPT_TIMEOUT_S": "30",
             "TALLY_EXECUTION_INPUTS": "secret-store",
-            "TALLY_EXECUTION_SECRET_STORE_URL": self.url("secret-store", party),
+            "TALLY_EXECUTION_SECRET_STORE_URL": self.url("secret-store", party, inside=True),
             "TALLY_EXECUTION_SECRET_STORE_TOKEN": secret["service_tokens"][party],
             "TALLY_EXECUTION_TUPLES": "service",
-            "TALLY_EXECUTION_TUPLES_URL": self.url("tuples", party),
+            "TALLY_EXECUTION_TUPLES_URL": self.url("tuples", party, inside=True),
             "TALLY_EXECUTION_TUPLES_TOKEN": secret["tuples_tokens"][party],
             "TALLY_EXECUTION_REST_CA": str(ca),
             **self._https_env("TALLY_EXECUTION_", party),
@@ -360,16 +392,25 @@ class LocalDeployment:
         return pki / "ca.pem", pki / f"{name}.pem", pki / f"{name}.key"
 
     def _command(self, service: str, party: int | None) -> list[str]:
+        networks = self.meta.get("networks")
+        command = self._python_command(service, party)
+        if networks and party is not None:
+            return ["ip", "netns", "exec", str(networks[party][0]), *command]
+        return command
+
+    def _python_command(self, service: str, party: int | None) -> list[str]:
         ports = self.meta["ports"]
+        bind = ["--host", self._bind()]
         if party is None:
             return [sys.executable, "-m", "tally.tuples.dealer"]
         if service == "secret-store":
             port = ports["secret_store"][party]
             return [sys.executable, "-m", "tally.secret_store", "serve", "--port", str(port),
-                    "--log-level", "warning"]  # fmt: skip
+                    "--log-level", "warning", *bind]  # fmt: skip
         if service == "tuples":
             return [sys.executable, "-m", "tally.tuples"]
-        return [sys.executable, "-m", "tally.execution", "--port", str(ports["execution"][party])]
+        port = str(ports["execution"][party])
+        return [sys.executable, "-m", "tally.execution", "--port", port, *bind]
 
     def processes(self) -> list[tuple[str, int | None]]:
         """Every process as (service, party): three per party, and the dealer if any."""
@@ -378,12 +419,14 @@ class LocalDeployment:
         ]
         return out + ([(DEALER, None)] if self.meta["tuples"] == DEALER else [])
 
-    def url(self, service: str, party: int | None) -> str:
-        """The REST base URL of a service (the dealer's gRPC address)."""
+    def url(self, service: str, party: int | None, inside: bool = False) -> str:
+        """The REST base URL of a service (the dealer's gRPC address); ``inside``: as the
+        party's own services reach it (loopback, in its namespace)."""
         if party is None:
             return f"grpc://127.0.0.1:{self.meta['ports'][DEALER][0]}"
         key = {"secret-store": "secret_store", "tuples": "tuples_http", "execution": "execution"}
-        return f"https://127.0.0.1:{self.meta['ports'][key[service]][party]}"
+        host = "127.0.0.1" if inside else self._public(party)
+        return f"https://{host}:{self.meta['ports'][key[service]][party]}"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -415,7 +458,8 @@ class LocalDeployment:
         names = [party_name(p) for p in range(self.parties)]
         names += [DEALER] if self.meta["tuples"] == DEALER else []
         rest = [rest_name(p) for p in range(self.parties)]  # HTTPS on every REST listener
-        write_test_pki(self.dir / "pki", names, loopback=rest)  # fresh at every start
+        public = {rest_name(p): [self._public(p)] for p in range(self.parties)}
+        write_test_pki(self.dir / "pki", names, loopback=rest, addresses=public)  # fresh
         _write_private(self.dir / "deployment.json", json.dumps(self.meta, indent=2))
         self._write_config(secret)
         pids: dict[str, int] = {}

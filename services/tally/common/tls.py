@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,16 +176,23 @@ def make_ca(
 
 
 def issue_certificate(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, loopback: bool = False
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    loopback: bool = False,
+    addresses: Iterable[str] = (),
 ) -> PeerTLS:
     """A certificate for ``name`` (server and client use) signed by ``ca``; with
-    ``loopback``, also valid for ``localhost`` and 127.0.0.1 (local REST listeners)."""
+    ``loopback``, also valid for ``localhost`` and 127.0.0.1 (local REST listeners), and
+    for each IP address of ``addresses``."""
     alternative: list[x509.GeneralName] = [x509.DNSName(name)]
+    ips = ["127.0.0.1"] if loopback else []
     if loopback:
-        alternative += [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
+        alternative.append(x509.DNSName("localhost"))
+    for address in [*ips, *addresses]:
+        ip = x509.IPAddress(ipaddress.ip_address(address))
+        if ip not in alternative:
+            alternative.append(ip)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
@@ -214,10 +221,14 @@ def issue_certificate(
 
 
 def write_test_pki(
-    directory: Path, names: Iterable[str], loopback: Iterable[str] = ()
+    directory: Path,
+    names: Iterable[str],
+    loopback: Iterable[str] = (),
+    addresses: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, tuple[Path, Path, Path]]:
     """A fresh CA and one certificate per name under ``directory`` (tests and development);
-    the ``loopback`` names are also valid for localhost and 127.0.0.1.
+    the ``loopback`` names are also valid for localhost and 127.0.0.1, and a name in
+    ``addresses`` for its IP addresses.
 
     Returns (ca, certificate, key) paths by name.
     """
@@ -229,7 +240,8 @@ def write_test_pki(
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     out = {}
     for name in [*names, *sorted(local)]:
-        tls = issue_certificate(ca, ca_key, name, loopback=name in local)
+        extra = (addresses or {}).get(name, ())
+        tls = issue_certificate(ca, ca_key, name, loopback=name in local, addresses=extra)
         cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
         cert_path.write_bytes(tls.certificate)
         key_path.write_bytes(tls.key)
