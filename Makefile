@@ -35,7 +35,7 @@ BENCH_ROWS ?= 10000 100000 1000000
 BENCH_PARTIES ?= 2 3
 BENCH_OUT := bench/results/latest.jsonl
 
-.PHONY: help install lock test lint bench bench-analytics demo clean postgres-server
+.PHONY: help install lock test lint bench bench-analytics demo clean postgres-server netns-tools
 
 help:
 	@echo "make install  create .venv and install tally with its dev tools (editable) from $(LOCK)"
@@ -105,7 +105,16 @@ postgres-server:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql; \
 	fi
 
-test: install postgres-server
+# The separate-networks test (tests/execution/test_networks.py) makes network
+# namespaces with the ip command; iproute2 is installed where it is missing.
+netns-tools:
+	@if ! command -v ip >/dev/null 2>&1; then \
+	  echo "installing iproute2 for the separate-networks test (apt-get)"; \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq iproute2; \
+	fi
+
+test: install postgres-server netns-tools
 	@status=0; $(BIN)/python -m pytest || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
