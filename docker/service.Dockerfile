@@ -2,33 +2,54 @@
 # The Tally services image: secret-store, tuple-service, execution and its workers.
 # One image, three entry points (the Helm chart sets the command):
 #   python -m tally.secret_store serve | python -m tally.tuples | python -m tally.execution
-# Build from the repository root:
-#   docker build -f docker/service.Dockerfile -t registry.example.com/tally/tally:0.1.0 .
+# Build from the repository root, with the base image pinned by digest:
+#   docker build -f docker/service.Dockerfile \
+#     --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> \
+#     -t registry.example.com/tally/tally:0.1.0 .
+# (`docker buildx imagetools inspect python:3.11-slim-bookworm` prints the digest.)
+#
+# Every package comes from requirements/service.txt, checked against its sha256 hashes,
+# as wheels only (nothing is compiled). The runtime stage gets the virtualenv and
+# nothing else: no pip, setuptools or compiler, no gRPC stub compiler, and none of
+# the client's libraries (matplotlib, rich, pyarrow).
 
-ARG PYTHON_VERSION=3.11
+# The same image for both stages (the virtualenv points at its interpreter).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/tally \
-    && /opt/tally/bin/pip install "grpcio-tools>=1.60"
+COPY requirements/service.txt requirements/build.txt ./requirements/
+# /opt/build: what compiles the stubs and builds tally's wheel (grpcio-tools,
+# setuptools); /opt/tally: the runtime virtualenv, made without pip and filled by
+# /opt/build's pip.
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --only-binary=:all: --no-deps \
+       -r requirements/build.txt \
+    && python -m venv --without-pip /opt/tally \
+    && /opt/build/bin/pip --python /opt/tally/bin/python install \
+       --require-hashes --only-binary=:all: --no-deps -r requirements/service.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY operator ./operator
 COPY proto ./proto
 COPY scripts ./scripts
-# The gRPC stubs are build output (never edited by hand): generate, then install.
-RUN /opt/tally/bin/python scripts/gen_protos.py \
-    && /opt/tally/bin/pip install . \
-    && /opt/tally/bin/python -c "import tally.secret_store, tally.tuples, tally.execution"
+# The gRPC stubs are build output (never edited by hand): generate, build the wheel
+# with the locked setuptools, install it alone (its dependencies are all in already).
+RUN /opt/build/bin/python scripts/gen_protos.py \
+    && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /src/dist . \
+    && /opt/build/bin/pip --python /opt/tally/bin/python install --no-deps /src/dist/tally-*.whl \
+    && /opt/tally/bin/python -c "import tally.secret_store.app, tally.tuples.app, tally.execution.app"
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/tally/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-RUN groupadd --system --gid 10001 tally \
+# The base image's own pip, setuptools and wheel are not needed to run anything.
+RUN python -m pip uninstall --yes --no-input pip setuptools wheel \
+    && groupadd --system --gid 10001 tally \
     && useradd --system --uid 10001 --gid tally --home-dir /nonexistent --shell /usr/sbin/nologin tally
 COPY --from=build /opt/tally /opt/tally
 # Runs with a read-only root filesystem: writable paths (/tmp, state) are volumes.
