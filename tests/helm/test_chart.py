@@ -44,6 +44,9 @@ PARTIES = [
     for i in range(3)
 ]
 
+# A well-formed digest for the tests (no real image has it).
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "three-parties": {
@@ -87,6 +90,31 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 }
             ],
             "spotNodeLabels": {"node.kubernetes.io/lifecycle": "spot"},
+        },
+    },
+    "stores-tls": {
+        "environment": "production",
+        "image": {"repository": "registry.example.com/tally/tally", "digest": DIGEST},
+        "operatorImage": {
+            "repository": "registry.example.com/tally/tally-operator",
+            "digest": DIGEST,
+        },
+        "auth": {"existingSecret": "tally-tokens"},
+        "rest": {"tls": {"secretName": "tally-rest-tls"}},
+        "stores": {"tls": {"secretName": "tally-stores-tls"}},
+        "partyLink": {
+            "tls": {"secretName": "tally-partylink-tls"},
+            "peers": [
+                {"id": "party-1", "cidrs": ["203.0.113.10/32"], "endpointCidrs": ["192.0.2.1/32"]},
+                {"id": "party-2", "cidrs": ["198.51.100.20/32"]},
+            ],
+        },
+        "consortium": {"parties": PARTIES},
+        "networkPolicy": {
+            "egress": {
+                "kubernetesApi": {"cidrs": ["10.96.0.1/32", "172.20.0.10/32"]},
+                "identityProvider": {"cidrs": ["192.0.2.50/32"]},
+            }
         },
     },
     "minimal": {
@@ -173,7 +201,7 @@ def test_pods_run_as_non_root_with_read_only_root_filesystems(
     _, docs = rendered
     for name, pod in pod_specs(docs):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
             assert security["allowPrivilegeEscalation"] is False, name
@@ -280,13 +308,25 @@ def test_network_policy_admits_partylink_only_from_the_peer_parties() -> None:
         if r["ports"] == [{"port": "tuplelink"}]
     ]
     assert tuplelink["from"] == peers
+    # Peers never reach a worker directly: the execution service's gateway splices
+    # their connections through; only the execution pods may connect to workers.
     (workers,) = _ingress_rules(docs, "p0-tally-workers")
-    assert workers["from"] == peers
+    assert workers["from"] == [EXECUTION_PODS]
+
+
+EXECUTION_PODS = {
+    "podSelector": {
+        "matchLabels": {
+            "app.kubernetes.io/instance": "p0",
+            "app.kubernetes.io/component": "execution",
+        }
+    }
+}
 
 
 def test_without_peers_nothing_reaches_partylink() -> None:
     docs = render({})
-    assert _ingress_rules(docs, "p0-tally-workers") == []
+    assert [r["from"] for r in _ingress_rules(docs, "p0-tally-workers")] == [[EXECUTION_PODS]]
     ports = [r["ports"] for r in _ingress_rules(docs, "p0-tally-execution")]
     assert ports == [[{"port": "http"}]]
     for rule in _ingress_rules(docs, "p0-tally-execution"):
@@ -574,3 +614,220 @@ def test_execution_state_is_on_a_volume_by_default() -> None:
     assert state["persistentVolumeClaim"]["claimName"] == "p0-tally-execution-state"
     existing = render({"execution": {"stateClaim": "my-claim"}})
     assert objects(existing, "PersistentVolumeClaim") == {}
+
+
+def test_the_public_endpoint_can_be_an_l4_load_balancer_that_keeps_source_addresses() -> None:
+    values = {**VALUE_SETS["three-parties"]}
+    values["execution"] = {**values.get("execution", {}), "public": {"enabled": True, "port": 443}}
+    docs = render(values)
+    service = objects(docs, "Service")["p0-tally-execution-public"]["spec"]
+    assert service["type"] == "LoadBalancer" and service["externalTrafficPolicy"] == "Local"
+    assert service["ports"] == [{"name": "partylink", "port": 443, "targetPort": "partylink"}]
+    (deployment,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "p0-tally-execution"
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TALLY_EXECUTION_CONTROL_PORT"] == "7100"  # the pod's port, not the public one
+    with pytest.raises(Exception, match="externalTrafficPolicy|Local"):
+        render(
+            {**values, "execution": {"public": {"enabled": True, "externalTrafficPolicy": "Nope"}}}
+        )
+
+
+# --- images by digest ------------------------------------------------------------------
+
+
+def test_images_are_referenced_by_digest_when_one_is_given() -> None:
+    docs = render(VALUE_SETS["stores-tls"])
+    for name in ("p0-tally-secret-store", "p0-tally-tuple-service", "p0-tally-execution"):
+        pod = objects(docs, "Deployment")[name]["spec"]["template"]["spec"]
+        for container in pod["containers"] + pod.get("initContainers", []):
+            assert container["image"] == f"registry.example.com/tally/tally@{DIGEST}", name
+    operator = _container(docs, "p0-tally-operator")
+    assert operator["image"] == f"registry.example.com/tally/tally-operator@{DIGEST}"
+    # the workers the operator starts run the same image, by the same digest
+    worker_image = _env_values(operator)["TALLY_OPERATOR_WORKER_IMAGE"]
+    assert worker_image == f"registry.example.com/tally/tally@{DIGEST}"
+    by_tag = render({"image": {"repository": "r.example/tally", "tag": "0.1.0"}})
+    assert _container(by_tag, "p0-tally-execution")["image"] == "r.example/tally:0.1.0"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"image": {"repository": "r/tally", "digest": "0123abcd"}},
+        {"image": {"repository": "r/tally", "digest": "sha256:" + "0" * 63}},
+        {"image": {"repository": "r/tally", "digest": "sha256:" + "A" * 64}},
+        {"operatorImage": {"repository": "r/op", "digest": "sha512:" + "0" * 128}},
+        {"postgresql": {"image": "postgres:16-alpine@sha256:abc"}},
+        {"minio": {"image": "quay.io/minio/minio@md5:" + "0" * 32}},
+    ],
+)
+def test_values_schema_refuses_malformed_digests(values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+def test_store_images_may_be_pinned_by_digest() -> None:
+    image = f"postgres:16-alpine@{DIGEST}"
+    docs = render({"postgresql": {"image": image}})
+    pod = objects(docs, "StatefulSet")["p0-tally-postgresql"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == image
+
+
+# --- egress ----------------------------------------------------------------------------
+
+
+def _egress(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    policy = objects(docs, "NetworkPolicy")[f"p0-tally-{component}-egress"]["spec"]
+    assert policy["policyTypes"] == ["Egress"]
+    return policy["egress"]  # type: ignore[no-any-return]
+
+
+def _reaches(rules: list[dict[str, Any]], port: int | str) -> list[dict[str, Any]]:
+    """The rules that admit ``port`` (a rule without ports admits every port)."""
+    return [r for r in rules if "ports" not in r or any(p["port"] == port for p in r["ports"])]
+
+
+EGRESS_COMPONENTS = (
+    "secret-store",
+    "tuple-service",
+    "execution",
+    "workers",
+    "operator",
+    "postgresql",
+    "minio",
+)
+
+
+def test_every_tally_pod_has_an_egress_policy_that_admits_nothing_unlisted(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, docs = rendered
+    policies = objects(docs, "NetworkPolicy")
+    if not VALUE_SETS[name].get("networkPolicy", {}).get("enabled", True):
+        assert policies == {}
+        return
+    in_cluster = {"postgresql", "minio"} & {
+        d["metadata"]["name"].removeprefix("p0-tally-")
+        for d in objects(docs, "StatefulSet").values()
+    }
+    expected = set(EGRESS_COMPONENTS) - ({"postgresql", "minio"} - in_cluster)
+    egress = {
+        n.removeprefix("p0-tally-").removesuffix("-egress") for n in policies if "egress" in n
+    }
+    assert egress == expected
+    for component in expected:
+        rules = _egress(docs, component)
+        assert rules[0]["ports"] == [
+            {"port": 53, "protocol": "UDP"},
+            {"port": 53, "protocol": "TCP"},
+        ]
+        for rule in rules:
+            # a rule with neither would admit every address on every port
+            assert rule.get("to") or rule.get("ports"), (component, rule)
+            assert rule.get("to") != [], (component, rule)
+
+
+def test_only_the_operator_reaches_the_kubernetes_api() -> None:
+    docs = render(VALUE_SETS["stores-tls"])
+    api = [
+        {"ipBlock": {"cidr": "10.96.0.1/32"}},
+        {"ipBlock": {"cidr": "172.20.0.10/32"}},
+    ]
+    (rule,) = [r for r in _egress(docs, "operator") if r.get("to") == api]
+    assert [p["port"] for p in rule["ports"]] == [443, 6443]
+    for component in ("secret-store", "tuple-service", "execution", "workers", "minio"):
+        assert all(r.get("to") != api for r in _egress(docs, component)), component
+    # without CIDRs the operator may reach any address, on the API ports only
+    (default,) = [r for r in _egress(render({}), "operator") if "to" not in r]
+    assert [p["port"] for p in default["ports"]] == [443, 6443]
+
+
+def test_egress_reaches_the_stores_by_pod_selector_and_external_ones_by_port() -> None:
+    docs = render(VALUE_SETS["three-parties"])
+    store_rules = _egress(docs, "secret-store")[1:]  # after DNS
+    selectors = [
+        r["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for r in store_rules
+        if "podSelector" in r.get("to", [{}])[0]
+    ]
+    assert selectors == ["postgresql", "minio"]
+    assert all(r["ports"] != [{"port": 443, "protocol": "TCP"}] for r in store_rules)
+    # the minio pods may be reached by the workers and the execution service too
+    for component in ("execution", "workers"):
+        assert _reaches(_egress(docs, component), "s3")
+    external = render(
+        {
+            **VALUE_SETS["external-stores"],
+            "networkPolicy": {"egress": {"externalDatabase": {"cidrs": ["10.20.0.0/24"]}}},
+        }
+    )
+    rules = _egress(external, "tuple-service")
+    (database,) = _reaches([r for r in rules if "ports" in r], 5432)
+    assert database["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
+    (s3,) = _reaches([r for r in rules if "ports" in r], 443)
+    assert "to" not in s3  # empty cidrs: any address, on port 443 only
+
+
+def test_egress_reaches_the_peers_on_their_consortium_ports_only() -> None:
+    docs = render(VALUE_SETS["stores-tls"])
+    peers_to = [
+        [{"ipBlock": {"cidr": "192.0.2.1/32"}}],  # endpointCidrs win over cidrs
+        [{"ipBlock": {"cidr": "198.51.100.20/32"}}],
+    ]
+    execution = [r for r in _egress(docs, "execution") if r.get("to") in peers_to]
+    assert [r["ports"] for r in execution] == [[{"port": 7100, "protocol": "TCP"}]] * 2
+    tuples = [r for r in _egress(docs, "tuple-service") if r.get("to") in peers_to]
+    assert [r["ports"] for r in tuples] == [[{"port": 7200, "protocol": "TCP"}]] * 2
+    # workers dial the peers' workers, on whatever port those listen
+    workers = [r for r in _egress(docs, "workers") if r.get("to") in peers_to]
+    assert len(workers) == 2 and all("ports" not in r for r in workers)
+    for component in ("secret-store", "operator", "postgresql", "minio"):
+        assert all(r.get("to") not in peers_to for r in _egress(docs, component)), component
+    # the identity provider: the three services only
+    idp = [{"ipBlock": {"cidr": "192.0.2.50/32"}}]
+    for component in ("secret-store", "tuple-service", "execution"):
+        assert any(r.get("to") == idp for r in _egress(docs, component)), component
+    assert all(r.get("to") != idp for r in _egress(docs, "workers"))
+
+
+def test_egress_in_dealer_mode_and_with_extra_rules() -> None:
+    extra = {"to": [{"ipBlock": {"cidr": "192.0.2.99/32"}}], "ports": [{"port": 8443}]}
+    values = {
+        **VALUE_SETS["three-parties"],
+        "tupleService": {
+            "generator": "dealer",
+            "dealer": {"address": "dealer.example.org:7300", "cidrs": ["192.0.2.7/32"]},
+        },
+        "networkPolicy": {"egress": {"extraRules": [extra]}},
+    }
+    docs = render(values)
+    (dealer,) = [
+        r
+        for r in _egress(docs, "tuple-service")
+        if r.get("to") == [{"ipBlock": {"cidr": "192.0.2.7/32"}}]
+    ]
+    assert dealer["ports"] == [{"port": 7300, "protocol": "TCP"}]
+    for component in EGRESS_COMPONENTS:
+        assert _egress(docs, component)[-1] == extra, component
+    off = render({"networkPolicy": {"egress": {"enabled": False}}})
+    assert not [n for n in objects(off, "NetworkPolicy") if n.endswith("-egress")]
+    assert "p0-tally-default-deny" in objects(off, "NetworkPolicy")
+
+
+def test_process_workers_reach_the_peers_from_the_execution_pod() -> None:
+    values = {**VALUE_SETS["three-parties"], "execution": {"workers": "process"}}
+    rules = _egress(render(values), "execution")
+    peer = [
+        r
+        for r in rules
+        if r.get("to")
+        == [{"ipBlock": {"cidr": "203.0.113.10/32"}}, {"ipBlock": {"cidr": "203.0.113.11/32"}}]
+    ]
+    assert len(peer) == 1 and "ports" not in peer[0]

@@ -27,12 +27,22 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 tally.dev/party: {{ .root.Values.party.id }}
 {{- end -}}
 
+{{/* An image reference: repository@digest when a digest is given, else repository:tag
+(the tag defaulting to the chart's appVersion). Arguments: image (values), appVersion. */}}
+{{- define "tally.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "tally.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "tally.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "tally.operatorImage" -}}
-{{- printf "%s:%s" .Values.operatorImage.repository (default .Chart.AppVersion .Values.operatorImage.tag) -}}
+{{- include "tally.imageRef" (dict "image" .Values.operatorImage "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* Secrets and endpoints of the stores (in-cluster or external). */}}
@@ -74,7 +84,7 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
       name: {{ include "tally.postgresSecret" $root }}
       key: password
 - name: {{ .prefix }}DATABASE_URL
-  value: {{ printf "postgresql+psycopg://%s:$(TALLY_DB_PASSWORD)@%s-postgresql:5432/%s" $root.Values.postgresql.username (include "tally.fullname" $root) .database | quote }}
+  value: {{ printf "postgresql+psycopg://%s:$(TALLY_DB_PASSWORD)@%s-postgresql:5432/%s%s" $root.Values.postgresql.username (include "tally.fullname" $root) .database (include "tally.postgresTlsQuery" $root) | quote }}
 {{- else }}
 - name: {{ .prefix }}DATABASE_URL
   valueFrom:
@@ -86,7 +96,7 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
 - name: {{ .prefix }}S3_ENDPOINT
   value: {{ include "tally.s3Endpoint" $root | quote }}
 - name: {{ .prefix }}S3_SECURE
-  value: {{ ternary "false" (toString $root.Values.externalS3.secure) $root.Values.minio.enabled | quote }}
+  value: {{ include "tally.s3Secure" $root | quote }}
 - name: {{ .prefix }}S3_BUCKET
   value: {{ .bucket | quote }}
 - name: {{ .prefix }}S3_ACCESS_KEY
@@ -99,15 +109,103 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
     secretKeyRef:
       name: {{ include "tally.s3Secret" $root }}
       key: secretKey
+{{- include "tally.storesTrustEnv" $root }}
 {{- end -}}
 
-{{/* The stores this release runs itself (plaintext allowed to them only). */}}
+{{/* The stores this release runs itself in plaintext (production allows plaintext to
+them only); none with stores.tls, where every store connection is verified TLS. */}}
 {{- define "tally.inClusterStores" -}}
 {{- $stores := list -}}
+{{- if not (include "tally.storesTls" .root) -}}
 {{- if .root.Values.postgresql.enabled }}{{ $stores = append $stores "database" }}{{ end -}}
-{{- if .root.Values.minio.enabled }}{{ $stores = append $stores "s3" }}{{ end }}
+{{- if .root.Values.minio.enabled }}{{ $stores = append $stores "s3" }}{{ end -}}
+{{- end }}
 - name: {{ .prefix }}IN_CLUSTER_STORES
   value: {{ toJson $stores | quote }}
+{{- end -}}
+
+{{/* TLS to the in-cluster stores (stores.tls.secretName): "true" when it applies. */}}
+{{- define "tally.storesTls" -}}
+{{- if and .Values.stores.tls.secretName (or .Values.postgresql.enabled .Values.minio.enabled) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Where the stores' CA is mounted in the services, and the bundle SSL_CERT_FILE names. */}}
+{{- define "tally.storesCa" -}}/etc/tally/stores/ca.crt{{- end -}}
+{{- define "tally.trustBundle" -}}/etc/tally/trust/ca-bundle.crt{{- end -}}
+
+{{/* The DSN options of the in-cluster PostgreSQL with stores.tls: verify its certificate. */}}
+{{- define "tally.postgresTlsQuery" -}}
+{{- if include "tally.storesTls" . -}}
+{{- printf "?sslmode=verify-full&sslrootcert=%s" (include "tally.storesCa" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* S3_SECURE: HTTPS to the in-cluster MinIO with stores.tls, else externalS3.secure. */}}
+{{- define "tally.s3Secure" -}}
+{{- if .Values.minio.enabled -}}
+{{- ternary "true" "false" (not (empty (include "tally.storesTls" .))) -}}
+{{- else -}}
+{{- toString .Values.externalS3.secure -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+With stores.tls, a service that talks to the stores trusts their CA: PostgreSQL through
+sslrootcert, S3 (the minio client) and every other default TLS context through
+SSL_CERT_FILE, a bundle of the public roots (certifi's) and the stores' ca.crt that an
+init container writes, so public endpoints (an OIDC issuer) still verify.
+*/}}
+{{- define "tally.storesTrustEnv" -}}
+{{- if include "tally.storesTls" . }}
+- name: SSL_CERT_FILE
+  value: {{ include "tally.trustBundle" . }}
+{{- end }}
+{{- end -}}
+{{- define "tally.storesTrustMounts" -}}
+{{- if include "tally.storesTls" . }}
+- name: stores-ca
+  mountPath: /etc/tally/stores
+  readOnly: true
+- name: trust
+  mountPath: /etc/tally/trust
+  readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "tally.storesTrustVolumes" -}}
+{{- if include "tally.storesTls" . }}
+- name: stores-ca
+  secret:
+    secretName: {{ .Values.stores.tls.secretName }}
+    items: [{key: ca.crt, path: ca.crt}]
+    defaultMode: 0444
+- name: trust
+  emptyDir: {sizeLimit: 4Mi}
+{{- end }}
+{{- end -}}
+{{- define "tally.storesTrustInit" -}}
+{{- if include "tally.storesTls" . }}
+initContainers:
+  - name: trust-bundle
+    image: {{ include "tally.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command:
+      - sh
+      - -c
+      - cat "$(python -m certifi)" {{ include "tally.storesCa" . }} > {{ include "tally.trustBundle" . }}
+    resources:
+      requests: {cpu: 10m, memory: 32Mi}
+      limits: {memory: 64Mi}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    volumeMounts:
+      - name: stores-ca
+        mountPath: /etc/tally/stores
+        readOnly: true
+      - name: trust
+        mountPath: /etc/tally/trust
+{{- end }}
 {{- end -}}
 
 {{/* An optional token from the auth Secret. Arguments: root, name, key. */}}
