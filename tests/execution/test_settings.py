@@ -87,3 +87,18 @@ def test_production_refuses_development_shortcuts(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         production(tmp_path, **changes)
+
+
+def test_a_certificate_for_another_party_is_refused_at_start_up(tmp_path: Path) -> None:
+    from tally.common.settings import ConfigurationError
+    from tally.execution.settings import load_tls
+    from tally.execution.tls import write_test_pki
+
+    pki = write_test_pki(tmp_path, 3)
+    ca, cert, key = pki[1]
+    peers = ["127.0.0.1:7100", "127.0.0.1:7101", "127.0.0.1:7102"]
+    own = ExecutionSettings(party=1, peers=peers, tls_ca=ca, tls_cert=cert, tls_key=key)
+    assert load_tls(own) is not None
+    wrong = ExecutionSettings(party=2, peers=peers, tls_ca=ca, tls_cert=cert, tls_key=key)
+    with pytest.raises(ConfigurationError, match="names 'party-1', but this is party 2"):
+        load_tls(wrong)

@@ -33,7 +33,7 @@ from tally.common.blobstore import BlobStore, make_blob_store
 from tally.common.https import HttpsListener, check_service_url
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
-from tally.execution.tls import PartyTLS
+from tally.execution.tls import PartyTLS, party_name
 
 
 class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
@@ -298,5 +298,11 @@ def blob_store(settings: ExecutionSettings) -> BlobStore:
 def load_tls(settings: ExecutionSettings) -> PartyTLS | None:
     """The party's TLS material, or None (development mode: plaintext, with a warning)."""
     if settings.tls_ca and settings.tls_cert and settings.tls_key:
-        return PartyTLS.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
+        tls = PartyTLS.load(settings.tls_ca, settings.tls_cert, settings.tls_key)
+        if tls.name != party_name(settings.party):
+            raise ConfigurationError(
+                f"the PartyLink certificate names {tls.name!r}, but this is party "
+                f"{settings.party}: its CN and DNS SAN must be {party_name(settings.party)!r}"
+            )
+        return tls
     return None
