@@ -785,9 +785,13 @@ def test_egress_reaches_the_peers_on_their_consortium_ports_only() -> None:
     assert [r["ports"] for r in execution] == [[{"port": 7100, "protocol": "TCP"}]] * 2
     tuples = [r for r in _egress(docs, "tuple-service") if r.get("to") in peers_to]
     assert [r["ports"] for r in tuples] == [[{"port": 7200, "protocol": "TCP"}]] * 2
-    # workers dial the peers' workers, on whatever port those listen
+    # workers dial the peers' public PartyLink endpoints only (their gateways route to
+    # the workers), and the execution service reaches its own workers' pods
     workers = [r for r in _egress(docs, "workers") if r.get("to") in peers_to]
-    assert len(workers) == 2 and all("ports" not in r for r in workers)
+    assert [r["ports"] for r in workers] == [[{"port": 7100, "protocol": "TCP"}]] * 2
+    own = [r for r in _egress(docs, "execution") if "ports" not in r]
+    assert [r["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for r in own] == ["worker"]  # fmt: skip
     for component in ("secret-store", "operator", "postgresql", "minio"):
         assert all(r.get("to") not in peers_to for r in _egress(docs, component)), component
     # the identity provider: the three services only
@@ -821,7 +825,7 @@ def test_egress_in_dealer_mode_and_with_extra_rules() -> None:
     assert "p0-tally-default-deny" in objects(off, "NetworkPolicy")
 
 
-def test_process_workers_reach_the_peers_from_the_execution_pod() -> None:
+def test_process_workers_reach_only_the_peers_endpoints_from_the_execution_pod() -> None:
     values = {**VALUE_SETS["three-parties"], "execution": {"workers": "process"}}
     rules = _egress(render(values), "execution")
     peer = [
@@ -830,4 +834,4 @@ def test_process_workers_reach_the_peers_from_the_execution_pod() -> None:
         if r.get("to")
         == [{"ipBlock": {"cidr": "203.0.113.10/32"}}, {"ipBlock": {"cidr": "203.0.113.11/32"}}]
     ]
-    assert len(peer) == 1 and "ports" not in peer[0]
+    assert len(peer) == 1 and peer[0]["ports"] == [{"port": 7100, "protocol": "TCP"}]
