@@ -10,7 +10,8 @@ are rendered into the ConfigMap that workers and services read their peers from.
 Layout: ``main`` holds the thin ``@kopf.on.*`` registrations, ``handlers`` the
 logic behind them, ``builders`` the pure manifest builders, ``spec`` and
 ``consortium`` the validated resource models, ``settings`` the typed configuration,
-and ``execution`` / ``kube`` the two small HTTP clients.
+``execution`` the small httpx client of the party's execution service, and ``kube``
+the operator's Kubernetes API calls on ``kubernetes_asyncio``, logged in by kopf.
 """
 
 __version__ = "0.1.0"

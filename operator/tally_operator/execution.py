@@ -3,9 +3,10 @@
 The contract (owned by the execution service):
 
 - ``POST /v1/jobs`` with the job (id, program, inputs, params, outputs, partitions,
-  dp), with the analyst's own token, creates it; the same job again (same spec, same
-  submitter) is ``200``; ``409`` if a job with that id exists with another spec or
-  another submitter (never adopted: that job is someone else's);
+  dp), with the analyst's own token, creates it (``201``); the same job again (same
+  spec, same submitter) is ``200``, which :class:`Submission` reports as
+  ``created=False``; ``409`` if a job with that id exists with another spec or another
+  submitter (never adopted: that job is someone else's);
 - ``GET /v1/jobs/{id}`` reports its phase (Pending, Reserving, Running, Succeeded,
   Failed, Cancelled), ``stage`` of ``stages_total``, ``restarts``, the failure
   ``reason`` and ``results`` (result dataset ids per output);
@@ -86,6 +87,15 @@ class ExecutionJobState:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """The answer to a submission: the job's state, and whether this request created it
+    (``False``: a job of that id, spec and submitter existed already)."""
+
+    state: ExecutionJobState
+    created: bool
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -101,9 +111,9 @@ def _int(value: object) -> int:
 class ExecutionClient(Protocol):
     """What the operator needs from the execution service."""
 
-    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
-        """Create the job as the identity of ``token``, or return the state of the same job
-        submitted by the same identity; ``ExecutionRejected`` (409) for any other job."""
+    async def submit(self, job: Mapping[str, Any], token: str) -> Submission:
+        """Create the job as the identity of ``token``, or find the same job submitted by
+        the same identity (``created=False``); ``ExecutionRejected`` (409) for any other."""
         ...
 
     async def get(self, job_id: str) -> ExecutionJobState:
@@ -141,13 +151,14 @@ class HttpExecutionClient:
             trust_env=False,
         )
 
-    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
+    async def submit(self, job: Mapping[str, Any], token: str) -> Submission:
         response = await self._request(
             "POST", "/v1/jobs", json=dict(job), headers={"Authorization": f"Bearer {token}"}
         )
         if response.status_code == httpx.codes.CONFLICT:
             raise ExecutionRejected(409, "job_conflict", _detail(response))
-        return ExecutionJobState.from_payload(self._json(response))
+        state = ExecutionJobState.from_payload(self._json(response))
+        return Submission(state=state, created=response.status_code == httpx.codes.CREATED)
 
     async def get(self, job_id: str) -> ExecutionJobState:
         response = await self._request("GET", f"/v1/jobs/{job_id}")

@@ -1,25 +1,50 @@
-"""A minimal async Kubernetes API client for the calls kopf does not make for us.
+"""The operator's Kubernetes API calls, on the ``kubernetes_asyncio`` client library.
 
-kopf watches and patches the resources it handles; the operator itself creates and
-deletes worker Jobs, writes ConfigMaps, lists pods, reads nodes and patches the
-status of an AnalyticsJob from its monitor. This client does those few calls with
-httpx, using the credentials kopf's login produced (:class:`kopf.ConnectionInfo`:
-in-cluster service account or kubeconfig), so both talk to the same API server as
-the same identity.
+kopf watches and patches the resources it handles; the operator itself reads the
+analyst's credentials Secret (``get`` only, never ``list`` or ``watch``), reads and
+writes ConfigMaps, creates, reads and deletes worker Jobs, lists pods, reads nodes,
+and patches an AnalyticsJob (its status from the monitor, one annotation before it
+submits). :class:`KubeApi` makes exactly those calls, one method each, so the calls
+(and the RBAC they need) are all in this file.
 
-Failures map to :class:`KubeNotFound`, :class:`KubeConflict` (409),
-:class:`KubeInvalid` (422: the object is wrong) and :class:`KubeUnavailable`
-(network, 5xx, 401/403, 429: retry later).
+Why ``kubernetes_asyncio``: it is the maintained asyncio client generated from the
+Kubernetes OpenAPI spec, with typed models and stubs, so the operator has no HTTP
+client of its own to keep in step with the API server; it runs on aiohttp, as kopf
+does, in kopf's event loop.
+
+How it logs in: exactly as kopf does. The operator's ``@kopf.on.login`` handler
+(:func:`tally_operator.handlers.startup.login`) gets a :class:`kopf.ConnectionInfo`
+from kopf's own login functions (in-cluster service account, else kubeconfig) and
+hands it to :meth:`KubeApi.connect`, which points a ``kubernetes_asyncio``
+``ApiClient`` at ``info.server`` with kopf's ``Authorization`` header
+(``info.as_http_headers()``: bearer token, another scheme, or basic auth) and kopf's
+TLS context (``info.as_ssl_context()``: the CA from a path or inline data, client
+certificates, ``insecure``), honouring ``info.trust_env`` and ``info.proxy_url``.
+``kubernetes_asyncio`` would build its TLS context from file paths only and always
+trust proxy variables, so its session is replaced by one made from kopf's context.
+A later login (kopf re-authenticates on 401) replaces the client again.
+
+Failures map to :class:`KubeNotFound` (404), :class:`KubeConflict` (409: exists, or
+a stale resourceVersion), :class:`KubeInvalid` (422: the object is wrong, with the
+API server's reason) and :class:`KubeUnavailable` (network, timeouts, 5xx, 401/403,
+429, or not logged in yet: retry later).
 """
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, cast
 
-import httpx
+import aiohttp
 import kopf
+from kubernetes_asyncio import client
+
+from tally_operator.resources import ANALYTICS_JOB_PLURAL, GROUP, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+READ_BUFFER = 2**21  # as kubernetes_asyncio: objects can be as large as etcd allows
 
 
 class KubeError(Exception):
@@ -42,140 +67,197 @@ class KubeUnavailable(KubeError):
     """The API server could not be reached, refused our credentials, or failed."""
 
 
-def path_of(
-    api_version: str,
-    plural: str,
-    *,
-    namespace: str | None = None,
-    name: str | None = None,
-    subresource: str | None = None,
-) -> str:
-    """The REST path of a collection or object, e.g. ``/apis/batch/v1/namespaces/ns/jobs/x``."""
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    parts = [base]
-    if namespace is not None:
-        parts.append(f"namespaces/{namespace}")
-    parts.append(plural)
-    if name is not None:
-        parts.append(name)
-    if subresource is not None:
-        parts.append(subresource)
-    return "/".join(parts)
+def _body(manifest: Mapping[str, Any]) -> Any:
+    """A manifest as a request body: the generated methods send a plain dict as it is
+    (``sanitize_for_serialization``); their stubs only name the model classes."""
+    return dict(manifest)
 
 
 class KubeApi:
-    """Async calls to the Kubernetes API with the operator's credentials."""
+    """The operator's calls to the Kubernetes API, with the credentials of kopf's login."""
 
-    def __init__(
-        self, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, *, timeout: float = 10.0) -> None:
         self._timeout = timeout
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._retired: list[httpx.AsyncClient] = []
+        self._client: client.ApiClient | None = None
+        self._retired: list[client.ApiClient] = []
 
-    def connect(self, info: kopf.ConnectionInfo) -> None:
+    async def connect(self, info: kopf.ConnectionInfo) -> None:
         """Use ``info`` (from the login handler) for every following request."""
-        verify: Any = True
-        if info.server.startswith("https://"):
-            verify = info.as_ssl_context()
-        old = self._client
-        self._client = httpx.AsyncClient(
-            base_url=info.server,
-            headers={**info.as_http_headers(), "Accept": "application/json"},
-            verify=verify,
-            timeout=self._timeout,
-            transport=self._transport,
+        configuration = client.Configuration(host=info.server.rstrip("/"))
+        api = client.ApiClient(configuration)
+        for header, value in info.as_http_headers().items():
+            api.set_default_header(header, value)
+        rest = api.rest_client
+        await rest.pool_manager.close()  # built from file paths only; use kopf's TLS instead
+        rest.pool_manager = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
             trust_env=info.trust_env,
+            read_bufsize=READ_BUFFER,
         )
-        if old is not None:
-            self._retired.append(old)
+        if info.proxy_url:
+            rest.proxy = info.proxy_url
+        if self._client is not None:
+            self._retired.append(self._client)
+        self._client = api
 
     async def close(self) -> None:
         """Close the connections of this and earlier credentials."""
         clients = [*self._retired, *([self._client] if self._client else [])]
-        self._retired = []
-        self._client = None
-        for client in clients:
-            await client.aclose()
+        self._retired, self._client = [], None
+        for api in clients:
+            await api.close()
 
-    async def get(self, path: str, *, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET an object or a list."""
-        return await self._call("GET", path, params=params)
+    # --- reads ------------------------------------------------------------------
 
-    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a new object into the collection at ``path``."""
-        return await self._call("POST", path, json=dict(body))
-
-    async def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT an object (needs ``metadata.resourceVersion`` for optimistic locking)."""
-        return await self._call("PUT", path, json=dict(body))
-
-    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """PATCH with a JSON merge patch (RFC 7386)."""
-        return await self._call(
-            "PATCH", path, json=dict(patch), content_type="application/merge-patch+json"
-        )
-
-    async def delete(self, path: str, *, propagation: str = "Background") -> None:
-        """DELETE an object; its dependents go by ``propagation``. Absent is fine."""
-        try:
-            await self._call(
-                "DELETE",
-                path,
-                json={
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    "propagationPolicy": propagation,
-                },
+    async def read_secret(self, namespace: str, name: str) -> client.V1Secret:
+        """A Secret, read with ``get`` (the operator may not list or watch Secrets)."""
+        async with self._errors(f"GET secret {namespace}/{name}"):
+            return await self._core.read_namespaced_secret(
+                name, namespace, _request_timeout=self._timeout
             )
-        except KubeNotFound:
-            return
 
-    async def list_items(
-        self, path: str, *, label_selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The items of a list call, optionally filtered by a label selector."""
-        params = {"labelSelector": label_selector} if label_selector else None
-        listing = await self.get(path, params=params)
-        items = listing.get("items") or []
-        return [item for item in items if isinstance(item, dict)]
+    async def read_config_map(self, namespace: str, name: str) -> client.V1ConfigMap:
+        """A ConfigMap."""
+        async with self._errors(f"GET configmap {namespace}/{name}"):
+            return await self._core.read_namespaced_config_map(
+                name, namespace, _request_timeout=self._timeout
+            )
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
+    async def read_job(self, namespace: str, name: str) -> client.V1Job:
+        """A ``batch/v1`` Job."""
+        async with self._errors(f"GET job {namespace}/{name}"):
+            return await self._batch.read_namespaced_job(
+                name, namespace, _request_timeout=self._timeout
+            )
+
+    async def read_node(self, name: str) -> client.V1Node:
+        """A Node."""
+        async with self._errors(f"GET node {name}"):
+            return await self._core.read_node(name, _request_timeout=self._timeout)
+
+    async def list_pods(self, namespace: str, *, label_selector: str) -> list[client.V1Pod]:
+        """The pods in ``namespace`` that match ``label_selector``."""
+        async with self._errors(f"LIST pods {namespace} ({label_selector})"):
+            pods = await self._core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _request_timeout=self._timeout
+            )
+        return list(pods.items or [])
+
+    # --- writes -----------------------------------------------------------------
+
+    async def create_config_map(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        """Create a ConfigMap (:class:`KubeConflict` if it exists)."""
+        async with self._errors(f"POST configmap in {namespace}"):
+            await self._core.create_namespaced_config_map(
+                namespace, _body(manifest), _request_timeout=self._timeout
+            )
+
+    async def replace_config_map(
+        self, namespace: str, name: str, manifest: Mapping[str, Any]
+    ) -> None:
+        """Replace a ConfigMap; ``metadata.resourceVersion`` makes it optimistic."""
+        async with self._errors(f"PUT configmap {namespace}/{name}"):
+            await self._core.replace_namespaced_config_map(
+                name, namespace, _body(manifest), _request_timeout=self._timeout
+            )
+
+    async def create_job(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        """Create a ``batch/v1`` Job (:class:`KubeConflict` if it exists,
+        :class:`KubeInvalid` with the API server's reason if it is refused)."""
+        async with self._errors(f"POST job in {namespace}"):
+            await self._batch.create_namespaced_job(
+                namespace, _body(manifest), _request_timeout=self._timeout
+            )
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and, in the background, its pods. Absent is fine."""
+        with contextlib.suppress(KubeNotFound):
+            async with self._errors(f"DELETE job {namespace}/{name}"):
+                await self._batch.delete_namespaced_job(
+                    name,
+                    namespace,
+                    propagation_policy="Background",
+                    _request_timeout=self._timeout,
+                )
+
+    async def patch_analytics_job(
+        self, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch an AnalyticsJob (its metadata: the spec is immutable)."""
+        async with self._errors(f"PATCH {ANALYTICS_JOB_PLURAL} {namespace}/{name}"):
+            await self._merge_patch(
+                self._custom.patch_namespaced_custom_object,
+                *(GROUP, VERSION, namespace, ANALYTICS_JOB_PLURAL, name, _body(patch)),
+            )
+
+    async def patch_analytics_job_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the ``status`` subresource of an AnalyticsJob."""
+        async with self._errors(f"PATCH {ANALYTICS_JOB_PLURAL} {namespace}/{name}/status"):
+            await self._merge_patch(
+                self._custom.patch_namespaced_custom_object_status,
+                *(GROUP, VERSION, namespace, ANALYTICS_JOB_PLURAL, name, {"status": dict(status)}),
+            )
+
+    # --- plumbing ---------------------------------------------------------------
+
+    async def _merge_patch(self, method: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Call a custom-object patch ``method`` with a JSON merge patch: for a dict body
+        the generated methods pick ``application/json-patch+json``, which the API server
+        refuses; ``_content_type`` (accepted, but absent from the stubs) sets it."""
+        await method(*args, _content_type=MERGE_PATCH, _request_timeout=self._timeout)
+
+    @property
+    def _api(self) -> client.ApiClient:
         if self._client is None:
             raise KubeUnavailable("not logged in to the Kubernetes API yet")
-        url = path if not params else f"{path}?{urllib.parse.urlencode(params)}"
-        headers = {"Content-Type": content_type} if json is not None else {}
+        return self._client
+
+    @property
+    def _core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._api)
+
+    @property
+    def _batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self._api)
+
+    @property
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._api)
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        """Map the library's and aiohttp's failures of one call to :class:`KubeError`."""
         try:
-            response = await self._client.request(method, url, json=json, headers=headers)
-        except httpx.HTTPError as exc:
-            raise KubeUnavailable(f"{method} {path}: {exc!r}") from exc
-        if response.status_code == 404:
-            raise KubeNotFound(f"{method} {path}: not found")
-        if response.status_code == 409:
-            raise KubeConflict(f"{method} {path}: {_message(response)}")
-        if response.status_code == 422:
-            raise KubeInvalid(f"the API server refused it as invalid: {_message(response)}")
-        if response.status_code >= 400:
-            raise KubeUnavailable(f"{method} {path}: {response.status_code} {_message(response)}")
-        try:
-            body = response.json()
-        except ValueError:
-            return {}
-        return body if isinstance(body, dict) else {}
+            yield
+        except client.ApiException as exc:
+            raise _api_error(what, exc) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeUnavailable(f"{what}: {exc!r}") from exc
 
 
-def _message(response: httpx.Response) -> str:
+def _api_error(what: str, exc: client.ApiException) -> KubeError:
+    message = _message(exc.body)
+    if exc.status == 404:
+        return KubeNotFound(f"{what}: not found")
+    if exc.status == 409:
+        return KubeConflict(f"{what}: {message}")
+    if exc.status == 422:
+        return KubeInvalid(f"the API server refused it as invalid: {message}")
+    return KubeUnavailable(f"{what}: {exc.status} {message}")
+
+
+def _message(body: bytes | str | None) -> str:
+    """The ``message`` of a Kubernetes ``Status`` body (else its first 200 characters).
+
+    The library decodes the body to ``str`` before raising (its stub says ``bytes``)."""
+    raw: bytes | str = body or ""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
     try:
-        body = response.json()
+        status = json.loads(text)
     except ValueError:
-        return response.text[:200]
-    return str(body.get("message", body)) if isinstance(body, dict) else str(body)[:200]
+        return text[:200]
+    if isinstance(status, dict):
+        return str(cast(dict[str, Any], status).get("message", status))[:1000]
+    return text[:200]

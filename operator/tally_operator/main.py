@@ -48,8 +48,8 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(*, memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    return startup.login(runtime_of(memo), **kwargs)
+async def login(*, memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    return await startup.login(runtime_of(memo), **kwargs)
 
 
 @kopf.on.cleanup()

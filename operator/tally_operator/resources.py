@@ -15,6 +15,9 @@ CONSORTIUM_PLURAL: Final = "consortia"
 
 FINALIZER: Final = "tally.dev/cleanup"
 ANNOTATION_PREFIX: Final = "tally.dev"
+# On an AnalyticsJob: the execution-service job id it claimed before submitting it
+# (see tally_operator.handlers.claims).
+CLAIMED_JOB_ID_ANNOTATION: Final = f"{ANNOTATION_PREFIX}/claimed-job-id"
 
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"

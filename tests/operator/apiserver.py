@@ -13,7 +13,14 @@ expects more of an API server than it does. :class:`ApiServer` adds:
 - the ``status`` subresource: writes to it change only ``.status``, writes to the
   object never do;
 - deletion with finalizers (``deletionTimestamp``, then removal once the finalizers
-  are gone) and background garbage collection of owned objects.
+  are gone) and background garbage collection of owned objects;
+- the checks a real API server makes that a client library can get wrong: with
+  ``authorization`` set, a request without that ``Authorization`` header is ``401``;
+  a patch must say what it is (``application/merge-patch+json`` for an object body,
+  ``application/json-patch+json`` for a list; strategic merge only for built-in
+  kinds), else ``400`` or ``415``;
+- injected failures: creating a resource in ``invalid`` is refused with ``422``
+  (admission), in ``unavailable`` with ``503``.
 
 Everything else (the request log, ``objects`` for assertions, discovery from
 ``resources``) is kmock's. Tests and the simulated Job controller change objects
@@ -59,6 +66,12 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         self._closing = False
         self.invalid: dict[str, str] = {}
         """plural -> message: creating one is refused with 422 Invalid (admission)."""
+        self.unavailable: dict[str, str] = {}
+        """plural -> message: creating one fails with 503 (etcd or a webhook is down)."""
+        self.authorization: str | None = None
+        """The ``Authorization`` header every HTTP request must carry (None: any)."""
+        self.seen: list[tuple[str, str, str | None]] = []
+        """(method, path, Authorization header) of every HTTP request."""
 
     # --- in-process API (tests, the simulated Job controller) -------------------
 
@@ -100,6 +113,12 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
     # --- HTTP ---------------------------------------------------------------------
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        given = _header(request, "Authorization")
+        self.seen.append((str(request.method.value).upper(), request.url.path, given))
+        if self.authorization is not None and given != self.authorization:
+            return await self._render_error(
+                ApiError(status=401, reason="Unauthorized", message="Unauthorized")
+            )
         res = request.resource
         if res is None or res.plural is None:
             return await super()._handle(request)  # discovery and non-k8s paths
@@ -121,6 +140,9 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         if name is None and method == "POST":
             if res.plural in self.invalid:
                 raise ApiError(status=422, reason="Invalid", message=self.invalid[res.plural])
+            if res.plural in self.unavailable:
+                message = self.unavailable[res.plural]
+                raise ApiError(status=503, reason="ServiceUnavailable", message=message)
             return 201, self._create(res, namespace, dict(request.data or {}))
         if name is not None and method == "GET":
             obj = self._stored(res, namespace, name)
@@ -129,6 +151,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             return 200, obj
         if name is not None and method == "PATCH":
             patch = request.data if request.data is not None else {}
+            _check_patch_type(res, _header(request, "Content-Type"), patch)
             return 200, self._update(res, namespace, name, patch, request.subresource)
         if name is not None and method == "PUT":
             return 200, self._replace(res, namespace, name, dict(request.data or {}))
@@ -344,6 +367,30 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=WATCH_POLL)
         return response
+
+
+def _header(request: kmock.Request, name: str) -> str | None:
+    wanted = name.lower()
+    return next((v for k, v in request.headers.items() if k.lower() == wanted), None)
+
+
+def _check_patch_type(res: kmock.resource, content_type: str | None, patch: Any) -> None:
+    """Refuse a patch whose Content-Type does not fit its body, as the API server does."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    custom = "." in (res.group or "") and not str(res.group).endswith(".k8s.io")
+    if kind == "application/strategic-merge-patch+json" and custom:
+        raise ApiError(
+            status=415,
+            reason="UnsupportedMediaType",
+            message=f"the body of the request was in an unknown format - accepted media "
+            f"types include: application/json-patch+json, application/merge-patch+json "
+            f"(not {kind} for a custom resource)",
+        )
+    merging = kind in ("application/merge-patch+json", "application/strategic-merge-patch+json")
+    if isinstance(patch, list) and kind != "application/json-patch+json":
+        raise ApiError(status=400, reason="BadRequest", message=f"a list body as {kind!r}")
+    if isinstance(patch, Mapping) and not merging:
+        raise ApiError(status=400, reason="BadRequest", message=f"an object body as {kind!r}")
 
 
 def _key(res: kmock.resource) -> str:

@@ -7,7 +7,8 @@
   controller do). It is deliberately tiny; the operator, not the simulator, is under
   test;
 - :func:`running_operator` starts the API server, writes a kubeconfig that points at it
-  (the operator's own login handler reads it, as it would on a laptop), runs
+  (the operator's own login handler reads it, as it would on a laptop; the API server
+  refuses any request without its token, kopf's and the operator's own alike), runs
   ``kopf.operator`` with the operator's real registrations, and stops everything with
   bounded waits.
 
@@ -32,7 +33,12 @@ import kopf
 import yaml
 
 import tally_operator.main  # noqa: F401  (registers the handlers in kopf's default registry)
-from tally_operator.execution import ExecutionJobNotFound, ExecutionJobState, ExecutionRejected
+from tally_operator.execution import (
+    ExecutionJobNotFound,
+    ExecutionJobState,
+    ExecutionRejected,
+    Submission,
+)
 from tally_operator.kube import KubeApi
 from tally_operator.runtime import Runtime
 from tally_operator.settings import OperatorConfig
@@ -48,6 +54,7 @@ EVENTS = "v1/events"
 CONFIGMAPS = "v1/configmaps"
 SECRETS = "v1/secrets"
 STOP_TIMEOUT = 20.0
+KUBECONFIG_TOKEN = "operator-test-token"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 
 T = TypeVar("T")
@@ -85,17 +92,19 @@ class FakeExecution:
         self._owners: dict[str, tuple[str, dict[str, Any]]] = {}
         self.states: dict[str, ExecutionJobState] = {}
 
-    async def submit(self, job: Mapping[str, Any], token: str) -> ExecutionJobState:
+    async def submit(self, job: Mapping[str, Any], token: str) -> Submission:
         self.submitted.append(dict(job))
         self.tokens.append(token)
         job_id = str(job["id"])
         first = self._owners.setdefault(job_id, (token, dict(job)))
         if first != (token, dict(job)):  # like the service: another job by that id is 409
             raise ExecutionRejected(409, "job_conflict", f"job {job_id!r} exists here")
-        state = self.states.setdefault(job_id, ExecutionJobState(id=job_id, phase="Pending"))
+        if job_id in self.states:  # the same job again: 200, the job as it is
+            return Submission(state=self.states[job_id], created=False)
+        state = ExecutionJobState(id=job_id, phase="Pending")
         # The service reserves tuples and starts at once here.
         self.states[job_id] = dataclasses.replace(state, phase="Running", stages=4)
-        return state
+        return Submission(state=state, created=True)
 
     async def get(self, job_id: str) -> ExecutionJobState:
         if job_id not in self.states:
@@ -249,7 +258,7 @@ def _write_kubeconfig(path: Path, server: str) -> None:
                 "current-context": "kmock",
                 "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "op"}}],
                 "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "op", "user": {"token": "test-token"}}],
+                "users": [{"name": "op", "user": {"token": KUBECONFIG_TOKEN}}],
             }
         )
     )
@@ -275,6 +284,7 @@ async def running_operator(
         for resource, info in RESOURCES.items():
             info.verbs.update(VERBS)
             api.resources[resource] = info
+        api.authorization = f"Bearer {KUBECONFIG_TOKEN}"  # kopf and KubeApi both log in
         kubeconfig = tmp_path / "kubeconfig"
         _write_kubeconfig(kubeconfig, str(server.url).rstrip("/"))
         previous = os.environ.get("KUBECONFIG")

@@ -1,4 +1,5 @@
-"""The execution-service and Kubernetes clients over httpx, against mock transports."""
+"""The execution-service client over httpx, against mock transports (the Kubernetes
+client is tested in test_kube.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 from collections.abc import Callable
 
 import httpx
-import kopf
 import pytest
 
 from tally_operator.execution import (
@@ -15,14 +15,6 @@ from tally_operator.execution import (
     ExecutionRejected,
     ExecutionUnavailable,
     HttpExecutionClient,
-)
-from tally_operator.kube import (
-    KubeApi,
-    KubeConflict,
-    KubeInvalid,
-    KubeNotFound,
-    KubeUnavailable,
-    path_of,
 )
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -71,20 +63,26 @@ def test_submit_carries_the_analysts_token_and_never_adopts_on_conflict() -> Non
         if request.method == "POST":
             assert json.loads(request.content)["id"] == "sales"
             if len(seen) == 1:
+                return httpx.Response(201, json=JOB)  # created
+            if len(seen) == 2:
                 return httpx.Response(200, json=JOB)  # the same job, same submitter
             detail = "job 'sales' exists here with another spec or submitter"
             return httpx.Response(409, json={"error": "job_conflict", "detail": detail})
         return httpx.Response(200, json=JOB)
 
     client = execution(handler)
-    state = asyncio.run(client.submit({"id": "sales"}, "analyst-token"))
-    assert state.id == "sales" and state.phase == "Running"
+    submission = asyncio.run(client.submit({"id": "sales"}, "analyst-token"))
+    assert submission.created and submission.state.id == "sales"
+    assert submission.state.phase == "Running"
     assert seen[0].headers["Authorization"] == "Bearer analyst-token"  # not the operator's
+    # a job that existed already is reported as such, never as created (regression:
+    # the operator took an earlier job of the same id for its own)
+    assert not asyncio.run(client.submit({"id": "sales"}, "analyst-token")).created
     # before, a 409 was answered with whatever job had that id (regression)
     with pytest.raises(ExecutionRejected, match="another spec or submitter") as caught:
         asyncio.run(client.submit({"id": "sales"}, "analyst-token"))
     assert caught.value.status == 409
-    assert [r.method for r in seen] == ["POST", "POST"]  # no GET of the other job
+    assert [r.method for r in seen] == ["POST", "POST", "POST"]  # no GET of the other job
 
 
 @pytest.mark.parametrize(
@@ -115,55 +113,3 @@ def test_network_errors_are_unavailable_and_cancel_tolerates_unknown_jobs() -> N
         asyncio.run(execution(broken).cancel("x"))
     asyncio.run(execution(lambda _: httpx.Response(404)).cancel("x"))
     asyncio.run(execution(lambda _: httpx.Response(200, json=JOB)).cancel("x"))
-
-
-def kube(handler: Handler) -> KubeApi:
-    api = KubeApi(transport=httpx.MockTransport(handler))
-    api.connect(kopf.ConnectionInfo(server="http://api:6443", token="t0k"))
-    return api
-
-
-def test_kube_paths() -> None:
-    assert path_of("v1", "pods", namespace="ns") == "/api/v1/namespaces/ns/pods"
-    assert path_of("v1", "nodes", name="n1") == "/api/v1/nodes/n1"
-    assert (
-        path_of(
-            "tally.dev/v1alpha1", "analyticsjobs", namespace="ns", name="a", subresource="status"
-        )
-        == "/apis/tally.dev/v1alpha1/namespaces/ns/analyticsjobs/a/status"
-    )
-
-
-def test_kube_calls_send_credentials_and_map_errors() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        status = {"GET": 404, "POST": 409, "PATCH": 422, "PUT": 503, "DELETE": 404}[request.method]
-        return httpx.Response(status, json={"message": "nope"})
-
-    api = kube(handler)
-    with pytest.raises(KubeNotFound):
-        asyncio.run(api.get("/api/v1/nodes/x"))
-    with pytest.raises(KubeConflict):
-        asyncio.run(api.create("/api/v1/namespaces/ns/configmaps", {}))
-    with pytest.raises(KubeInvalid, match="refused it as invalid: nope"):  # not a conflict
-        asyncio.run(api.merge_patch("/api/v1/namespaces/ns/pods/p", {}))
-    with pytest.raises(KubeUnavailable):
-        asyncio.run(api.replace("/api/v1/namespaces/ns/configmaps/c", {}))
-    asyncio.run(api.delete("/apis/batch/v1/namespaces/ns/jobs/j"))  # absent is fine
-    assert seen[0].headers["Authorization"] == "Bearer t0k"
-    assert seen[2].headers["Content-Type"] == "application/merge-patch+json"
-    assert json.loads(seen[4].content)["propagationPolicy"] == "Background"
-
-
-def test_kube_lists_with_a_label_selector_and_needs_a_login() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["labelSelector"] == "a=b"
-        return httpx.Response(200, json={"items": [{"metadata": {"name": "p"}}]})
-
-    assert asyncio.run(kube(handler).list_items("/api/v1/pods", label_selector="a=b")) == [
-        {"metadata": {"name": "p"}}
-    ]
-    with pytest.raises(KubeUnavailable, match="not logged in"):
-        asyncio.run(KubeApi().get("/api/v1/pods"))

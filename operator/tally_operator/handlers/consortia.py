@@ -12,7 +12,7 @@ from tally_operator.builders.status import ConditionType as _ConditionType
 from tally_operator.builders.status import condition, merge_conditions, now_iso
 from tally_operator.consortium import build_consortium_configmap, parse_consortium_spec
 from tally_operator.handlers import events
-from tally_operator.kube import KubeConflict, KubeNotFound, KubeUnavailable, path_of
+from tally_operator.kube import KubeConflict, KubeNotFound, KubeUnavailable
 from tally_operator.runtime import Runtime
 from tally_operator.spec import InvalidSpecError
 
@@ -51,16 +51,15 @@ async def reconcile_consortium(
     manifest = build_consortium_configmap(
         name=name, namespace=namespace, uid=uid, consortium=consortium
     )
-    collection = path_of("v1", "configmaps", namespace=namespace)
-    path = path_of("v1", "configmaps", namespace=namespace, name=manifest["metadata"]["name"])
+    configmap = manifest["metadata"]["name"]
     try:
         try:
-            existing = await runtime.kube.get(path)
+            existing = await runtime.kube.read_config_map(namespace, configmap)
         except KubeNotFound:
-            await runtime.kube.create(collection, manifest)
+            await runtime.kube.create_config_map(namespace, manifest)
         else:
-            manifest["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            await runtime.kube.replace(path, manifest)
+            manifest["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            await runtime.kube.replace_config_map(namespace, configmap, manifest)
     except (KubeUnavailable, KubeConflict) as exc:
         raise kopf.TemporaryError(f"cannot write the parties ConfigMap: {exc}", delay=5) from exc
 

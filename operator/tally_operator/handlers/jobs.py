@@ -6,15 +6,20 @@ Creation, in order (each step idempotent, so kopf may retry the handler):
    condition listing every problem, a Warning event, and no retries;
 2. choose the zone: ``spec.scheduling.zone``, else the zone of the node running this
    party's secret-store, else the configured default (recorded in status);
-3. read the analyst's token from the Secret ``spec.credentials.secretRef`` names and
-   submit the job with it, never with the operator's own credential (a repeated
-   submit finds the same job; a job of that id submitted by someone else or with
+3. read the analyst's token from the Secret ``spec.credentials.secretRef`` names;
+4. claim the job id for this AnalyticsJob (:mod:`tally_operator.handlers.claims`): an
+   id the execution service already knows is an earlier job's and is refused, never
+   adopted with its old result;
+5. submit the job with the analyst's token, never with the operator's own credential
+   (a retry finds its own job; a job of that id submitted by someone else or with
    another spec is a conflict, never adopted);
-4. create the Indexed worker Job (an existing one is kept);
-5. record jobId, zone, phase and conditions in status, post an event.
+6. create the Indexed worker Job (an existing one is kept);
+7. record jobId, zone, phase and conditions in status, post an event.
 
 Deletion (kopf's finalizer) cancels the job at the execution service, which releases
-its tuple reservation, and deletes the worker Job.
+its tuple reservation — by ``status.jobId``, else by the claimed id, so a job deleted
+while its creation was still being retried is cancelled too — and deletes the
+worker Job.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client import V1Pod
 
 from tally_operator.builders.job import (
     Owner,
@@ -46,14 +52,14 @@ from tally_operator.execution import (
     ExecutionJobState,
     ExecutionRejected,
     ExecutionUnavailable,
+    Submission,
 )
-from tally_operator.handlers import events
+from tally_operator.handlers import claims, events
 from tally_operator.kube import (
     KubeConflict,
     KubeInvalid,
     KubeNotFound,
     KubeUnavailable,
-    path_of,
 )
 from tally_operator.resources import ZONE_LABEL
 from tally_operator.runtime import Runtime
@@ -130,13 +136,8 @@ async def create_job(
     placement = Placement(zone=zone, spot=job_spec.scheduling.spot)
 
     token = await _analyst_token(job_spec, namespace, body, patch, runtime, now=now)
-    try:
-        state = await runtime.execution.submit(job_spec.execution_request(), token)
-    except ExecutionUnavailable as exc:
-        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
-    except ExecutionRejected as exc:
-        _reject(body, patch, reason="Rejected", message=str(exc), now=now)
-        raise kopf.PermanentError(str(exc)) from exc
+    submission = await _submit(job_spec, token, namespace, name, body, patch, runtime, now=now)
+    state = submission.state
 
     manifest = build_worker_job(
         owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -145,7 +146,7 @@ async def create_job(
         template=worker_template(runtime.config),
     )
     try:
-        await runtime.kube.create(path_of("batch/v1", "jobs", namespace=namespace), manifest)
+        await runtime.kube.create_job(namespace, manifest)
     except KubeConflict:
         pass  # created by an earlier attempt of this handler
     except KubeInvalid as exc:  # before, a 422 was taken for "already exists"
@@ -211,6 +212,42 @@ async def create_job(
     )
 
 
+async def _submit(
+    job_spec: AnalyticsJobSpec,
+    token: str,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    runtime: Runtime,
+    *,
+    now: str,
+) -> Submission:
+    """Claim the job id for this AnalyticsJob, then submit the job with ``token``."""
+    job_id = job_spec.job_id
+    claimed_before = claims.claimed_job_id(body) == job_id
+    earlier = None if claimed_before else await claims.known(runtime, job_id)
+    if not claimed_before and earlier is None:
+        await claims.claim(runtime, namespace=namespace, name=name, job_id=job_id)
+    try:
+        submission = await runtime.execution.submit(job_spec.execution_request(), token)
+    except ExecutionUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+    except ExecutionRejected as exc:
+        if not claimed_before:
+            claims.withdraw(patch)  # nothing of ours was created under this id
+        _reject(body, patch, reason="Rejected", message=str(exc), now=now)
+        raise kopf.PermanentError(str(exc)) from exc
+    if not claimed_before and (earlier is not None or not submission.created):
+        if submission.created:  # the earlier job vanished meanwhile: this one is unclaimed
+            await _cancel_quietly(runtime, job_id)
+        claims.withdraw(patch)
+        used = claims.JobIdUsed(job_id, (earlier or submission.state).phase)
+        _reject(body, patch, reason="JobIdUsed", message=str(used), now=now)
+        raise kopf.PermanentError(str(used))
+    return submission
+
+
 async def _analyst_token(
     job_spec: AnalyticsJobSpec,
     namespace: str,
@@ -222,16 +259,15 @@ async def _analyst_token(
 ) -> str:
     """The bearer token in the job's credentials Secret (never logged, never in status)."""
     ref = job_spec.credentials
-    path = path_of("v1", "secrets", namespace=namespace, name=ref.secret_name)
     try:
-        secret = await runtime.kube.get(path)
+        data = (await runtime.kube.read_secret(namespace, ref.secret_name)).data or {}
     except KubeNotFound:
-        secret = {}
+        data = {}
     except KubeUnavailable as exc:
         raise kopf.TemporaryError(
             f"cannot read the credentials Secret: {exc}", delay=RETRY_DELAY
         ) from exc
-    encoded = (secret.get("data") or {}).get(ref.key)
+    encoded = data.get(ref.key)
     token = ""
     if isinstance(encoded, str):
         with contextlib.suppress(ValueError):
@@ -283,7 +319,7 @@ async def _require_consortium(
     """Wait (retrying) until the operator has rendered the job's Consortium."""
     configmap = consortium_configmap_name(consortium)
     try:
-        await runtime.kube.get(path_of("v1", "configmaps", namespace=namespace, name=configmap))
+        await runtime.kube.read_config_map(namespace, configmap)
     except KubeNotFound:
         message = (
             f"waiting for Consortium {consortium!r}: its ConfigMap {configmap!r} does not exist "
@@ -330,26 +366,33 @@ async def choose_zone(requested: str | None, runtime: Runtime) -> tuple[str | No
 
 async def secret_store_zone(runtime: Runtime) -> str | None:
     """The zone label of the node running this party's secret-store, if any."""
-    pods = await runtime.kube.list_items(
-        path_of("v1", "pods", namespace=runtime.config.namespace),
-        label_selector=runtime.config.secret_store_selector,
+    pods = await runtime.kube.list_pods(
+        runtime.config.namespace, label_selector=runtime.config.secret_store_selector
     )
-    scheduled = [p for p in pods if p.get("spec", {}).get("nodeName")]
-    scheduled.sort(key=lambda p: (p.get("status", {}).get("phase") != "Running", _name(p)))
+    scheduled = [pod for pod in pods if _node_name(pod)]
+    scheduled.sort(key=lambda pod: (_phase(pod) != "Running", _pod_name(pod)))
     for pod in scheduled:
         try:
-            node = await runtime.kube.get(path_of("v1", "nodes", name=pod["spec"]["nodeName"]))
+            node = await runtime.kube.read_node(str(_node_name(pod)))
         except KubeNotFound:
             continue
-        labels = node.get("metadata", {}).get("labels", {})
+        labels = (node.metadata.labels if node.metadata else None) or {}
         zone = labels.get(ZONE_LABEL) or labels.get(LEGACY_ZONE_LABEL)
         if zone:
             return str(zone)
     return None
 
 
-def _name(obj: Mapping[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("name", ""))
+def _node_name(pod: V1Pod) -> str | None:
+    return pod.spec.node_name if pod.spec else None
+
+
+def _phase(pod: V1Pod) -> str | None:
+    return pod.status.phase if pod.status else None
+
+
+def _pod_name(pod: V1Pod) -> str:
+    return (pod.metadata.name if pod.metadata else None) or ""
 
 
 async def delete_job(
@@ -362,8 +405,12 @@ async def delete_job(
     runtime: Runtime,
     logger: kopf.Logger,
 ) -> None:
-    """Cancel at the execution service (releasing tuples), delete the workers."""
-    job_id = status.get("jobId")
+    """Cancel at the execution service (releasing tuples), delete the workers.
+
+    The job is found by ``status.jobId``, else by the id this AnalyticsJob claimed
+    before submitting (deleted while its creation was still being retried, it may have
+    a job, and a tuple reservation, that status never recorded)."""
+    job_id = status.get("jobId") or claims.claimed_job_id(body)
     if job_id and status.get("phase") != Phase.SUCCEEDED:
         try:
             await runtime.execution.cancel(str(job_id))
@@ -375,9 +422,7 @@ async def delete_job(
         except ExecutionRejected as exc:
             logger.warning(f"the execution service refused to cancel job {job_id}: {exc}")
     try:
-        await runtime.kube.delete(
-            path_of("batch/v1", "jobs", namespace=namespace, name=worker_job_name(name))
-        )
+        await runtime.kube.delete_job(namespace, worker_job_name(name))
     except KubeUnavailable as exc:
         raise kopf.TemporaryError(f"cannot delete the worker Job: {exc}", delay=5) from exc
     runtime.losses.forget((namespace, name))

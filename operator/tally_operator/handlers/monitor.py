@@ -42,8 +42,7 @@ from tally_operator.execution import (
 )
 from tally_operator.handlers import events
 from tally_operator.handlers.jobs import phase_of
-from tally_operator.kube import KubeError, KubeNotFound, path_of
-from tally_operator.resources import ANALYTICS_JOB_PLURAL, API_VERSION
+from tally_operator.kube import KubeError, KubeNotFound
 from tally_operator.runtime import LostWorker, Runtime
 
 
@@ -181,9 +180,6 @@ async def monitor_job(
     status: dict[str, Any] = dict(body.get("status") or {})
     counted = {str(w.get("uid")) for w in status.get("lostWorkers") or [] if isinstance(w, Mapping)}
     lost_log: list[dict[str, Any]] = list(status.get("lostWorkers") or [])
-    status_path = path_of(
-        API_VERSION, ANALYTICS_JOB_PLURAL, namespace=namespace, name=name, subresource="status"
-    )
     while not stopped:
         losses = runtime.losses.take(key)
         observed = Observation(
@@ -201,7 +197,7 @@ async def monitor_job(
             plan.status["lostWorkers"] = lost_log + plan.status["lostWorkers"]
         if plan.status:
             try:
-                await runtime.kube.merge_patch(status_path, {"status": plan.status})
+                await runtime.kube.patch_analytics_job_status(namespace, name, plan.status)
             except KubeNotFound:
                 return  # the job is gone; the finalizer did the cleanup
             except KubeError as exc:
@@ -240,18 +236,17 @@ async def _workers_failure(
     runtime: Runtime, namespace: str, name: str, logger: kopf.Logger
 ) -> str | None:
     """The reason the worker Job failed, if it did."""
-    path = path_of("batch/v1", "jobs", namespace=namespace, name=worker_job_name(name))
     try:
-        job = await runtime.kube.get(path)
+        job = await runtime.kube.read_job(namespace, worker_job_name(name))
     except KubeNotFound:
         return None
     except KubeError as exc:
         logger.warning(f"cannot read the worker Job: {exc}")
         return None
-    for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
-            detail = cond.get("message") or "no message"
-            return f"the worker Job failed ({cond.get('reason')}): {detail}"
+    for cond in (job.status.conditions if job.status else None) or []:
+        if cond.type == "Failed" and cond.status == "True":
+            detail = cond.message or "no message"
+            return f"the worker Job failed ({cond.reason}): {detail}"
     return None
 
 
@@ -264,9 +259,8 @@ async def _act(
         except ExecutionError as exc:
             logger.warning(f"cannot cancel job {job_id} now (the finalizer retries): {exc}")
     if plan.delete_workers:
-        path = path_of("batch/v1", "jobs", namespace=namespace, name=worker_job_name(name))
         try:
-            await runtime.kube.delete(path)
+            await runtime.kube.delete_job(namespace, worker_job_name(name))
         except KubeError as exc:
             logger.warning(f"cannot delete the worker Job: {exc}")
 

@@ -28,13 +28,15 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.watching.client_timeout = 330
 
 
-def login(runtime: Runtime, /, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """Log in with the pod's service account, else a kubeconfig; share it with our client."""
+async def login(runtime: Runtime, /, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in as kopf does (the pod's service account, else a kubeconfig) and point the
+    operator's own client (:class:`~tally_operator.kube.KubeApi`) at the same server as
+    the same identity."""
     info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is None:
         raise kopf.TemporaryError(
             "no Kubernetes credentials: neither a service account token nor KUBECONFIG found",
             delay=10,
         )
-    runtime.kube.connect(info)
+    await runtime.kube.connect(info)
     return info
