@@ -397,3 +397,94 @@ def test_a_worker_job_the_api_server_refuses_fails_the_job_with_its_reason(tmp_p
             assert cluster.api.list(JOBS, NAMESPACE) == []
 
     run_scenario(scenario)
+
+
+def worker_job_ids(cluster: Cluster) -> list[str]:
+    """The TALLY_JOB_ID of every worker Job."""
+    ids = []
+    for job in cluster.api.list(JOBS, NAMESPACE):
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        ids += [e["value"] for e in env if e["name"] == "TALLY_JOB_ID"]
+    return ids
+
+
+def test_a_job_created_again_with_the_same_name_never_gets_the_old_result(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with running_operator(tmp_path, default_zone="z1") as cluster:
+            await cluster.api.create(AJ, analytics_job())
+            await running(cluster)
+            cluster.execution.report(
+                "sales", phase="Succeeded", stage=4, results={"totals": ("ds-old",)}
+            )
+            await eventually(lambda: status_of(cluster).get("results"), what="old result")
+            await cluster.api.delete(AJ, NAMESPACE, "sales")
+            await eventually(lambda: cluster.analytics_job("sales") is None, what="deletion")
+
+            # The same manifest again: before, the operator found the finished job of
+            # that id and showed its old result as the new job's (regression).
+            await cluster.api.create(AJ, analytics_job())
+            status = await eventually(lambda: failed_status(cluster, "sales"), what="refusal")
+            assert "results" not in status
+            submitted = next(c for c in status["conditions"] if c["type"] == "Submitted")
+            assert submitted["status"] == "False" and submitted["reason"] == "JobIdUsed"
+            assert "'sales' is already used" in status["message"]
+            assert "new spec.jobId" in status["message"]
+            assert cluster.api.list(JOBS, NAMESPACE) == []  # no workers for the old job
+            await eventually(lambda: cluster.events("JobIdUsed"), what="a Warning event")
+
+            # Deleting the refused one cancels nothing; with a new jobId the same name
+            # runs a new job.
+            await cluster.api.delete(AJ, NAMESPACE, "sales")
+            await eventually(lambda: cluster.analytics_job("sales") is None, what="deletion")
+            assert cluster.execution.cancelled == []
+            await cluster.api.create(AJ, analytics_job(jobId="sales-2"))
+            status = await running(cluster)
+            assert status["jobId"] == "sales-2" and "results" not in status
+            assert cluster.execution.submitted[-1]["id"] == "sales-2"
+            assert worker_job_ids(cluster) == ["sales-2"]
+
+    run_scenario(scenario)
+
+
+def test_a_second_analytics_job_with_a_running_jobs_id_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_operator(tmp_path, default_zone="z1") as cluster:
+            await cluster.api.create(AJ, analytics_job("first", jobId="shared"))
+            await running(cluster, "first")
+            # before, it took the running job for its own and started a second set of
+            # workers for it (regression)
+            await cluster.api.create(AJ, analytics_job("second", jobId="shared"))
+            status = await eventually(lambda: failed_status(cluster, "second"), what="refusal")
+            assert "that job is Running" in status["message"]
+            assert worker_job_ids(cluster) == ["shared"]
+            await cluster.api.delete(AJ, NAMESPACE, "second")
+            await eventually(lambda: cluster.analytics_job("second") is None, what="deletion")
+            assert cluster.execution.cancelled == []  # the first's job goes on
+            assert status_of(cluster, "first")["phase"] == "Running"
+
+    run_scenario(scenario)
+
+
+def test_a_job_deleted_before_its_id_is_recorded_is_cancelled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_operator(tmp_path, default_zone="z1") as cluster:
+            cluster.api.unavailable["jobs"] = "etcdserver: request timed out"
+            await cluster.api.create(AJ, analytics_job())
+            await eventually(lambda: cluster.execution.submitted, what="the submission")
+            jobs = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+            await eventually(
+                lambda: ("POST", jobs) in {seen[:2] for seen in cluster.api.seen},
+                what="the failed attempt to create the workers",
+            )
+            assert "jobId" not in status_of(cluster)  # the creation is being retried
+
+            await cluster.api.delete(AJ, NAMESPACE, "sales")
+
+            await eventually(lambda: cluster.analytics_job("sales") is None, what="deletion")
+            # before, a job whose id status never recorded kept its tuple reservation
+            # (regression)
+            assert cluster.execution.cancelled == ["sales"]
+
+    run_scenario(scenario)
