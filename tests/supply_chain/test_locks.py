@@ -245,9 +245,9 @@ def test_the_extras_of_a_dependency_must_be_locked_too() -> None:
 
 def test_a_dependency_added_to_pyproject_makes_the_lock_stale(tmp_path: Path) -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
-    added = pyproject.replace('"kopf>=1.37",', '"kopf>=1.37",\n    "kubernetes-asyncio>=30",', 1)
+    added = pyproject.replace('"kopf>=1.37",', '"kopf>=1.37",\n    "pyfiglet>=1.0",', 1)
     assert added != pyproject
     (tmp_path / "pyproject.toml").write_text(added)
     for name in ("lock", "operator"):
         selected = inputs.selection(name, tmp_path / "pyproject.toml")
-        assert unpinned(selected, lock(name)) == ["kubernetes-asyncio>=30: not in the lock"]
+        assert unpinned(selected, lock(name)) == ["pyfiglet>=1.0: not in the lock"]
