@@ -278,3 +278,27 @@ def test_a_peer_that_leaves_is_seen_as_lost_and_the_mesh_rebuilds(pki: list[Part
         assert results[0][1][0].tolist() == [1] * 5 and results[1][0][0].tolist() == [0] * 5
     finally:
         _close(endpoints, meshes, gateways)
+
+
+def test_plaintext_grpc_reaches_the_name_partycontrol_has_in_development_mode() -> None:
+    """Without TLS there is no server name: the HTTP/2 preface routes as "" (PartyControl)."""
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        asked: list[str] = []
+
+        def resolve(name: str) -> tuple[str, int] | None:
+            asked.append(name)
+            return ("127.0.0.1", upstream.getsockname()[1]) if name == "" else None
+
+        gateway = Gateway(("127.0.0.1", 0), resolve)
+        gateway.start()
+        try:
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5.0) as sock:
+                sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                upstream.settimeout(5.0)
+                accepted, _ = upstream.accept()
+                with accepted:
+                    accepted.settimeout(5.0)
+                    assert accepted.recv(64).startswith(b"PRI * HTTP/2.0")
+        finally:
+            gateway.close()
+        assert asked == [""]

@@ -148,7 +148,7 @@ class Gateway:
     def _route(self, conn: socket.socket) -> None:
         try:
             name = self._name(conn)
-            target = self._resolve(name) if name else None
+            target = self._resolve(name) if name is not None else None
             if target is None:
                 log.info("gateway: closed a connection whose name routes nowhere (%r)", name)
                 conn.close()
