@@ -40,7 +40,7 @@ from tally.common.oidc import make_authenticator
 from tally.common.tls import party_name
 from tally.execution.checkpoint import decode_state
 from tally.execution.control import ControlClient, start_control_server
-from tally.execution.gateway import Gateway, Resolver, parse_route
+from tally.execution.gateway import Gateway, Resolver, host_port, parse_route
 from tally.execution.jobs import FINAL_PHASES, JobCreate, JobPublic, WorkerStatus, encode_array
 from tally.execution.ports import InputError
 from tally.execution.programs import dataset_ids
@@ -113,10 +113,7 @@ def _resolver(party: int, manager: JobManager, control_port: int) -> Resolver:
         if route is None:
             return None
         address = manager.route(route[1], route[0])
-        if not address:
-            return None
-        host, _, port = address.rpartition(":")
-        return (host.strip("[]"), int(port))
+        return host_port(address) if address else None
 
     return resolve
 

@@ -58,6 +58,30 @@ Resolver = Callable[[str], tuple[str, int] | None]
 """A server name → the local (host, port) it stands for, or None to refuse."""
 
 
+def host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as a (host, port) pair for ``socket``."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def accept_loop(
+    listener: socket.socket, stopped: threading.Event, handle: Callable[[socket.socket], None]
+) -> None:
+    """Accept until ``stopped`` (``listener`` has a short timeout) and hand each connection
+    to ``handle`` in a thread of its own."""
+    while not stopped.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            if stopped.is_set():
+                return
+            time.sleep(0.05)  # e.g. out of file descriptors: do not spin
+            continue
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
 def route_id(job_id: str) -> str:
     """The opaque id a job's worker connections are routed by (a hash of the job id)."""
     return hashlib.sha256(job_id.encode()).hexdigest()[:24]
@@ -121,9 +145,14 @@ class Gateway:
         self._listener.settimeout(0.5)
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True, name="gateway")
+        self._thread = threading.Thread(
+            target=accept_loop,
+            args=(self._listener, self._closed, self._route),
+            daemon=True,
+            name="gateway",
+        )
         self.relayed = 0
-        """Connections spliced so far (for /metrics and tests)."""
+        """Connections spliced so far (tests read it)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -132,18 +161,6 @@ class Gateway:
         self._closed.set()
         self._thread.join(timeout=5.0)
         self._listener.close()
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._closed.is_set():
-                    return
-                continue
-            threading.Thread(target=self._route, args=(conn,), daemon=True).start()
 
     def _route(self, conn: socket.socket) -> None:
         try:

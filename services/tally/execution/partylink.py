@@ -68,7 +68,7 @@ from numpy.typing import NDArray
 
 from tally._generated import partylink_pb2 as pb
 from tally.common.tls import party_index
-from tally.execution.gateway import ROUTE_PREFIX, route_name
+from tally.execution.gateway import ROUTE_PREFIX, accept_loop, host_port, route_name
 from tally.execution.tls import PartyTLS, party_name
 from tally.mpc.transport import Message, Transport, TransportError
 
@@ -618,7 +618,10 @@ class PartyLinkEndpoint:
         listener.settimeout(0.5)
         self._listener = listener
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, daemon=True, name="link-accept"
+            target=accept_loop,
+            args=(listener, self._stopped, self._admit),
+            daemon=True,
+            name="link-accept",
         )
         self._accept_thread.start()
         self.address = f"{self._host}:{listener.getsockname()[1]}"
@@ -649,17 +652,6 @@ class PartyLinkEndpoint:
             self._loop_thread.join(timeout=10.0)
 
     # -- accepting -----------------------------------------------------------------------------
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None  # noqa: S101 - set by start()
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._admit, args=(conn,), daemon=True).start()
 
     def _admit(self, conn: socket.socket) -> None:
         """Handshake, read the hello and check it; a refused dialler is told why."""
@@ -808,12 +800,11 @@ class PartyLinkEndpoint:
     def _try_dial(
         self, peer: int, address: str, hello: pb.Hello, deadline: float, problems: dict[int, str]
     ) -> tuple[_Link, pb.Hello] | None:
-        host, _, port = address.rpartition(":")
         name = route_name(self.identity.job_id, self.identity.worker, peer)
         wait = max(0.5, min(HANDSHAKE_TIMEOUT_S, deadline - time.monotonic()))
         sock: socket.socket | None = None
         try:
-            raw = socket.create_connection((host.strip("[]"), int(port)), timeout=wait)
+            raw = socket.create_connection(host_port(address), timeout=wait)
             _tune(raw)
             sock = raw
             if self._contexts is not None:
