@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -302,3 +303,25 @@ def test_plaintext_grpc_reaches_the_name_partycontrol_has_in_development_mode() 
         finally:
             gateway.close()
         assert asked == [""]
+
+
+def test_connections_that_never_say_hello_cannot_hold_every_thread() -> None:
+    """Past MAX_ROUTING silent connections, a new one is closed at once, not kept 10 s."""
+    from tally.execution.gateway import MAX_ROUTING
+
+    gateway = Gateway(("127.0.0.1", 0), lambda name: None)
+    gateway.start()
+    silent = [
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=5.0)
+        for _ in range(MAX_ROUTING)
+    ]
+    try:
+        time.sleep(0.5)  # every silent one is being routed (waiting for its hello)
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5.0) as extra:
+            started = time.monotonic()
+            assert extra.recv(16) == b""  # closed without an answer
+            assert time.monotonic() - started < 2.0
+    finally:
+        for sock in silent:
+            sock.close()
+        gateway.close()

@@ -54,6 +54,10 @@ ROUTE_PREFIX = b"TALLY-ROUTE "
 HTTP2_PREFACE = b"PRI * HTTP/2.0"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
+MAX_ROUTING = 64
+"""Connections that may be sending their hello at once; more are closed at once (each
+holds a thread for up to PEEK_TIMEOUT_S before it has said who it is)."""
+
 Resolver = Callable[[str], tuple[str, int] | None]
 """A server name → the local (host, port) it stands for, or None to refuse."""
 
@@ -147,10 +151,11 @@ class Gateway:
         self._closed = threading.Event()
         self._thread = threading.Thread(
             target=accept_loop,
-            args=(self._listener, self._closed, self._route),
+            args=(self._listener, self._closed, self._admit),
             daemon=True,
             name="gateway",
         )
+        self._routing = threading.BoundedSemaphore(MAX_ROUTING)
         self.relayed = 0
         """Connections spliced so far (tests read it)."""
 
@@ -161,6 +166,16 @@ class Gateway:
         self._closed.set()
         self._thread.join(timeout=5.0)
         self._listener.close()
+
+    def _admit(self, conn: socket.socket) -> None:
+        if not self._routing.acquire(blocking=False):
+            log.info("gateway: %d connections are still saying hello; closed one", MAX_ROUTING)
+            conn.close()
+            return
+        try:
+            self._route(conn)
+        finally:
+            self._routing.release()
 
     def _route(self, conn: socket.socket) -> None:
         try:
