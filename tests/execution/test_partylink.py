@@ -37,7 +37,7 @@ JOB = "job-frames"
 
 
 def test_a_frame_head_round_trips_and_bounds_are_refused() -> None:
-    frame = pb.Frame(kind=pb.Frame.DATA, job_id=JOB, sender=1, round=9, last=True)
+    frame = pb.Frame(kind=pb.Frame.DATA, job_id=JOB, sender=1, round=9)
     raw = encode_head(frame, 24)
     fields, data = parse_head(raw[: HEAD.size])
     assert data == 24 and parse_fields(raw[HEAD.size : HEAD.size + fields]) == frame
@@ -250,7 +250,7 @@ def test_a_peer_out_of_protocol_breaks_the_mesh(fields: dict[str, Any], message:
         frame = {"kind": pb.Frame.DATA, "job_id": JOB, "worker": 0, "sender": 1, "round": expected}
         frame.update(fields)
         header = pb.ArrayHeader(dtype="<u8", shape=[1])
-        _inject(meshes[1], pb.Frame(arrays=[header], last=True, **frame), bytes(8))
+        _inject(meshes[1], pb.Frame(arrays=[header], **frame), bytes(8))
         with pytest.raises(ProtocolViolation, match=message):
             meshes[0].broadcast([sent])
     finally:

@@ -38,7 +38,7 @@ def _read(raw: bytes) -> tuple[pb.Frame, list[np.ndarray]] | None:
 
 def _wire(round_number: int, data: bytes) -> bytes:
     header = pb.ArrayHeader(dtype="|u1", shape=[len(data)])
-    frame = pb.Frame(kind=pb.Frame.DATA, round=round_number, arrays=[header], last=True)
+    frame = pb.Frame(kind=pb.Frame.DATA, round=round_number, arrays=[header])
     return encode_head(frame, len(data)) + data
 
 

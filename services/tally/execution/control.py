@@ -18,8 +18,34 @@ import grpc
 
 from tally._generated import partylink_pb2 as pb
 from tally._generated import partylink_pb2_grpc as pb_grpc
-from tally.execution.partylink import SERVER_OPTIONS, secure_channel
 from tally.execution.tls import PartyTLS, party_name, peer_party
+
+MAX_FRAME = 17 << 20
+"""Largest gRPC message either side accepts."""
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_FRAME),
+    ("grpc.max_receive_message_length", MAX_FRAME),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_FRAME),
+    ("grpc.max_receive_message_length", MAX_FRAME),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def secure_channel(address: str, tls: PartyTLS | None, peer: int) -> grpc.aio.Channel:
+    """An aio channel to ``peer``; with TLS the server must present ``party-<peer>``."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", party_name(peer))]
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 
 
 class ControlHandler(Protocol):

@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
@@ -83,25 +82,6 @@ HEAD = struct.Struct(">4sIQ")
 """Frame head: magic, length of the fields, length of the data."""
 SOCKET_BUFFER = 4 << 20
 HANDSHAKE_TIMEOUT_S = 10.0
-
-# gRPC (PartyControl between the execution services) keeps these options.
-MAX_FRAME = 17 << 20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_FRAME),
-    ("grpc.max_receive_message_length", MAX_FRAME),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-]
-SERVER_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_FRAME),
-    ("grpc.max_receive_message_length", MAX_FRAME),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.so_reuseport", 0),
-]
 
 
 class PeerLost(TransportError):
@@ -128,14 +108,6 @@ class LinkIdentity:
         )
 
 
-def secure_channel(address: str, tls: PartyTLS | None, peer: int) -> grpc.aio.Channel:
-    """An aio channel to ``peer``; with TLS the server must present ``party-<peer>``."""
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", party_name(peer))]
-    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
-
-
 # -- TLS ---------------------------------------------------------------------------------------
 
 
@@ -151,27 +123,24 @@ def _contexts(tls: PartyTLS) -> _Contexts:
     ``load_cert_chain`` reads files: the PEMs go to a private temporary directory
     that is removed as soon as they are loaded.
     """
-    contexts = []
     with tempfile.TemporaryDirectory(prefix="tally-link-") as directory:
         cert, key = Path(directory, "cert.pem"), Path(directory, "key.pem")
         cert.write_bytes(tls.certificate)
         key.touch(mode=0o600)
         key.write_bytes(tls.key)
-        for purpose in (ssl.Purpose.CLIENT_AUTH, ssl.Purpose.SERVER_AUTH):
-            context = ssl.SSLContext(
-                ssl.PROTOCOL_TLS_SERVER
-                if purpose is ssl.Purpose.CLIENT_AUTH
-                else ssl.PROTOCOL_TLS_CLIENT
-            )
-            context.minimum_version = ssl.TLSVersion.TLSv1_3
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.check_hostname = False  # the party name is checked after the handshake
-            context.load_verify_locations(cadata=tls.ca.decode())
-            context.load_cert_chain(cert, key)
-            if purpose is ssl.Purpose.CLIENT_AUTH:
-                context.num_tickets = 0  # no post-handshake writes (see the module docstring)
-            contexts.append(context)
-    return _Contexts(server=contexts[0], client=contexts[1])
+
+        def context(protocol: ssl._SSLMethod) -> ssl.SSLContext:
+            made = ssl.SSLContext(protocol)
+            made.minimum_version = ssl.TLSVersion.TLSv1_3
+            made.verify_mode = ssl.CERT_REQUIRED
+            made.check_hostname = False  # the party name is checked after the handshake
+            made.load_verify_locations(cadata=tls.ca.decode())
+            made.load_cert_chain(cert, key)
+            return made
+
+        server, client = context(ssl.PROTOCOL_TLS_SERVER), context(ssl.PROTOCOL_TLS_CLIENT)
+    server.num_tickets = 0  # no post-handshake writes (see the module docstring)
+    return _Contexts(server=server, client=client)
 
 
 def certificate_party(sock: ssl.SSLSocket) -> int | None:
@@ -503,9 +472,7 @@ class PartyLinkTransport(Transport):
         sends: list[tuple[int, Future[None]]] = []
         for peer, arrays in outgoing.items():
             headers, views = _views(arrays)
-            frame = self._identity.frame(
-                pb.Frame.DATA, round=self.rounds, arrays=headers, last=True
-            )
+            frame = self._identity.frame(pb.Frame.DATA, round=self.rounds, arrays=headers)
             head = encode_head(frame, sum(len(view) for view in views))
             sends.append((peer, self._links[peer].send([head, *views])))
         received = {peer: self._receive(peer) for peer in expect}
