@@ -751,10 +751,9 @@ class PartyLinkEndpoint:
         while time.monotonic() < deadline and not self._stopped.is_set():
             try:
                 address = self.submit(self._locate(peer)).result(timeout=10.0)
-            except Exception as error:  # the peer's service is down or refuses us
-                address, problems[peer] = None, f"its execution service did not answer ({error})"
-                if type(error).__name__ == "JobFailed":
-                    problems[peer] = str(error)
+            except Exception as error:  # the peer's service is down, refuses us, or the
+                # job ended there (the caller's ``locate`` says which)
+                address, problems[peer] = None, f"locating its worker failed: {error}"
             if address:
                 outcome = self._try_dial(peer, address, hello, deadline, problems)
                 if outcome is not None:
