@@ -7,6 +7,7 @@ writes hand-made frames on its link, as a faulty or hostile peer could.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
 import threading
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from tally._generated import partylink_pb2 as pb
-from tally.execution.gateway import Gateway, parse_route, route_name, server_name
+from tally.execution.gateway import Gateway, parse_route, route_id, route_name, server_name
 from tally.execution.partylink import (
     HEAD,
     MAGIC,
@@ -79,7 +80,9 @@ def test_the_gateway_reads_the_server_name_of_a_real_client_hello() -> None:
         client.do_handshake()
     hello = outgoing.read()
     assert server_name(hello) == name
-    assert parse_route(name, 2) == (3, name.split("-", 1)[1].split(".")[0])
+    route = hashlib.sha256(b"job-1").hexdigest()[:24]  # docs/execution.md: 24 hex of SHA-256
+    assert name == f"w3-{route}.party-2" and route_id("job-1") == route
+    assert parse_route(name, 2) == (3, route)
     assert parse_route(name, 1) is None  # another party's name routes nowhere here
     assert parse_route("w3-short.party-2", 2) is None
     assert server_name(hello[:40]) is None
