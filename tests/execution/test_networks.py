@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tally.client.cluster import Cluster
+from tally.client.jobs import Job
 from tally.local_deployment import POD_ADDRESS, LocalDeployment
 from tests.execution import netns
 
@@ -82,43 +86,66 @@ def _got(result: pd.DataFrame) -> pd.DataFrame:
     return columns.astype({"total": "int64", "n": "int64"})
 
 
-def test_the_parties_see_each_other_only_at_their_public_addresses(
+def _reaches(namespace: str, host: str, port: int) -> bool:
+    """Whether a TCP connection from inside ``namespace`` to ``host:port`` is accepted."""
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    socket.create_connection(({host!r}, {port}), timeout=3).close()\n"
+        "except OSError:\n"
+        "    sys.exit(1)\n"
+    )
+    run = ["ip", "netns", "exec", namespace, sys.executable, "-c", probe]
+    return subprocess.run(run, capture_output=True, timeout=30).returncode == 0
+
+
+def test_the_parties_reach_each_other_only_at_their_public_addresses(
     deployment: LocalDeployment, networks: list[tuple[str, str]]
 ) -> None:
-    peers = {
-        p: json.loads(deployment._execution_env(p, deployment._secrets())["TALLY_EXECUTION_PEERS"])
-        for p in range(3)
-    }
-    for party, (_, public) in enumerate(networks):
-        assert peers[party][party].startswith(f"{public}:")
-    assert {url.split(":")[0] for url in peers[0]} == {public for _, public in networks}
-    assert (
-        deployment._execution_env(0, deployment._secrets())["TALLY_EXECUTION_WORKER_HOST"]
-        == POD_ADDRESS
-    )
+    """From party 1's namespace, party 0's endpoint answers at party 0's public address;
+    the same port on the private addresses (loopback, the pod address) is party 1's own
+    network, where nothing of party 0's listens."""
+    port = deployment.meta["ports"]["control"][0]
+    inside_1 = networks[1][0]
+    assert _reaches(networks[0][0], "127.0.0.1", port)  # party 0 listens there itself
+    assert _reaches(inside_1, networks[0][1], port)
+    assert not _reaches(inside_1, "127.0.0.1", port)
+    assert not _reaches(inside_1, POD_ADDRESS, port)
 
 
-def test_a_group_by_over_partitions_runs_through_the_gateways(
-    cluster: Cluster, frame: pd.DataFrame
-) -> None:
-    cluster.upload(frame, name="regional", partitions=3)
-    result = (
+def _group_by(cluster: Cluster) -> Job:
+    return (
         cluster.table("regional")
         .group_by("region")
         .agg(total=("amount", "sum"), n=("amount", "count"))
-        .to_pandas()
+        .run()
     )
-    pd.testing.assert_frame_equal(_got(result), _expected(frame))
+
+
+def _statuses(deployment: LocalDeployment, party: int, job_id: str) -> dict[int, dict[str, Any]]:
+    jobs = Path(deployment.dir, f"party-{party}", "execution", "jobs", job_id)
+    return {int(path.stem[1:]): json.loads(path.read_text()) for path in jobs.glob("w*.json")}
+
+
+def test_a_group_by_over_partitions_runs_through_the_gateways(
+    deployment: LocalDeployment, cluster: Cluster, frame: pd.DataFrame
+) -> None:
+    cluster.upload(frame, name="regional", partitions=3)
+    job = _group_by(cluster)
+    job.wait(timeout=180)
+    pd.testing.assert_frame_equal(_got(job.result()), _expected(frame))
+    for party in range(3):  # every worker listened on the private pod address only
+        addresses = [s["address"] for s in _statuses(deployment, party, job.id).values()]
+        assert len(addresses) == 3
+        assert all(a.startswith(f"{POD_ADDRESS}:") for a in addresses)
 
 
 def _worker_pids(deployment: LocalDeployment, party: int, job_id: str) -> dict[int, int]:
-    jobs = Path(deployment.dir, f"party-{party}", "execution", "jobs", job_id)
-    out = {}
-    for path in jobs.glob("w*.json"):
-        status = json.loads(path.read_text())
-        if status.get("phase") == "Running" and status.get("pid"):
-            out[int(path.stem[1:])] = int(status["pid"])
-    return out
+    return {
+        worker: int(status["pid"])
+        for worker, status in _statuses(deployment, party, job_id).items()
+        if status.get("phase") == "Running" and status.get("pid")
+    }
 
 
 def test_a_worker_killed_mid_job_resumes_through_the_endpoint(
@@ -126,12 +153,7 @@ def test_a_worker_killed_mid_job_resumes_through_the_endpoint(
 ) -> None:
     if "regional" not in {d.name for d in cluster.datasets()}:
         cluster.upload(frame, name="regional", partitions=3)
-    job = (
-        cluster.table("regional")
-        .group_by("region")
-        .agg(total=("amount", "sum"), n=("amount", "count"))
-        .run()
-    )
+    job = _group_by(cluster)
     deadline = time.monotonic() + 60
     victims: dict[int, int] = {}
     while time.monotonic() < deadline and not victims:
