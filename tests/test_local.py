@@ -124,3 +124,11 @@ def test_a_service_that_dies_while_starting_is_started_once_more(
         assert all(state.state == "ready" for state in deployment.status())
     finally:
         deployment.purge()
+
+
+def test_separate_networks_refuse_the_dealer_that_no_namespace_reaches(tmp_path: Path) -> None:
+    networks = [("ns-a", "10.231.1.1"), ("ns-b", "10.231.1.2")]
+    with pytest.raises(DeploymentError, match="use hm3 tuples with separate networks"):
+        LocalDeployment(tmp_path / "state", parties=2, tuples="dealer", networks=networks)
+    with pytest.raises(DeploymentError, match="one network per party"):
+        LocalDeployment(tmp_path / "other", parties=3, networks=networks)

@@ -176,6 +176,11 @@ class LocalDeployment:
         if networks is not None:
             if len(networks) != self.meta["parties"]:
                 raise DeploymentError(f"give one network per party ({self.meta['parties']})")
+            if self.meta["tuples"] == DEALER:
+                raise DeploymentError(
+                    "the dealer listens on this machine's loopback, which the parties' "
+                    "namespaces do not reach: use hm3 tuples with separate networks"
+                )
             self.meta["networks"] = [list(pair) for pair in networks]
 
     # ------------------------------------------------------------------ files
