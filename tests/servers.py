@@ -127,8 +127,11 @@ def _run_as_postgres(command: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def local_postgres() -> Iterator[PostgresServer]:
-    """Start a throwaway PostgreSQL cluster (see the module docstring); stop it on exit."""
+def postgres_cluster(root: Path, options: str = "") -> Iterator[int]:
+    """A PostgreSQL cluster in ``root/data`` (its socket in ``root``, which the postgres
+    user must be able to write) on a free loopback port, started with ``options`` after
+    the defaults; yields the port and stops the cluster on exit.  Fails under CI, skips
+    elsewhere, when the server cannot be found or started."""
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if not initdb or not pg_ctl:
         unavailable(
@@ -136,33 +139,38 @@ def local_postgres() -> Iterator[PostgresServer]:
             "them with apt-get, or set TALLY_TEST_POSTGRES_URL"
         )
     assert initdb and pg_ctl
+    data, port, log = root / "data", free_port(), root / "log"
+    flags = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off {options}"
+    try:
+        _run_as_postgres(
+            [initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+        )
+        _run_as_postgres([pg_ctl, "-D", str(data), "-o", flags, "-l", str(log), "-w", "start"])
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
+        detail = log.read_text() if log.exists() else ""
+        detail = detail or (getattr(error, "stderr", b"") or b"").decode(errors="replace")
+        unavailable(f"could not start PostgreSQL: {error} {detail}")
+    try:
+        yield port
+    finally:
+        with contextlib.suppress(Exception):
+            _run_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL cluster (see the module docstring); stop it on exit."""
     root = Path(tempfile.mkdtemp(prefix="tally-pg-"))
     if os.geteuid() == 0:
         import pwd
 
         account = pwd.getpwnam("postgres")
         os.chown(root, account.pw_uid, account.pw_gid)
-    data, port = root / "data", free_port()
+    tuning = "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     try:
-        _run_as_postgres(
-            [initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
-        )
-        options = (
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        _run_as_postgres(
-            [pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        shutil.rmtree(root, ignore_errors=True)
-        unavailable(f"could not start PostgreSQL: {error} {detail.decode(errors='replace')}")
-    try:
-        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        with postgres_cluster(root, tuning) as port:
+            yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres")
     finally:
-        with contextlib.suppress(Exception):
-            _run_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
         shutil.rmtree(root, ignore_errors=True)
 
 

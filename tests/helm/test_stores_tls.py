@@ -35,7 +35,7 @@ from tally.common.https import HttpsListener, check_s3
 from tally.common.settings import ConfigurationError
 from tally.common.tls import issue_certificate, make_ca
 from tests.helm.test_chart import VALUE_SETS, objects, render
-from tests.servers import _as_postgres_user, _postgres_bin, free_port, unavailable
+from tests.servers import postgres_cluster
 
 STORES_TLS = VALUE_SETS["stores-tls"]
 SERVICES = {
@@ -170,10 +170,6 @@ def postgres_as_rendered(docs: list[dict[str, Any]], directory: Path) -> Iterato
     """A PostgreSQL cluster started with the StatefulSet's arguments and pg_hba.conf (the
     pod's paths mapped into ``directory``), with the chart's role and database; yields
     its port."""
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    assert initdb and pg_ctl
     ca, ca_key = make_ca("tally stores test CA")
     server = issue_certificate(ca, ca_key, "p0-tally-postgresql")
     stores, hba = directory / "stores", directory / "hba"
@@ -188,9 +184,7 @@ def postgres_as_rendered(docs: list[dict[str, Any]], directory: Path) -> Iterato
         import pwd
 
         account = pwd.getpwnam("postgres")
-        for path in (directory, directory / "data"):
-            path.mkdir(exist_ok=True)
-            os.chown(path, account.pw_uid, account.pw_gid)
+        os.chown(directory, account.pw_uid, account.pw_gid)
         for path in stores.iterdir():
             os.chown(path, 0, account.pw_gid)
             path.chmod(0o440)
@@ -201,22 +195,8 @@ def postgres_as_rendered(docs: list[dict[str, Any]], directory: Path) -> Iterato
         a.replace("/etc/tally/stores/", f"{stores}/").replace("/etc/tally/postgresql/", f"{hba}/")
         for a in postgres["args"][1:]
     ]
-    port, data = free_port(), directory / "data"
-    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off " + " ".join(
-        shlex.quote(a) for a in arguments
-    )
-
-    def run(command: list[str]) -> None:
-        subprocess.run(_as_postgres_user(command), check=True, capture_output=True, timeout=120)
-
-    try:
-        run([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"])
-        run([pg_ctl, "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start"])
-    except subprocess.CalledProcessError as error:
-        log = directory / "log"
-        detail = log.read_text() if log.exists() else error.stderr.decode(errors="replace")
-        unavailable(f"could not start PostgreSQL with the chart's arguments: {detail}")
-    try:
+    options = " ".join(shlex.quote(a) for a in arguments)
+    with postgres_cluster(directory, options) as port:
         admin = sqlalchemy.create_engine(
             f"postgresql+psycopg://postgres@/postgres?host={directory}&port={port}",
             isolation_level="AUTOCOMMIT",
@@ -226,9 +206,6 @@ def postgres_as_rendered(docs: list[dict[str, Any]], directory: Path) -> Iterato
             connection.exec_driver_sql("CREATE DATABASE tally OWNER tally")
         admin.dispose()
         yield port
-    finally:
-        with contextlib.suppress(Exception):
-            run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
 
 
 def test_the_rendered_dsn_connects_over_verified_tls_only(docs: list[dict[str, Any]]) -> None:
