@@ -102,3 +102,11 @@ def test_a_certificate_for_another_party_is_refused_at_start_up(tmp_path: Path) 
     wrong = ExecutionSettings(party=2, peers=peers, tls_ca=ca, tls_cert=cert, tls_key=key)
     with pytest.raises(ConfigurationError, match="names 'party-1', but this is party 2"):
         load_tls(wrong)
+
+
+def test_the_endpoint_binds_its_container_port_not_the_public_one() -> None:
+    """PEERS names what the others dial (a load balancer's port); CONTROL_PORT is the pod's."""
+    peers = ["lb-0.example.org:443", "lb-1.example.org:443"]
+    behind = ExecutionSettings(party=1, peers=peers, control_port=7100)
+    assert behind.endpoint_port == 7100
+    assert ExecutionSettings(party=1, peers=peers).endpoint_port == 443

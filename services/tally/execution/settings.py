@@ -45,8 +45,8 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
     party: int = Field(default=0, ge=0, description="this party's index")
     peers: list[str] = Field(
         default_factory=list,
-        description="host:port of every party's PartyControl gRPC endpoint, by party index "
-        "(this party's own entry is where it listens)",
+        description="host:port of every party's public endpoint (PartyControl and its "
+        "workers' gateway), by party index, as the other parties dial it",
     )
     control_host: str = Field(
         default="127.0.0.1",
