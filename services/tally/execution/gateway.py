@@ -182,7 +182,8 @@ class Gateway:
             name = self._name(conn)
             target = self._resolve(name) if name is not None else None
             if target is None:
-                log.info("gateway: closed a connection whose name routes nowhere (%r)", name)
+                shown = name if name is None else name[:80]  # the peer chose it: keep it short
+                log.info("gateway: closed a connection whose name routes nowhere (%r)", shown)
                 conn.close()
                 return
             upstream = socket.create_connection(target, timeout=5.0)
