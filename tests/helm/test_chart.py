@@ -358,13 +358,75 @@ def test_zone_pinning_and_spot_settings_reach_services_and_the_operator() -> Non
     }
     execution = objects(docs, "Deployment")["p0-tally-execution"]["spec"]["template"]["spec"]
     exec_env = {e["name"]: e.get("value") for e in execution["containers"][0]["env"]}
-    assert json.loads(exec_env["TALLY_EXECUTION_PEERS"]) == [
-        f"tally-{i}.example.org:7100" for i in range(3)
-    ]
     assert exec_env["TALLY_EXECUTION_TLS_CERT"] == "/etc/tally/tls/tls.crt"
     (consortium,) = objects(docs, "Consortium").values()
     assert consortium["spec"]["localParty"] == "party-0"
     assert len(consortium["spec"]["parties"]) == 3
+
+
+def _mounted_file(pod: dict[str, Any], env_name: str) -> tuple[str, str]:
+    """(ConfigMap name, key) of the file an env variable of the pod's container points at."""
+    container = pod["containers"][0]
+    path = next(e["value"] for e in container["env"] if e["name"] == env_name)
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return volume["configMap"]["name"], path[len(mount["mountPath"]) + 1 :]
+
+
+def test_services_and_workers_take_their_peers_from_the_consortium_document(
+    tmp_path: Path,
+) -> None:
+    """Issue 17 item 6: peers come from the Consortium (the operator's ConfigMap), not env.
+
+    The rendered Consortium is turned into the document exactly as the operator does;
+    the execution service, the tuple-service and a worker read their peers from it.
+    """
+    from tally.common.consortium import peers_from_file
+    from tally_operator.builders.job import consortium_configmap_name
+    from tally_operator.consortium import parse_consortium_spec
+    from tally_operator.resources import CONSORTIUM_FILE
+
+    docs = render(VALUE_SETS["three-parties"])
+    (resource,) = objects(docs, "Consortium").values()
+    document = parse_consortium_spec(resource["spec"]).document()
+    path = tmp_path / CONSORTIUM_FILE
+    path.write_text(json.dumps(document))
+    configmap = consortium_configmap_name(resource["metadata"]["name"])
+    deployments = objects(docs, "Deployment")
+    for name, variable, key, port in [
+        ("p0-tally-execution", "TALLY_EXECUTION_CONSORTIUM_FILE", "partyLink", 7100),
+        ("p0-tally-tuple-service", "TALLY_TUPLES_CONSORTIUM_FILE", "tupleLink", 7200),
+    ]:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert not [n for n in env if n.endswith("_PEERS")], name
+        assert _mounted_file(pod, variable) == (configmap, CONSORTIUM_FILE), name
+        party = int(next(v for n, v in env.items() if n.endswith("_PARTY")) or 0)
+        peers, index = peers_from_file(path, key, party, service=name)
+        assert (peers, index) == ([f"tally-{i}.example.org:{port}" for i in range(3)], 0)
+    workers = objects(docs, "ConfigMap")["p0-tally-worker-env"]["data"]
+    assert "TALLY_EXECUTION_PEERS" not in workers  # the operator mounts the document
+    tuples_env = deployments["p0-tally-tuple-service"]["spec"]["template"]["spec"]
+    generator = next(
+        e["value"]
+        for e in tuples_env["containers"][0]["env"]
+        if e["name"] == "TALLY_TUPLES_GENERATOR"
+    )
+    assert document["tupleGenerator"] == generator
+
+
+def test_without_the_operator_peers_come_from_the_values() -> None:
+    values = copy.deepcopy(VALUE_SETS["three-parties"])
+    values["operator"] = {"enabled": False}
+    execution = objects(render(values), "Deployment")["p0-tally-execution"]
+    env = {
+        e["name"]: e.get("value")
+        for e in execution["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert json.loads(env["TALLY_EXECUTION_PEERS"]) == [
+        f"tally-{i}.example.org:7100" for i in range(3)
+    ]
+    assert "TALLY_EXECUTION_CONSORTIUM_FILE" not in env
 
 
 def test_external_stores_replace_the_in_cluster_ones() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tally.common.consortium import parse_consortium
 from tests.operator.harness import (
     AJ,
     ANALYST_TOKEN,
@@ -343,6 +344,20 @@ def test_consortium_is_rendered_into_the_parties_configmap(tmp_path: Path) -> No
             )
             assert status["phase"] == "Ready" and status["parties"] == 3
             assert status["localIndex"] == 1
+
+            # Issue 17 item 6: an edit of the Consortium reaches what the services read.
+            parties[2]["endpoints"] = {"partyLink": "p2-moved.example:7443"}
+            await cluster.api.patch(CONSORTIA, NAMESPACE, "tally", {"spec": {"parties": parties}})
+
+            def moved() -> list[str] | None:
+                configmap = cluster.api.get(CONFIGMAPS, NAMESPACE, "tally-parties") or {}
+                text = (configmap.get("data") or {}).get("consortium.json", "{}")
+                document = parse_consortium(text)
+                peers = document.peers("partyLink")
+                return peers if peers[2] == "p2-moved.example:7443" else None
+
+            peers = await eventually(moved, what="the edited endpoint in the ConfigMap")
+            assert peers == ["p0.example:7100", "p1.example:7100", "p2-moved.example:7443"]
 
     run_scenario(scenario)
 

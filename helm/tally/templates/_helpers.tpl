@@ -341,3 +341,34 @@ spec:
 {{- end -}}
 {{- toJson $endpoints -}}
 {{- end -}}
+
+{{/*
+Where a service's peers come from: with the operator, the consortium document it
+renders from the Consortium resource (ConfigMap <consortium.name>-parties), so that an
+edit of the Consortium reaches the services; without it, the chart's consortium.parties.
+*/}}
+{{- define "tally.peersEnv" -}}
+{{- if .root.Values.operator.enabled -}}
+- name: {{ .prefix }}CONSORTIUM_FILE
+  value: /etc/tally/consortium/consortium.json
+{{- else -}}
+- name: {{ .prefix }}PEERS
+  value: {{ include "tally.peerEndpoints" (dict "root" .root "key" .key) | quote }}
+{{- end -}}
+{{- end -}}
+
+{{- define "tally.consortiumMount" -}}
+{{- if .Values.operator.enabled -}}
+- name: consortium
+  mountPath: /etc/tally/consortium
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "tally.consortiumVolume" -}}
+{{- if .Values.operator.enabled -}}
+- name: consortium
+  configMap:
+    name: {{ printf "%s-parties" .Values.consortium.name }}
+{{- end -}}
+{{- end -}}

@@ -131,7 +131,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        control = ControlClient(settings.party, settings.peers, tls)
+        control = ControlClient(settings.party, settings.peer_directory(), tls)
         manager = JobManager(settings, inputs, tuples, control)
         server, grpc_port = await start_control_server(
             manager, tls, settings.parties, "127.0.0.1:0"

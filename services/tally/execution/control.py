@@ -11,6 +11,7 @@ certificate names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ import grpc
 
 from tally._generated import partylink_pb2 as pb
 from tally._generated import partylink_pb2_grpc as pb_grpc
+from tally.common.consortium import PeerDirectory
 from tally.execution.tls import PartyTLS, party_name, peer_party
 
 MAX_FRAME = 17 << 20
@@ -119,23 +121,37 @@ async def start_control_server(
 
 @dataclass
 class ControlClient:
-    """Calls to every peer's PartyControl (channels created lazily on the running loop)."""
+    """Calls to every peer's PartyControl (channels created lazily on the running loop).
+
+    ``peers`` is every party's public endpoint by index: a list, or a
+    :class:`~tally.common.consortium.PeerDirectory` that follows the consortium
+    document, in which case a peer whose endpoint changed is dialled at its new address.
+    """
 
     party: int
-    peers: list[str]
+    peers: PeerDirectory | Sequence[str]
     tls: PartyTLS | None
     timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        self._stubs: dict[int, pb_grpc.PartyControlStub] = {}
+        if not isinstance(self.peers, PeerDirectory):
+            self.peers = PeerDirectory(self.peers)
+        self._stubs: dict[int, tuple[str, pb_grpc.PartyControlStub]] = {}
         self._channels: list[grpc.aio.Channel] = []
 
+    def endpoint(self, peer: int) -> str:
+        """The public endpoint of party ``peer`` as the consortium says now."""
+        assert isinstance(self.peers, PeerDirectory)
+        return self.peers.current()[peer]
+
     def _stub(self, peer: int) -> pb_grpc.PartyControlStub:
-        if peer not in self._stubs:
-            channel = secure_channel(self.peers[peer], self.tls, peer)
+        address = self.endpoint(peer)
+        cached = self._stubs.get(peer)
+        if cached is None or cached[0] != address:
+            channel = secure_channel(address, self.tls, peer)
             self._channels.append(channel)
-            self._stubs[peer] = pb_grpc.PartyControlStub(channel)
-        return self._stubs[peer]
+            self._stubs[peer] = (address, pb_grpc.PartyControlStub(channel))
+        return self._stubs[peer][1]
 
     async def propose(self, peer: int, job_id: str, digest: str) -> pb.ProposalReply:
         request = pb.Proposal(job_id=job_id, sender=self.party, spec_hash=digest)

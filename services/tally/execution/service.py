@@ -584,7 +584,7 @@ class JobManager:
         never leaves the party.
         """
         address, phase = self.worker_address(job_id, worker)
-        return (self.settings.peers[self.settings.party] if address else ""), phase
+        return (self.control.endpoint(self.settings.party) if address else ""), phase
 
     def route(self, route: str, worker: int) -> str:
         """The local address of worker ``worker`` of the job whose route id is ``route``."""

@@ -25,11 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.blobstore import BlobStore, make_blob_store
+from tally.common.consortium import PeerDirectory, peers_from_file
 from tally.common.https import HttpsListener, check_service_url
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
@@ -47,6 +48,13 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         default_factory=list,
         description="host:port of every party's public endpoint (PartyControl and its "
         "workers' gateway), by party index, as the other parties dial it",
+    )
+    consortium_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TALLY_EXECUTION_CONSORTIUM_FILE", "TALLY_CONSORTIUM_FILE"),
+        description="the consortium document the operator renders from the Consortium "
+        "resource (tally.common.consortium): peers come from its partyLink endpoints and "
+        "follow its edits; set it or PEERS, not both",
     )
     control_host: str = Field(
         default="127.0.0.1",
@@ -216,6 +224,16 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
 
     @model_validator(mode="after")
     def _check(self) -> ExecutionSettings:
+        if self.consortium_file is not None:
+            if self.peers:
+                raise ConfigurationError(
+                    "set PEERS or CONSORTIUM_FILE, not both: the consortium document is where "
+                    "peers come from when it is given"
+                )
+            given = self.party if "party" in self.model_fields_set else None
+            self.peers, self.party = peers_from_file(
+                self.consortium_file, "partyLink", given, service="execution service"
+            )
         if self.peers and not 0 <= self.party < len(self.peers):
             raise ConfigurationError(
                 f"party {self.party} has no entry in PEERS ({len(self.peers)} parties)"
@@ -278,6 +296,12 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         if self.control_port is not None:
             return self.control_port
         return int(self.peers[self.party].rsplit(":", 1)[1])
+
+    def peer_directory(self) -> PeerDirectory:
+        """Every party's public endpoint, following the consortium document's edits."""
+        return PeerDirectory(
+            self.peers, path=self.consortium_file, key="partyLink", party=self.party
+        )
 
     @property
     def parties(self) -> int:

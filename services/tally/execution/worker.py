@@ -174,7 +174,7 @@ class Worker:
 
     def _endpoint(self) -> PartyLinkEndpoint:
         tls = load_tls(self.settings)
-        control = ControlClient(self.settings.party, self.settings.peers, tls)
+        control = ControlClient(self.settings.party, self.settings.peer_directory(), tls)
         job_id, index = self.files.job_id, self.index
 
         async def locate(peer: int) -> str | None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import threading
 
 import uvicorn
 
 from tally.common.blobstore import make_blob_store
+from tally.common.consortium import PeerDirectory
 from tally.common.db import make_engine
 from tally.common.settings import ConfigurationError
 from tally.common.tls import PeerTLS, party_name
@@ -66,6 +69,35 @@ def build(settings: TuplesSettings) -> TupleNode:
     return node
 
 
+def watch_consortium(settings: TuplesSettings, interval_s: float = 5.0) -> threading.Event:
+    """Restart the service (SIGTERM to itself) once the consortium document's peers change.
+
+    TupleLink connections are made at start-up, so an edit of the Consortium is applied
+    by a restart: Kubernetes starts the container again and it reads the new document.
+    Generation runs are resumable and reservations durable, so nothing is served twice.
+    An invalid edit is logged and ignored.  Returns the event that stops the watch.
+    """
+    stop = threading.Event()
+    if settings.consortium_file is None:
+        return stop
+    directory = PeerDirectory(
+        settings.peers, path=settings.consortium_file, key="tupleLink", party=settings.party
+    )
+
+    def watch() -> None:
+        while not stop.wait(interval_s):
+            if directory.current() != settings.peers or directory.pending_restart:
+                log.warning(
+                    "the consortium document changed this party's TupleLink peers: "
+                    "restarting to apply it"
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="tuples-consortium", daemon=True).start()
+    return stop
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tally.tuples")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
@@ -77,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings.database_url)
         return
     node = build(settings)
+    watch_consortium(settings)
     try:
         uvicorn.run(
             create_app(node),

@@ -24,12 +24,13 @@ to start, as it refuses placeholder tokens.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
+from tally.common.consortium import load_consortium, peers_from_file
 from tally.common.https import HttpsListener
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ConfigurationError, Environment, check_secret
@@ -73,6 +74,13 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     party: int = Field(default=0, ge=0, description="this party's index; 0 leads reservations")
     peers: list[str] = Field(
         default_factory=list, description="TupleLink host:port of every party, in party order"
+    )
+    consortium_file: Path | None = Field(
+        default=None,
+        description="the consortium document the operator renders from the Consortium "
+        "resource (tally.common.consortium): peers come from its tupleLink endpoints (and "
+        "the generator from its tupleGenerator); set it or PEERS, not both.  The service "
+        "restarts itself to apply an edit of the peers",
     )
     grpc_listen: str = Field(default="", description="host:port to serve TupleLink on")
     http_host: str = Field(default="127.0.0.1", description="REST API bind address")
@@ -120,6 +128,30 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     )
     prf: Literal["aes", "shake"] = Field(default="aes", description="PRF of the hm3 generator")
 
+    def _read_consortium(self, path: Path) -> None:
+        if self.peers:
+            raise ConfigurationError(
+                "set PEERS or CONSORTIUM_FILE, not both: the consortium document is where "
+                "peers come from when it is given"
+            )
+        given = self.party if "party" in self.model_fields_set else None
+        self.peers, self.party = peers_from_file(path, "tupleLink", given, service="tuple-service")
+        generator = load_consortium(path).tuple_generator
+        if generator is None or generator == self.generator:
+            return
+        if "generator" in self.model_fields_set:
+            raise ConfigurationError(
+                f"the tuple-service is configured with generator {self.generator!r}, but the "
+                f"consortium document says {generator!r}"
+            )
+        known = get_args(TuplesSettings.model_fields["generator"].annotation)
+        if generator not in known:
+            raise ConfigurationError(
+                f"the consortium's tuple generator {generator!r} is not one this "
+                f"tuple-service runs ({', '.join(known)})"
+            )
+        self.generator = cast(Literal["hm3", "dealer"], generator)
+
     @property
     def is_leader(self) -> bool:
         return self.party == 0
@@ -138,6 +170,8 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
 
     @model_validator(mode="after")
     def _check(self) -> TuplesSettings:
+        if self.consortium_file is not None:
+            self._read_consortium(self.consortium_file)
         if self.peers and self.party >= len(self.peers):
             raise ConfigurationError(
                 f"party {self.party} is not in PEERS ({len(self.peers)} parties listed)"
