@@ -13,6 +13,20 @@ A token may carry ``scopes``: a service that checks scopes (the tuple-service: o
 a route the token's scopes do not cover; no scopes means every scope (backwards
 compatible static tokens).
 
+Roles say who may do what, on every service (:data:`ROLES`; :func:`require_role`):
+
+- ``provider``: creates datasets (then uploads, commits, grants and sets the policy of
+  the ones it owns), reserves input masks and sends masked inputs;
+- ``analyst``: submits jobs (then follows, cancels and fetches the results of its own);
+- ``party-admin``: asks the tuple-service to generate tuples;
+- ``service``: the party's own services, on intra-party routes.
+
+Ownership checks come on top: a provider only manages datasets it owns, an analyst only
+sees its own jobs and the results it is a recipient of.  A JWT has the roles its
+``roles`` claim lists (none: it may do none of the above); a static token has the
+``roles`` it is configured with, or every role when it lists none (backwards
+compatible).
+
 Besides the settings, static tokens may come from ``tokens_file`` (a JSON list of
 token specs), re-read whenever the file changes: rotation without a restart.  JWTs
 from an identity provider are verified by a :class:`BearerVerifier`
@@ -31,7 +45,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +58,8 @@ from tally.common.settings import ConfigurationError, Environment, check_secret
 
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+ROLES = frozenset({"provider", "analyst", "party-admin", "service"})
+"""Every role a principal may hold (the table in this module's docstring)."""
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 log = logging.getLogger(__name__)
@@ -65,6 +81,18 @@ class TokenSpec(BaseModel):
     scopes: list[str] | None = Field(
         default=None, description="what the token may do (None: every scope)"
     )
+    roles: list[str] | None = Field(
+        default=None,
+        description="provider, analyst, party-admin, service (None: every role)",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; known: {sorted(ROLES)}")
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -101,13 +129,27 @@ class Principal:
 
     identity: str
     service: bool = False
-    roles: frozenset[str] = field(default_factory=frozenset)
+    roles: frozenset[str] | None = None
+    """None: every role (a static token without roles)."""
     scopes: frozenset[str] | None = None
     """None: every scope (a static token without scopes)."""
 
     def allows(self, scope: str) -> bool:
         """Whether the principal's scopes cover ``scope``."""
         return self.scopes is None or scope in self.scopes
+
+    def has_role(self, role: str) -> bool:
+        """Whether the principal holds ``role`` (one of :data:`ROLES`)."""
+        return self.roles is None or role in self.roles
+
+
+def require_role(principal: Principal, role: str, action: str) -> None:
+    """A 403 naming the role ``action`` needs, unless ``principal`` holds it."""
+    if principal.has_role(role):
+        return
+    held = ", ".join(sorted(principal.roles or ())) or "none"
+    detail = f"{action} needs the {role!r} role (this token's roles: {held})"
+    raise ApiError(403, "forbidden", detail)
 
 
 class BearerVerifier(Protocol):
@@ -131,10 +173,11 @@ def _entries(specs: Iterable[TokenSpec], env: Environment) -> tuple[_Entry, ...]
         if spec.token is not None:
             check_secret(f"token of {spec.identity!r}", spec.token.get_secret_value(), env)
         scopes = frozenset(spec.scopes) if spec.scopes is not None else None
+        roles = frozenset(spec.roles) if spec.roles is not None else None
         entries.append(
             _Entry(
                 digest=bytes.fromhex(spec.digest()),
-                principal=Principal(spec.identity, spec.service, scopes=scopes),
+                principal=Principal(spec.identity, spec.service, roles=roles, scopes=scopes),
                 expires_at=spec.expires_at,
             )
         )

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from tally.common.auth import (
     IDENTITY_PATTERN,
+    ROLES,
     Principal,
     TokenAuthenticator,
     TokenSpec,
@@ -42,7 +43,6 @@ from tally.common.settings import ConfigurationError, Environment
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"]
-ROLES = frozenset({"provider", "analyst", "party-admin", "service"})
 _IDENTITY = re.compile(IDENTITY_PATTERN)
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from tally.common.audit import audit
 from tally.common.audit import configure as configure_audit
-from tally.common.auth import Principal, TokenAuthenticator
+from tally.common.auth import Principal, TokenAuthenticator, require_role
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.oidc import make_authenticator
@@ -187,6 +187,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
                 "forbidden",
                 "a service credential cannot submit jobs: submit with the analyst's own token",
             )
+        require_role(who, "analyst", "submitting a job")
         try:
             stages = await asyncio.to_thread(manager().validate, spec, who.identity)
             record, created = manager().submit(spec, who.identity, stages)

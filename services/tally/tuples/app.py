@@ -21,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
 
 from tally.common.audit import configure as configure_audit
-from tally.common.auth import TokenAuthenticator
+from tally.common.auth import TokenAuthenticator, require_role
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
@@ -106,6 +106,9 @@ async def require_token(
         raise ApiError(
             403, "forbidden", f"this token's scopes do not cover {needed!r} ({request.url.path})"
         )
+    generating = request.method == "POST" and request.url.path.endswith("/generate")
+    if generating and not principal.service:
+        require_role(principal, "party-admin", "asking for tuples to be generated")
 
 
 def scope_of(method: str, path: str) -> str:

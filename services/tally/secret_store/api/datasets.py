@@ -18,6 +18,7 @@ from tally.secret_store.api.deps import (
     ColumnName,
     CurrentPrincipal,
     DatasetId,
+    ProviderPrincipal,
     StoreDep,
 )
 from tally.secret_store.schemas import (
@@ -39,7 +40,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_res
 
 @router.post("", status_code=201, responses=error_responses(409, 422))
 def create_dataset(
-    body: DatasetCreate, store: StoreDep, principal: CurrentPrincipal, response: Response
+    body: DatasetCreate, store: StoreDep, principal: ProviderPrincipal, response: Response
 ) -> DatasetPublic:
     """Create a pending dataset; upload its columns, then commit it."""
     dataset, created = datasets.create_dataset(store, principal, body)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tally.common.auth import Principal
+from tally.common.auth import Principal, require_role
 from tally.common.errors import ApiError
 from tally.secret_store.context import StoreContext
 
@@ -48,6 +48,15 @@ async def service_principal(principal: CurrentPrincipal) -> Principal:
 
 
 ServicePrincipal = Annotated[Principal, Depends(service_principal)]
+
+
+async def provider_principal(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold the ``provider`` role (it brings data in)."""
+    require_role(principal, "provider", "bringing data in (datasets, input masks)")
+    return principal
+
+
+ProviderPrincipal = Annotated[Principal, Depends(provider_principal)]
 
 DatasetId = Annotated[uuid.UUID, Path(description="dataset id")]
 ColumnName = Annotated[str, Path(max_length=64, description="column name")]

@@ -16,6 +16,7 @@ from tally.secret_store.api.deps import (
     ColumnName,
     CurrentPrincipal,
     DatasetId,
+    ProviderPrincipal,
     StoreDep,
 )
 from tally.secret_store.schemas import (
@@ -33,7 +34,7 @@ ReservationId = Annotated[uuid.UUID, Path(description="mask reservation id")]
 
 @router.post("/v1/input-masks", status_code=201, responses=error_responses(422))
 def reserve_masks(
-    body: InputMaskCreate, store: StoreDep, principal: CurrentPrincipal
+    body: InputMaskCreate, store: StoreDep, principal: ProviderPrincipal
 ) -> InputMaskPublic:
     """Reserve input masks; this party draws its shares r_i from the OS CSPRNG."""
     return masks.reserve_masks(store, principal, body.count)
@@ -62,7 +63,7 @@ def get_mask_shares(
 
 @router.post("/v1/masked-inputs", status_code=201, responses=error_responses(409, 422))
 def create_masked_input(
-    body: MaskedInputCreate, store: StoreDep, principal: CurrentPrincipal, response: Response
+    body: MaskedInputCreate, store: StoreDep, principal: ProviderPrincipal, response: Response
 ) -> DatasetPublic:
     """Create a pending dataset for y = x − r, consuming the mask reservation once."""
     dataset, created = datasets.create_dataset(store, principal, body)
