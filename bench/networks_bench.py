@@ -4,7 +4,7 @@
 
 Two embedded deployments (3 parties, hm3 tuples, every service a process), started
 side by side: one with every party on loopback, one with each party in its own
-network namespace (``tests/execution/netns.py``: the same private addresses in each,
+network namespace (:mod:`tally.netns`: the same private addresses in each,
 only public addresses routed, every worker connection through the accepting party's
 gateway).  The same job (upload, group-by sum and count over P partitions per party)
 runs on each, alternately, K times.  Each JSON line carries the job's online seconds
@@ -26,11 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.execution import netns  # noqa: E402
-
-from tally.local_deployment import LocalDeployment  # noqa: E402
+from tally import netns
+from tally.local_deployment import LocalDeployment
 
 
 def online_seconds(deployment: LocalDeployment, job_id: str) -> float:

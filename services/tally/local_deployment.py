@@ -144,7 +144,7 @@ class LocalDeployment:
         party's processes in its own namespace (``ip netns exec``), reachable by the
         others and by clients only at its public address, with its workers on
         :data:`POD_ADDRESS` inside (the same in every namespace, as overlapping pod
-        networks are).  The namespaces must exist; see ``tests/execution/netns.py``."""
+        networks are).  The namespaces must exist; see :mod:`tally.netns`."""
         self.dir = (Path(directory) if directory is not None else default_state_dir()).resolve()
         self._log = log or (lambda text: print(text, file=sys.stderr))
         self._children: dict[int, subprocess.Popen[bytes]] = {}

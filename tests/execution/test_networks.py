@@ -1,6 +1,6 @@
 """Parties in separate networks reach each other only through one public endpoint each.
 
-Three parties, each in its own network namespace (:mod:`tests.execution.netns`): the
+Three parties, each in its own network namespace (:mod:`tally.netns`): the
 same private addresses inside each (loopback, and the workers' pod address), only
 the public addresses routed between them.  A group-by over 3 partitions per party
 runs end to end through the parties' gateways and matches pandas; a worker killed
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tally import netns
 from tally.client.cluster import Cluster
 from tally.client.jobs import Job
 from tally.local_deployment import POD_ADDRESS, LocalDeployment
-from tests.execution import netns
 
 REASON = netns.available()
 if REASON is not None:
