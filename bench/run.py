@@ -1,7 +1,8 @@
 """Benchmarks: each party in its own OS process over loopback TCP, one JSON line per run.
 
-    python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer]
+    python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer|hm3]
                              [--partitions P] [--key-bits L] [--padding domain] [--dp --clip]
+                             [--net lan|wan|slow]
     CASE: mul ltz eq shuffle sort groupby bound (contribution bounding to 5 rows a unit)
     python bench/run.py gen-triples --tuples hm3   (offline phase; see tuples_bench.py)
     python bench/run.py job-groupby [--rows N] [--groups G]   (services; see job_bench.py)
@@ -13,16 +14,39 @@ The case runs twice: a first run records the tuple plan (and warms up), then
 every party's dealer generates exactly that plan (``offline_seconds``,
 ``tuple_bytes``) and the second run is timed (``online_seconds``).  The
 baseline is the same computation in plain numpy/pandas, timed in this run.
+``tuple_bill`` gives the plan by kind: ``count`` and ``bytes`` per party.
+
+``--tuples hm3`` (three parties) is the honest-majority deployment: after the
+warm-up the three party processes generate the plan themselves with the
+tuple-service's hm3 code, over the sockets of the online phase
+(``hm3_offline.py``); ``offline_seconds`` is that generation, measured, and each
+kind of ``tuple_bill`` adds the bytes a party ``sent`` and the ``rounds`` and
+``seconds`` it took (``keys``: the pairwise key agreement); ``total_seconds`` is
+offline + online.
+
+``--net lan|wan|slow`` runs each party in its own network namespace, its uplink
+shaped by netem (``tally.netns``: lan 10 Gbit/s 0.2 ms RTT, wan 1 Gbit/s 20 ms,
+slow 100 Mbit/s 50 ms).  ``floor_seconds`` is the physical floor of the online
+phase: the bytes the busiest party sent (every party's uplink carries all it
+sends, so that is the bottleneck link; payload only, no TCP/IP headers) over
+the bandwidth, plus rounds x RTT / 2 (a round is one message each way at once,
+so it waits one one-way delay); ``ratio_to_floor`` is online over floor
+(``offline_floor_seconds`` and ``offline_ratio_to_floor`` the same for hm3
+generation).  Needs root and iproute2 (``ip``, ``tc``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -30,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 
 from cases import CASES, Case  # noqa: E402
+from tally import netns  # noqa: E402
 from tally.mpc.party import Party  # noqa: E402
 from tally.mpc.processes import free_ports  # noqa: E402
 from tally.mpc.transport import SocketTransport  # noqa: E402
@@ -44,6 +69,9 @@ class PartyReport:
     tuple_bytes: int
     bytes_sent: int
     rounds: int
+    bill: dict[str, dict[str, Any]] = field(default_factory=dict)
+    offline_sent: int = 0
+    offline_rounds: int = 0
 
 
 PREFETCH_LIMIT = 2 << 30
@@ -68,6 +96,17 @@ def plan_bytes(plan: list[tuple[str, tuple[Any, ...]]], parties: int) -> int:
     return total
 
 
+def dealer_bill(plan: list[tuple[str, tuple[Any, ...]]], parties: int) -> dict[str, Any]:
+    """A plan by kind (the tuple-service's names): tuples, and bytes of one party's shares."""
+    bill: dict[str, dict[str, int]] = {}
+    for kind, params in plan:
+        name = f"edabits:{params[1]}" if kind == "edabits" else kind
+        entry = bill.setdefault(name, {"count": 0, "bytes": 0})
+        entry["count"] += 1 if kind == "shuffle" else int(params[0])
+        entry["bytes"] += plan_bytes([(kind, params)], parties)
+    return bill
+
+
 def party_main(
     index: int,
     addresses: list[tuple[str, int]],
@@ -75,22 +114,39 @@ def party_main(
     inputs: list[Any],
     seed: int,
     pipe: Any,
+    tuples: str = "dealer",
+    namespace: str | None = None,
 ) -> None:
     try:
+        if namespace is not None:
+            netns.enter(namespace)
         transport = SocketTransport(index, addresses)
         record = Dealer(len(addresses), seed=seed, only_party=index)
         party = Party(index, transport, record.source(index))
         case.run(party, inputs[index])  # warm-up, records the tuple plan
-        dealer = Dealer(len(addresses), seed=seed + 1, only_party=index)
         tuple_bytes = plan_bytes(record.requests, len(addresses))
-        # Pre-generate the whole plan when it fits in memory; otherwise generate
-        # lazily and subtract this party's generation time from its wall time.
-        lazy = tuple_bytes > PREFETCH_LIMIT
-        started = time.perf_counter()
-        if not lazy:
-            dealer.prefetch(record.requests)
-        offline = time.perf_counter() - started
-        source = dealer.source(index)
+        bill, offline_sent, offline_rounds = dealer_bill(record.requests, len(addresses)), 0, 0
+        lazy = False
+        if tuples == "hm3":
+            import hm3_offline
+
+            transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
+            made = hm3_offline.generate(transport, record.requests, f"bench-{seed}")
+            source: Any = made.source
+            offline = made.seconds
+            bill = {name: entry.line() for name, entry in made.bill.items()}
+            tuple_bytes = sum(entry.bytes for entry in made.bill.values())
+            offline_sent, offline_rounds = made.sent, made.rounds
+        else:
+            dealer = Dealer(len(addresses), seed=seed + 1, only_party=index)
+            # Pre-generate the whole plan when it fits in memory; otherwise generate
+            # lazily and subtract this party's generation time from its wall time.
+            lazy = tuple_bytes > PREFETCH_LIMIT
+            started = time.perf_counter()
+            if not lazy:
+                dealer.prefetch(record.requests)
+            offline = time.perf_counter() - started
+            source = dealer.source(index)
         party = Party(index, transport, source)
         transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
         sent, rounds = transport.bytes_sent, transport.rounds
@@ -108,6 +164,9 @@ def party_main(
                 tuple_bytes,
                 transport.bytes_sent - sent,
                 transport.rounds - rounds,
+                bill,
+                offline_sent,
+                offline_rounds,
             )
         )
         transport.close()
@@ -124,6 +183,8 @@ def run_case(
     partitions: int,
     key_bits: int,
     seed: int,
+    tuples: str = "dealer",
+    net: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     case = CASES[name](
@@ -136,24 +197,9 @@ def run_case(
     baseline = time.perf_counter() - started
 
     shared_parts = case.share_partitions(plain, parties, rng)
-    context = mp.get_context("fork")
-    pipes, processes = [], []
-    for part_inputs in shared_parts:
-        addresses = [("127.0.0.1", port) for port in free_ports(parties)]
-        for index in range(parties):
-            parent, child = context.Pipe(duplex=False)
-            process = context.Process(
-                target=party_main, args=(index, addresses, case, part_inputs, seed, child)
-            )
-            process.start()
-            pipes.append(parent)
-            processes.append(process)
-    all_reports = [pipe.recv() for pipe in pipes]
-    for process in processes:
-        process.join()
-    for report in all_reports:
-        if isinstance(report, BaseException):
-            raise report
+    shape = netns.SHAPES[net] if net is not None else None
+    with _networks(parties, shape) as networks:
+        all_reports = _run_parties(case, shared_parts, parties, seed, tuples, networks)
     by_part = [all_reports[k * parties : (k + 1) * parties] for k in range(len(shared_parts))]
     outputs = [[r.output for r in part] for part in by_part]
     correct = case.check_partitions(outputs, expected, plain)
@@ -165,28 +211,153 @@ def run_case(
             sum(part[i].tuple_bytes for part in by_part),
             sum(part[i].bytes_sent for part in by_part),
             max(part[i].rounds for part in by_part),
+            _merge_bills([part[i].bill for part in by_part]),
+            sum(part[i].offline_sent for part in by_part),
+            max(part[i].offline_rounds for part in by_part),
         )
         for i in range(parties)
     ]
-    return {
+    online = max(r.online_seconds for r in reports)
+    offline = max(r.offline_seconds for r in reports)
+    line = {
         "case": name,
         "parties": parties,
         "rows": rows,
         "groups": groups,
         "partitions": partitions,
         **options,
-        "tuples": "dealer",
-        "online_seconds": round(max(r.online_seconds for r in reports), 4),
-        "offline_seconds": round(max(r.offline_seconds for r in reports), 4),
+        "tuples": tuples,
+        "online_seconds": round(online, 4),
+        "offline_seconds": round(offline, 4),
+        **({"total_seconds": round(online + offline, 4)} if tuples == "hm3" else {}),
         "tuple_bytes_per_party": max(r.tuple_bytes for r in reports),
+        "tuple_bill": _bill_line([r.bill for r in reports]),
         "baseline_seconds": round(baseline, 6),
-        "ratio_to_baseline": round(max(r.online_seconds for r in reports) / max(baseline, 1e-9), 1),
+        "ratio_to_baseline": round(online / max(baseline, 1e-9), 1),
         "bytes_per_party": max(r.bytes_sent for r in reports),
         "bytes_per_row_per_party": round(max(r.bytes_sent for r in reports) / max(rows, 1), 2),
         "rounds": max(r.rounds for r in reports),
-        "rows_per_second": round(rows / max(max(r.online_seconds for r in reports), 1e-9)),
-        "correct": bool(correct),
+        "rows_per_second": round(rows / max(online, 1e-9)),
     }
+    if tuples == "hm3":
+        line["offline_bytes_per_party"] = max(r.offline_sent for r in reports)
+        line["offline_rounds"] = max(r.offline_rounds for r in reports)
+    if shape is not None:
+        line.update(_floors(shape, reports, online, offline, tuples == "hm3"))
+    line["correct"] = bool(correct)
+    return line
+
+
+@contextlib.contextmanager
+def _networks(parties: int, shape: netns.Shape | None) -> Iterator[list[tuple[str, str]] | None]:
+    """One shaped namespace per party (removed on exit, also on Ctrl-C), or None: loopback."""
+    if shape is None:
+        yield None
+        return
+    with netns.shaped_networks(parties, shape) as networks:
+        yield networks
+
+
+def _run_parties(
+    case: Case,
+    shared_parts: list[Any],
+    parties: int,
+    seed: int,
+    tuples: str,
+    networks: list[tuple[str, str]] | None,
+) -> list[PartyReport]:
+    """Every partition's parties as processes; their reports, partition-major.
+
+    A party that fails stops the run: the others are killed rather than left
+    waiting for it, and its error is raised here.
+    """
+    context = mp.get_context("fork")
+    pipes, processes = [], []
+    try:
+        for partition, part_inputs in enumerate(shared_parts):
+            if networks is None:
+                addresses = [("127.0.0.1", port) for port in free_ports(parties)]
+            else:  # a fresh namespace per party: any port is free there
+                addresses = [(public, 20000 + partition) for _, public in networks]
+            for index in range(parties):
+                namespace = networks[index][0] if networks is not None else None
+                parent, child = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=party_main,
+                    args=(index, addresses, case, part_inputs, seed, child, tuples, namespace),
+                    daemon=True,
+                )
+                process.start()
+                child.close()
+                pipes.append(parent)
+                processes.append(process)
+        reports: dict[int, PartyReport] = {}
+        while len(reports) < len(pipes):
+            for ready in wait([p for k, p in enumerate(pipes) if k not in reports]):
+                number = pipes.index(ready)  # type: ignore[arg-type]
+                try:
+                    report = ready.recv()  # type: ignore[union-attr]
+                except EOFError:
+                    code = processes[number].exitcode
+                    report = RuntimeError(f"party process {number} died (exit code {code})")
+                if isinstance(report, BaseException):
+                    raise report
+                reports[number] = report
+        return [reports[k] for k in range(len(pipes))]
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+
+
+def _merge_bills(bills: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One party's bill over its partitions: amounts add up, rounds and seconds overlap."""
+    merged: dict[str, dict[str, Any]] = {}
+    for bill in bills:
+        for kind, entry in bill.items():
+            into = merged.setdefault(kind, {})
+            for key, value in entry.items():
+                combine = max if key in ("rounds", "seconds") else (lambda a, b: a + b)
+                into[key] = combine(into[key], value) if key in into else value
+    return merged
+
+
+def _bill_line(bills: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The parties' bills as one: the busiest party's figure of each (kind, field)."""
+    line: dict[str, dict[str, Any]] = {}
+    for bill in bills:
+        for kind, entry in bill.items():
+            into = line.setdefault(kind, {})
+            for key, value in entry.items():
+                into[key] = max(into.get(key, value), value)
+    for entry in line.values():
+        if "seconds" in entry:
+            entry["seconds"] = round(entry["seconds"], 4)
+    return dict(sorted(line.items()))
+
+
+def _floors(
+    shape: netns.Shape, reports: list[PartyReport], online: float, offline: float, hm3: bool
+) -> dict[str, Any]:
+    """The physical floors (module docstring) and the measured times' ratios to them."""
+    rate = shape.rate_bits / 8  # bytes per second on each party's uplink
+    one_way = shape.rtt_seconds / 2
+    floor = max(r.bytes_sent for r in reports) / rate + max(r.rounds for r in reports) * one_way
+    out: dict[str, Any] = {
+        "net": shape.name,
+        "rate_mbit": round(shape.rate_bits / 1e6),
+        "rtt_ms": round(shape.rtt_seconds * 1e3, 3),
+        "floor_seconds": round(floor, 4),
+        "ratio_to_floor": round(online / max(floor, 1e-9), 2),
+    }
+    if hm3:
+        offline_floor = max(r.offline_sent for r in reports) / rate + (
+            max(r.offline_rounds for r in reports) * one_way
+        )
+        out["offline_floor_seconds"] = round(offline_floor, 4)
+        out["offline_ratio_to_floor"] = round(offline / max(offline_floor, 1e-9), 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--key-bits", type=int, default=0, help="0: just enough for --groups")
-    parser.add_argument("--tuples", choices=["dealer"], default="dealer")
+    parser.add_argument(
+        "--tuples",
+        choices=["dealer", "hm3"],
+        default="dealer",
+        help="hm3: three parties generate the tuple plan in the run (offline_seconds)",
+    )
+    parser.add_argument(
+        "--net",
+        choices=sorted(netns.SHAPES),
+        help="each party in its own network namespace, shaped (needs root and iproute2)",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
         "--padding", choices=["max_groups", "domain"], default="max_groups", help="group-by only"
@@ -226,19 +407,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dp and not args.clip:
         parser.error("--dp needs --clip: a summed column's sensitivity comes from its bounds")
+    if args.tuples == "hm3" and args.parties != 3:
+        parser.error("--tuples hm3 is the three-party honest-majority generator: --parties 3")
+    if args.net is not None:
+        reason = netns.available(shaping=True)
+        if reason is not None:
+            parser.error(f"--net {args.net} runs the parties in network namespaces: {reason}")
+        # A SIGTERM unwinds like Ctrl-C, so the namespaces are removed.
+        signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
     options: dict[str, Any] = {}
     if args.case == "groupby":
         options = {"padding": "domain" if args.dp else args.padding, "dp": args.dp}
-    result = run_case(
-        args.case,
-        args.parties,
-        args.rows,
-        args.groups,
-        args.partitions,
-        args.key_bits,
-        args.seed,
-        **options,
-    )
+    try:
+        result = run_case(
+            args.case,
+            args.parties,
+            args.rows,
+            args.groups,
+            args.partitions,
+            args.key_bits,
+            args.seed,
+            args.tuples,
+            args.net,
+            **options,
+        )
+    except netns.NetworkError as error:
+        sys.exit(f"bench/run.py: --net {args.net}: {error}")
+    except KeyboardInterrupt:
+        sys.exit("bench/run.py: interrupted" + (" (namespaces removed)" if args.net else ""))
     print(json.dumps(result), flush=True)
     return 0 if result["correct"] else 1
 
