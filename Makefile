@@ -105,11 +105,12 @@ postgres-server:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql; \
 	fi
 
-# The separate-networks test (tests/execution/test_networks.py) makes network
-# namespaces with the ip command; iproute2 is installed where it is missing.
+# The separate-networks tests (tests/execution/test_networks.py, and the shaped links
+# of tests/bench/test_run.py) make network namespaces with ip and tc; iproute2 is
+# installed where either is missing.
 netns-tools:
-	@if ! command -v ip >/dev/null 2>&1; then \
-	  echo "installing iproute2 for the separate-networks test (apt-get)"; \
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then \
+	  echo "installing iproute2 for the separate-networks tests (apt-get)"; \
 	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq iproute2; \
 	fi
