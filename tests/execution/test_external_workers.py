@@ -36,7 +36,8 @@ from tally.execution.worker import FAILED_EXIT
 from tally.mpc.table import share_table
 from tally_operator.builders.job import Owner, WorkerTemplate, build_worker_job
 from tally_operator.builders.scheduling import Placement
-from tally_operator.resources import COMPLETION_INDEX_ANNOTATION
+from tally_operator.consortium import Consortium, parse_consortium_spec
+from tally_operator.resources import COMPLETION_INDEX_ANNOTATION, CONSORTIUM_FILE
 from tally_operator.settings import (
     DEFAULT_SPOT_NODE_LABELS,
     DEFAULT_SPOT_TOLERATIONS,
@@ -133,7 +134,21 @@ class Kubelet:
                 env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
         env["JOB_COMPLETION_INDEX"] = str(index)  # Kubernetes sets it in Indexed Jobs
         env["TMPDIR"] = str(self.dirs[pod])  # the pod's emptyDir at /tmp
+        # the consortium volume: the document the operator renders, and no PEERS (the chart's
+        # worker-env ConfigMap no longer sets them)
+        del env["TALLY_EXECUTION_PEERS"]
+        document = self.dirs[pod] / CONSORTIUM_FILE
+        document.write_text(json.dumps(self._consortium(party).document()))
+        assert env["TALLY_CONSORTIUM_FILE"].endswith("/" + CONSORTIUM_FILE)
+        env["TALLY_CONSORTIUM_FILE"] = str(document)
         return env
+
+    def _consortium(self, party: int) -> Consortium:
+        parties = [
+            {"id": f"party-{i}", "index": i, "endpoints": {"partyLink": address}}
+            for i, address in enumerate(self.cluster.control)
+        ]
+        return parse_consortium_spec({"localParty": f"party-{party}", "parties": parties})
 
     def start(self, party: int, index: int = 0) -> str:
         job = self.jobs[party]
