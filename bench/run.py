@@ -76,6 +76,12 @@ class PartyReport:
 
 PREFETCH_LIMIT = 2 << 30
 """Per-party tuple bytes above which the timed run generates tuples lazily."""
+HM3_MEMORY_SHARE = 0.8
+"""Of the memory available at the start, what every hm3 party's whole plan may take."""
+
+
+class BenchError(RuntimeError):
+    """The run cannot be made as asked; the message says why (no traceback)."""
 
 
 def plan_bytes(plan: list[tuple[str, tuple[Any, ...]]], parties: int) -> int:
@@ -116,6 +122,7 @@ def party_main(
     pipe: Any,
     tuples: str = "dealer",
     namespace: str | None = None,
+    memory_budget: float = float("inf"),
 ) -> None:
     try:
         if namespace is not None:
@@ -130,6 +137,13 @@ def party_main(
         if tuples == "hm3":
             import hm3_offline
 
+            if tuple_bytes > memory_budget:
+                raise BenchError(
+                    f"--tuples hm3 keeps each party's whole tuple plan in memory: "
+                    f"{tuple_bytes / 2**30:.1f} GiB per party process, more than its share "
+                    f"of this machine's available memory ({memory_budget / 2**30:.1f} GiB); "
+                    "use fewer --rows"
+                )
             transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
             made = hm3_offline.generate(transport, record.requests, f"bench-{seed}")
             source: Any = made.source
@@ -172,7 +186,8 @@ def party_main(
         transport.close()
     except BaseException as error:
         pipe.send(error)
-        raise
+        if not isinstance(error, BenchError):  # a BenchError is told without a traceback
+            raise
 
 
 def run_case(
@@ -273,6 +288,7 @@ def _run_parties(
     """
     context = mp.get_context("fork")
     pipes, processes = [], []
+    budget = _memory_available() * HM3_MEMORY_SHARE / (parties * len(shared_parts))
     try:
         for partition, part_inputs in enumerate(shared_parts):
             if networks is None:
@@ -284,7 +300,10 @@ def _run_parties(
                 parent, child = context.Pipe(duplex=False)
                 process = context.Process(
                     target=party_main,
-                    args=(index, addresses, case, part_inputs, seed, child, tuples, namespace),
+                    args=(
+                        *(index, addresses, case, part_inputs, seed, child),
+                        *(tuples, namespace, budget),
+                    ),
                     daemon=True,
                 )
                 process.start()
@@ -309,6 +328,15 @@ def _run_parties(
             if process.is_alive():
                 process.kill()
             process.join()
+
+
+def _memory_available() -> float:
+    """Bytes of memory available now (``MemAvailable``), or no limit where it is unknown."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as meminfo:
+            line = next(line for line in meminfo if line.startswith("MemAvailable:"))
+        return float(line.split()[1]) * 1024
+    return float("inf")
 
 
 def _merge_bills(bills: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -433,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except netns.NetworkError as error:
         sys.exit(f"bench/run.py: --net {args.net}: {error}")
+    except BenchError as error:
+        sys.exit(f"bench/run.py: {error}")
     except KeyboardInterrupt:
         sys.exit("bench/run.py: interrupted" + (" (namespaces removed)" if args.net else ""))
     print(json.dumps(result), flush=True)

@@ -158,3 +158,22 @@ def test_missing_iproute2_is_a_clear_error() -> None:
     assert done.returncode == 2
     assert "--net wan" in done.stderr and "iproute2" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_hm3_plan_beyond_memory_is_refused_clearly() -> None:
+    script = (
+        "import sys; sys.argv = ['run.py']; import run; run.HM3_MEMORY_SHARE = 1e-9; "
+        "sys.exit(run.main(['ltz', '--rows', '100', '--tuples', 'hm3']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=RUN.parent,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "keeps each party's whole tuple plan in memory" in done.stderr
+    assert "Traceback" not in done.stderr
