@@ -1,7 +1,7 @@
 """Benchmark a group-by job through the execution services against the bare engine.
 
     python bench/run.py job-groupby [--rows 1000000] [--groups 1000] [--partitions 1]
-                                    [--tuples dealer|hm3]
+                                    [--tuples dealer|hm3] [--rest-tls off|on|both]
 
 Three parties on loopback, PartyLink over gRPC with mutual TLS.  Two providers' datasets
 of rows/2 rows each, group-by key with ``--groups`` values, sum + count, padded to
@@ -18,6 +18,12 @@ of rows/2 rows each, group-by key with ``--groups`` values, sum + count, padded 
   (``prefetch_seconds``: mostly the tuple-services deriving the shuffle correlations),
   and the output is written as result datasets, which the analyst fetches from every
   secret-store and opens.
+
+``--rest-tls on`` (with hm3) serves every REST listener over HTTPS (one loopback
+certificate from a fresh CA, trusted by the services through ``REST_CA`` and by the
+bench through ``SSL_CERT_FILE``); ``both`` runs plaintext and HTTPS REST in turns
+(``--repeat`` pairs) and prints one line with both runs' times and the medians' ratios
+``https_vs_http_end_to_end`` and ``https_vs_http_online``.
 
 One JSON line:
 
@@ -154,7 +160,7 @@ def _fill_pools(deployment: Deployment, needs: dict[str, int]) -> float:
 
 
 def run_services_job(
-    rows: int, groups: int, partitions: int, seed: int, tls: bool = True
+    rows: int, groups: int, partitions: int, seed: int, tls: bool = True, rest_tls: bool = False
 ) -> dict[str, Any]:
     """``--tuples hm3``: secret-stores, tuple-services and execution services per party."""
     import pandas as pd
@@ -166,6 +172,7 @@ def run_services_job(
         root,
         chunk_size=1 << 20,
         tls=tls,
+        rest_tls=rest_tls,
         peer_timeout=60.0,
         accept_timeout=60.0,
         execution_env={
@@ -225,6 +232,7 @@ def run_services_job(
             "offline_seconds": round(offline, 3),
             "tuples_reserved_per_worker": needs,
             "reserve_seconds": round(timings["reserved"] - timings["accepted"], 3),
+            "rest_tls": rest_tls,
             **_figures(workers, states),
             "correct": bool(correct),
         }
@@ -246,13 +254,19 @@ def _matches(output: dict[str, Any], frames: list[Any]) -> bool:
 
 
 def main(
-    rows: int, groups: int, partitions: int, seed: int, tls: bool = True, tuples: str = "dealer"
+    rows: int,
+    groups: int,
+    partitions: int,
+    seed: int,
+    tls: bool = True,
+    tuples: str = "dealer",
+    rest_tls: bool = False,
 ) -> dict[str, Any]:
     """The job measurement plus the bare engine on the same sizes, as one JSON-able dict."""
     from run import run_case  # bench/run.py, on sys.path when run from it
 
     if tuples == "hm3":
-        job = run_services_job(rows, groups, partitions, seed, tls)
+        job = run_services_job(rows, groups, partitions, seed, tls, rest_tls)
     else:
         job = run_job(rows, groups, partitions, seed, tls)
     engine = run_case("groupby", 3, rows, groups, partitions, 0, seed)
@@ -278,6 +292,49 @@ def main(
     }
 
 
+def compare_rest_tls(
+    rows: int, groups: int, partitions: int, seed: int, repeat: int
+) -> dict[str, Any]:
+    """``--rest-tls both``: the hm3 job with plaintext and with HTTPS REST, taking turns.
+
+    Every REST call (uploads, job submission, reservations, tuple reads, result writes and
+    fetches) is HTTPS in the second kind of run; PartyLink is mutual TLS in both.  The
+    ratios are medians over ``repeat`` pairs.
+    """
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(repeat):
+        for rest_tls in (False, True):
+            runs[rest_tls].append(run_services_job(rows, groups, partitions, seed, True, rest_tls))
+
+    def median(rest_tls: bool, key: str) -> float:
+        return float(np.median([run[key] for run in runs[rest_tls]]))
+
+    return {
+        "case": "job-groupby-rest-tls",
+        "parties": 3,
+        "rows": rows,
+        "groups": groups,
+        "partitions": partitions,
+        "tuples": "hm3",
+        "repeat": repeat,
+        "end_to_end_seconds": {
+            "http": [r["end_to_end_seconds"] for r in runs[False]],
+            "https": [r["end_to_end_seconds"] for r in runs[True]],
+        },
+        "online_seconds": {
+            "http": [r["online_seconds"] for r in runs[False]],
+            "https": [r["online_seconds"] for r in runs[True]],
+        },
+        "https_vs_http_end_to_end": round(
+            median(True, "end_to_end_seconds") / median(False, "end_to_end_seconds"), 3
+        ),
+        "https_vs_http_online": round(
+            median(True, "online_seconds") / median(False, "online_seconds"), 3
+        ),
+        "correct": all(r["correct"] for kind in runs.values() for r in kind),
+    }
+
+
 def cli(argv: list[str]) -> int:
     """``bench/run.py job-groupby ...``: print one JSON line; exit 1 if the result is wrong."""
     parser = argparse.ArgumentParser(prog="bench/run.py job-groupby", description=__doc__)
@@ -292,9 +349,28 @@ def cli(argv: list[str]) -> int:
         default="dealer",
         help="dealer: execution services only; hm3: secret-stores and tuple-services too",
     )
-    args = parser.parse_args(argv)
-    result = main(
-        args.rows, args.groups, args.partitions, args.seed, not args.plaintext, args.tuples
+    parser.add_argument(
+        "--rest-tls",
+        choices=["off", "on", "both"],
+        default="off",
+        help="with --tuples hm3: HTTPS on every REST listener; both: plaintext and HTTPS "
+        "runs taking turns (--repeat pairs), with their ratio",
     )
+    parser.add_argument("--repeat", type=int, default=2, help="pairs of runs for --rest-tls both")
+    args = parser.parse_args(argv)
+    if args.rest_tls != "off" and args.tuples != "hm3":
+        parser.error("--rest-tls needs --tuples hm3 (the dealer path has no secret-store)")
+    if args.rest_tls == "both":
+        result = compare_rest_tls(args.rows, args.groups, args.partitions, args.seed, args.repeat)
+    else:
+        result = main(
+            args.rows,
+            args.groups,
+            args.partitions,
+            args.seed,
+            not args.plaintext,
+            args.tuples,
+            args.rest_tls == "on",
+        )
     print(json.dumps(result), flush=True)
     return 0 if result["correct"] else 1

@@ -64,6 +64,8 @@ class Cluster:
     peer_timeout: float = 8.0
     accept_timeout: float = 15.0
     extra_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    rest_pki: tuple[Path, Path, Path] | None = None
+    """(CA, certificate, key) of HTTPS REST listeners; None: plaintext REST."""
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +105,13 @@ class Cluster:
                 TALLY_EXECUTION_TLS_CA=str(ca),
                 TALLY_EXECUTION_TLS_CERT=str(cert),
                 TALLY_EXECUTION_TLS_KEY=str(key),
+            )
+        if self.rest_pki is not None:
+            ca, cert, key = self.rest_pki
+            env.update(
+                TALLY_EXECUTION_HTTPS_CERT=str(cert),
+                TALLY_EXECUTION_HTTPS_KEY=str(key),
+                TALLY_EXECUTION_REST_CA=str(ca),
             )
         env.update(self.extra_env.get(party, {}))
         return env
@@ -146,7 +155,8 @@ class Cluster:
         return path.read_text()[-4000:] if path.exists() else ""
 
     def url(self, party: int, path: str) -> str:
-        return f"http://127.0.0.1:{self.rest_ports[party]}{path}"
+        scheme = "https" if self.rest_pki else "http"
+        return f"{scheme}://127.0.0.1:{self.rest_ports[party]}{path}"
 
     def request(
         self, party: int, method: str, path: str, who: str = "alice", **kwargs: Any

@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 
 from tally.common.result_layout import VALID_COLUMN, open_result
+from tally.common.tls import write_test_pki
 from tally.execution.ledger import TupleLedger
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec
@@ -57,11 +58,19 @@ class Deployment:
     peer_timeout: float = 8.0
     accept_timeout: float = 30.0
     execution_env: dict[str, str] = field(default_factory=dict)
+    rest_tls: bool = False
+    """HTTPS on every REST listener (one loopback certificate from a fresh CA); the
+    clients trust that CA through ``SSL_CERT_FILE``, which :meth:`start` sets."""
     stores: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store_ports = free_ports(3)
-        self.tuples = TupleCluster(self.root / "tuples", chunk_size=self.chunk_size)
+        self.rest_pki = None
+        if self.rest_tls:
+            self.rest_pki = write_test_pki(self.root / "rest-pki", [], loopback=["rest"])["rest"]
+        self.tuples = TupleCluster(
+            self.root / "tuples", chunk_size=self.chunk_size, rest_pki=self.rest_pki
+        )
         env = {
             party: {
                 "TALLY_EXECUTION_INPUTS": "secret-store",
@@ -81,12 +90,14 @@ class Deployment:
             peer_timeout=self.peer_timeout,
             accept_timeout=self.accept_timeout,
             extra_env=env,
+            rest_pki=self.rest_pki,
         )
 
     # -- processes -------------------------------------------------------------------------
 
     def store_url(self, party: int) -> str:
-        return f"http://127.0.0.1:{self.store_ports[party]}"
+        scheme = "https" if self.rest_pki else "http"
+        return f"{scheme}://127.0.0.1:{self.store_ports[party]}"
 
     def _store_env(self, party: int) -> dict[str, str]:
         base = self.root / f"store{party}"
@@ -99,10 +110,17 @@ class Deployment:
             TALLY_SECRET_STORE_BLOB_DIR=str(base / "blobs"),
             TALLY_SECRET_STORE_TOKENS=json.dumps(tokens),
         )
+        if self.rest_pki is not None:
+            _, cert, key = self.rest_pki
+            env.update(
+                TALLY_SECRET_STORE_HTTPS_CERT=str(cert), TALLY_SECRET_STORE_HTTPS_KEY=str(key)
+            )
         return env
 
     def start(self) -> Deployment:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.rest_pki is not None:
+            os.environ["SSL_CERT_FILE"] = str(self.rest_pki[0])
         (self.root / "tuples").mkdir(exist_ok=True)
         for party in range(3):
             log = (self.root / f"store{party}.log").open("ab")
@@ -157,6 +175,8 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+        if self.rest_pki is not None and os.environ.get("SSL_CERT_FILE") == str(self.rest_pki[0]):
+            del os.environ["SSL_CERT_FILE"]
 
     # -- a data provider and a recipient, over REST --------------------------------------------
 

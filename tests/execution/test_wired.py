@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,7 +57,9 @@ class Wired:
 
 @pytest.fixture(scope="module")
 def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
-    deployment = Deployment(tmp_path_factory.mktemp("wired"), chunk_size=CHUNK, peer_timeout=5.0)
+    deployment = Deployment(
+        tmp_path_factory.mktemp("wired"), chunk_size=CHUNK, peer_timeout=5.0, rest_tls=True
+    )
     try:
         deployment.start()
         ids, frames = {}, []
@@ -125,6 +128,19 @@ def _assert_released(deployment: Deployment, job_id: str) -> None:
         assert deployment.reservations(party, job_id, "released"), party
         pools = deployment.pools(party)
         assert all(pool["reserved"] == 0 for pool in pools), pools
+
+
+def test_every_rest_listener_of_the_deployment_is_https(wired: Wired) -> None:
+    """The wired tests run the TLS path: each service answers HTTPS only."""
+    deployment = wired.deployment
+    urls = [deployment.store_url(p) for p in range(3)]
+    urls += [deployment.tuples.url(p) for p in range(3)]
+    urls += [deployment.execution.url(p, "") for p in range(3)]
+    for url in urls:
+        assert url.startswith("https://"), url
+        assert httpx.get(url + "/readyz", timeout=5.0).status_code == 200, url
+        with pytest.raises(httpx.HTTPError):
+            httpx.get("http://" + url.removeprefix("https://") + "/readyz", timeout=5.0)
 
 
 def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired) -> None:

@@ -38,6 +38,8 @@ class Cluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     generator: str = "hm3"
     tls: bool = True
+    rest_pki: tuple[Path, Path, Path] | None = None
+    """(CA, certificate, key) of an HTTPS REST listener; None: plaintext REST."""
     processes: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     dealer_process: subprocess.Popen[bytes] | None = None
 
@@ -50,7 +52,8 @@ class Cluster:
         self.pki = write_test_pki(self.root / "pki", names) if self.tls else {}
 
     def url(self, party: int) -> str:
-        return f"http://127.0.0.1:{self.http_ports[party]}"
+        scheme = "https" if self.rest_pki else "http"
+        return f"{scheme}://127.0.0.1:{self.http_ports[party]}"
 
     def token(self, party: int) -> str:
         """The bearer token of party ``party``'s tuple-service (its execution service's)."""
@@ -98,6 +101,9 @@ class Cluster:
                 **self.tls_env("TALLY_TUPLES_", party_name(party)),
             }
         )
+        if self.rest_pki is not None:
+            _, cert, key = self.rest_pki
+            env.update(TALLY_TUPLES_HTTPS_CERT=str(cert), TALLY_TUPLES_HTTPS_KEY=str(key))
         env.update(self.extra_env)
         return env
 
