@@ -26,6 +26,8 @@ class Case:
     """``max_groups`` or ``domain`` (group-by only); ``--dp`` implies ``domain``."""
     dp: bool = False
     """Group-by under dp (epsilon 1, delta 1e-6, values clipped to [0, 1000])."""
+    sort: str = "auto"
+    """Sort only: ``radix``, ``quick`` or ``auto`` (the engine's planned choice)."""
 
     def make_input(self, rng: np.random.Generator) -> Any:
         return rng.integers(-LIMIT, LIMIT, size=(2, self.rows))
@@ -133,7 +135,8 @@ class Sort(Case):
     def run(self, party: Party, shares: Any) -> Any:
         from tally.mpc.table import table_from_share_set
 
-        table = table_from_share_set(party, shares, self._specs()).sort_by("key")
+        method = None if self.sort == "auto" else self.sort
+        table = table_from_share_set(party, shares, self._specs()).sort_by("key", method=method)
         return np.stack([table["key"].shares, table["value"].shares])
 
     def baseline(self, plain: Any) -> Any:

@@ -422,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
+        "--sort", choices=["auto", "radix", "quick"], default="auto", help="sort only"
+    )
+    parser.add_argument(
         "--padding", choices=["max_groups", "domain"], default="max_groups", help="group-by only"
     )
     parser.add_argument(
@@ -446,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {}
     if args.case == "groupby":
         options = {"padding": "domain" if args.dp else args.padding, "dp": args.dp}
+    if args.case == "sort":
+        options = {"sort": args.sort}
     try:
         result = run_case(
             args.case,

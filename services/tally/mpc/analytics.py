@@ -11,8 +11,11 @@ from tally.mpc.arithmetic import add_public, multiply
 from tally.mpc.columns import SecretColumn
 from tally.mpc.compare import bit_decompose, equal
 from tally.mpc.party import Party
+from tally.mpc.quicksort import AnyKey, ValueKey
 from tally.mpc.ring import Shares
 from tally.mpc.sort import SortKey, key_from_values, radix_sort
+from tally.mpc.sort import merge_keys as merge_keys
+from tally.mpc.sorting import sort_rows
 from tally.mpc.table import SecretTable
 
 
@@ -32,17 +35,27 @@ def sort_keys(table: SecretTable, names: Sequence[str], descending: bool = False
     return merge_keys(keys)
 
 
-def merge_keys(keys: Sequence[SortKey]) -> list[SortKey]:
-    """Pack adjacent keys of the same direction into one word while they fit in 64 bits."""
-    merged: list[SortKey] = []
-    for key in keys:
-        high = merged[-1] if merged else None
-        if high and high.descending == key.descending and high.width + key.width <= 64:
-            words = (high.words << np.uint64(key.width)) | key.words
-            merged[-1] = SortKey(words, high.width + key.width, key.descending)
-        else:
-            merged.append(key)
-    return merged
+def value_keys(
+    table: SecretTable, names: Sequence[str], descending: bool = False
+) -> list[ValueKey]:
+    """The key columns as :class:`ValueKey` (value + the spec's offset; local, no protocol).
+
+    A sort decomposes them into bits only if it needs to (a radix sort does, once per key).
+    """
+    party = table.party
+    keys = []
+    for name in names:
+        spec = table.spec(name)
+        values = table[name].shares
+        if spec.sort_offset:
+            values = add_public(party, values, np.uint64(spec.sort_offset))
+        keys.append(ValueKey(values, spec.sort_width, descending))
+    return keys
+
+
+def flag_key(bit_values: Shares, descending: bool = False) -> ValueKey:
+    """A one-bit sort key from arithmetic 0/1 shares (e.g. ``valid``); local."""
+    return ValueKey(bit_values, 1, descending)
 
 
 def bit_key(party: Party, bit_values: Shares, descending: bool = False) -> SortKey:
@@ -51,14 +64,19 @@ def bit_key(party: Party, bit_values: Shares, descending: bool = False) -> SortK
     return SortKey(bits.from_planes(planes, bit_values.shape[0]), 1, descending)
 
 
-def sort_table(table: SecretTable, names: Sequence[str], descending: bool = False) -> SecretTable:
-    """The whole table, every column and ``valid``, stably sorted by ``names``."""
+def sort_table(
+    table: SecretTable, names: Sequence[str], descending: bool = False, method: str | None = None
+) -> SecretTable:
+    """The whole table, every column and ``valid``, stably sorted by ``names``.
+
+    ``method``: ``radix`` or ``quick``; by default :func:`tally.mpc.sorting.choose_sort`.
+    """
     if not names:
         raise ValueError("sort_by needs at least one key column")
-    keys = sort_keys(table, names, descending)
+    keys = value_keys(table, names, descending)
     column_names = list(table.columns)
     payload = np.stack([table[n].shares for n in column_names] + [table.valid.shares], axis=1)
-    moved = radix_sort(table.party, keys, payload)
+    moved = sort_rows(table.party, keys, payload, method=method)
     columns = {
         n: SecretColumn(table.party, moved[:, i].copy(), table.columns[n].frac_bits)
         for i, n in enumerate(column_names)
@@ -116,4 +134,10 @@ def radix_sort_columns(
 ) -> list[Shares]:
     """Sort several share columns together by ``keys``; returns them in the new order."""
     moved = radix_sort(party, keys, np.stack(list(columns), axis=1))
+    return [moved[:, i].copy() for i in range(moved.shape[1])]
+
+
+def sort_columns(party: Party, keys: Sequence[AnyKey], columns: Sequence[Shares]) -> list[Shares]:
+    """Sort several share columns together by ``keys`` with the planned sort (radix or quick)."""
+    moved = sort_rows(party, keys, np.stack(list(columns), axis=1))
     return [moved[:, i].copy() for i in range(moved.shape[1])]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from tally.mpc import bits
-from tally.mpc.arithmetic import open_values
+from tally.mpc.arithmetic import add_public, open_values
 from tally.mpc.boolean import and_words, open_bits, xor_public
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares, random_ring
@@ -173,3 +173,44 @@ def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
     difference = xor_public(party, r_planes, c_planes)
     difference[1:] ^= generate[:-1]
     return difference
+
+
+def less_than_bounded(party: Party, left: Shares, right: Shares, width: int) -> Shares:
+    """[x < y] for x, y in [0, 2^width) (width <= 62), as XOR shares of lane-packed bits.
+
+    Steps: u = x - y + 2^width lies in (0, 2^(width+1)) and x < y iff bit ``width``
+    of u is 0.  (1) open c = u + r for an edaBit r of width + 1 bits with random high
+    bits (1 round); (2) leaves g_i = NOT c_i AND r_i, p_i = NOT (c_i XOR r_i) for
+    i < width, local; (3) borrow = [c mod 2^width < r mod 2^width] by the prefix tree,
+    ceil(log2 width) rounds; (4) bit = c_w XOR r_w XOR borrow, and [x < y] = NOT bit.
+    Rounds: 1 + ceil(log2 width).  Communication per element to each peer: 8 bytes +
+    about 2 * width AND gates at 2 bits.  Opened: c (uniform) and AND-gate masks.
+    The result stays XOR-shared (no daBit): the caller opens or converts it.
+    """
+    if not 1 <= width <= 62:
+        raise ValueError("bounded comparison width must be 1..62")
+    if left.shape[0] == 0:
+        return np.zeros(0, dtype=np.uint64)
+    shifted = add_public(party, left - right, np.uint64(1 << width))
+    opened, r_planes = _masked_open(party, shifted, width + 1)
+    c_planes = bits.to_planes(opened, width + 1)
+    not_c = ~c_planes[:width]
+    low = r_planes[:width]
+    borrow = _prefix_tree(party, low & not_c, xor_public(party, low, not_c))
+    return xor_public(party, r_planes[width] ^ borrow, ~c_planes[width])
+
+
+def less_than_words(party: Party, left: Shares, right: Shares) -> Shares:
+    """[x < y] for XOR-shared bit planes ``(k, words)``, least significant plane first.
+
+    Steps: (1) leaves g_i = NOT x_i AND y_i (1 round, k ANDs) and p_i = NOT (x_i XOR y_i)
+    (local); (2) the prefix tree gives the borrow out of the top, which is [x < y]
+    (ceil(log2 k) rounds, about 2k ANDs).  Rounds: 1 + ceil(log2 k).  Communication
+    per element to each peer: about 3k AND gates at 2 bits; no edaBit.  Opened: only
+    AND-gate masks.  Returns XOR shares of the lane-packed result bits.
+    """
+    if left.shape != right.shape or left.ndim != 2 or left.shape[0] == 0:
+        raise ValueError("less_than_words needs two (bits, words) plane arrays of one shape")
+    (generate,) = and_words(party, [(xor_public(party, left, ALL_ONES), right)])
+    propagate = xor_public(party, left ^ right, ALL_ONES)
+    return _prefix_tree(party, generate, propagate)

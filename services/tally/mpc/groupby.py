@@ -50,12 +50,11 @@ import numpy as np
 
 from tally.mpc.analytics import (
     adjacent_equal,
-    bit_key,
-    merge_keys,
+    flag_key,
     one_minus,
     prefix_sum,
-    radix_sort_columns,
-    sort_keys,
+    sort_columns,
+    value_keys,
     weighted,
 )
 from tally.mpc.arithmetic import add_public, multiply, open_values, public_to_shares
@@ -63,8 +62,9 @@ from tally.mpc.columns import SecretColumn
 from tally.mpc.compare import equal, less_than_zero
 from tally.mpc.dp import DP, add_noise, clip
 from tally.mpc.party import Party
+from tally.mpc.quicksort import AnyKey
 from tally.mpc.ring import Shares
-from tally.mpc.sort import SortKey, apply_destinations, bit_destinations, key_from_values
+from tally.mpc.sort import apply_destinations, bit_destinations
 from tally.mpc.table import OVERFLOW_COLUMN, ColumnSpec, SecretTable
 
 if TYPE_CHECKING:
@@ -176,14 +176,9 @@ def bound_contributions(table: SecretTable, unit: str, limit: int) -> SecretTabl
     """
     party = table.party
     spec = table.spec(unit)
-    keys = merge_keys(
-        [
-            key_from_values(party, table[unit].shares, spec.sort_width, spec.sort_offset),
-            bit_key(party, one_minus(party, table.valid.shares)),
-        ]
-    )
+    keys = [*value_keys(table, [unit]), flag_key(one_minus(party, table.valid.shares))]
     names = list(table.columns)
-    moved = radix_sort_columns(party, keys, [table[n].shares for n in names] + [table.valid.shares])
+    moved = sort_columns(party, keys, [table[n].shares for n in names] + [table.valid.shares])
     columns = {
         n: SecretColumn(party, moved[i], table.columns[n].frac_bits) for i, n in enumerate(names)
     }
@@ -266,26 +261,21 @@ def _pad_with_domain(
 
 
 def _extremes(
-    table: SecretTable, group_keys: Sequence[SortKey], requests: Sequence[tuple[str, str]]
+    table: SecretTable, group_keys: Sequence[AnyKey], requests: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Shares]:
     """For each (column, min|max), the column sorted so that each group's last row is extreme.
 
-    ``group_keys``: the group keys as :func:`sort_keys` decomposed them (once, for this
-    sort and the main one).
+    ``group_keys``: the group keys as :func:`value_keys` gave them (a radix sort
+    bit-decomposes each once, for this sort and the main one).
     """
     party = table.party
     out: dict[tuple[str, str], Shares] = {}
     if not requests:
         return out
-    valid_key = bit_key(party, table.valid.shares)
+    valid_key = flag_key(table.valid.shares)
     for column, function in requests:
-        spec = table.spec(column)
-        value_key = key_from_values(
-            party, table[column].shares, spec.sort_width, spec.sort_offset, function == "min"
-        )
-        (moved,) = radix_sort_columns(
-            party, [*group_keys, valid_key, value_key], [table[column].shares]
-        )
+        (value_key,) = value_keys(table, [column], descending=function == "min")
+        (moved,) = sort_columns(party, [*group_keys, valid_key, value_key], [table[column].shares])
         out[(column, function)] = moved
     return out
 
@@ -340,13 +330,13 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     party = table.party
     weights = weighted(table, summed) if summed else []
 
-    group_keys = sort_keys(table, keys)
+    group_keys = value_keys(table, keys)
     extremes = _extremes(table, group_keys, extreme_requests)
     # Sort by (keys, flag): a group's last row is present whenever any of its rows is,
     # and with a domain a domain key's dummy row is the last of its group.
-    key_list = merge_keys([*group_keys, bit_key(party, flags)])
+    key_list = [*group_keys, flag_key(flags)]
     carried = [table[k].shares for k in keys] + [table.valid.shares, flags]
-    ordered = radix_sort_columns(party, key_list, carried + [w.shares for w in weights])
+    ordered = sort_columns(party, key_list, carried + [w.shares for w in weights])
     width = len(keys)
     key_values, valid, flags = ordered[:width], ordered[width], ordered[width + 1]
     sums = ordered[width + 2 :]

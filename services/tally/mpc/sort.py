@@ -69,6 +69,19 @@ def key_from_values(
     return SortKey(bits.from_planes(planes, values.shape[0]), width, descending)
 
 
+def merge_keys(keys: Sequence[SortKey]) -> list[SortKey]:
+    """Pack adjacent keys of the same direction into one word while they fit in 64 bits."""
+    merged: list[SortKey] = []
+    for key in keys:
+        high = merged[-1] if merged else None
+        if high and high.descending == key.descending and high.width + key.width <= 64:
+            words = (high.words << np.uint64(key.width)) | key.words
+            merged[-1] = SortKey(words, high.width + key.width, key.descending)
+        else:
+            merged.append(key)
+    return merged
+
+
 def key_from_bit(values: Shares, descending: bool = False) -> SortKey:
     """A key from values already known to be bits held as XOR shares in bit 0 of each word."""
     return SortKey(values, 1, descending)

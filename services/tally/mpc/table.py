@@ -179,11 +179,17 @@ class SecretTable:
             derived={},
         )
 
-    def sort_by(self, keys: str | Sequence[str], descending: bool = False) -> SecretTable:
-        """Stable oblivious sort by one or several columns; see :mod:`tally.mpc.sort`."""
+    def sort_by(
+        self, keys: str | Sequence[str], descending: bool = False, method: str | None = None
+    ) -> SecretTable:
+        """Stable oblivious sort by one or several columns; see :mod:`tally.mpc.sorting`.
+
+        ``method``: ``radix`` or ``quick``; by default chosen from the key widths and rows.
+        """
         from tally.mpc.analytics import sort_table
 
-        return sort_table(self, [keys] if isinstance(keys, str) else list(keys), descending)
+        names = [keys] if isinstance(keys, str) else list(keys)
+        return sort_table(self, names, descending, method)
 
     def group_by(
         self,
