@@ -391,8 +391,18 @@ def test_max_groups_larger_than_the_number_of_groups(parties: int) -> None:
         assert np.isnan(unfiltered[name][6:]).all()
 
 
-def test_max_groups_hides_the_number_of_groups_in_the_traffic() -> None:
-    """Two inputs of one size with 1 and 9 groups: same output shape, same rounds and bytes."""
+def test_max_groups_hides_the_number_of_groups_in_the_traffic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two inputs of one size with 1 and 9 groups: same output shape, same rounds and bytes.
+
+    With the radix sort for every sort: a quicksort's traffic is exactly equal only for
+    inputs whose keys rank the shuffled rows alike (its levels follow that uniformly
+    random permutation; tests/mpc/test_quicksort.py checks it).
+    """
+    import tally.mpc.sorting as sorting
+
+    monkeypatch.setattr(sorting, "choose_sort", lambda widths, rows: "radix")
     aggregations = {"total": ("views", "sum"), "n": ("views", "count"), "hi": ("views", "max")}
 
     def traffic(frame: pd.DataFrame) -> list[tuple[int, int, int]]:
@@ -577,3 +587,35 @@ def test_min_group_size_suppresses_small_groups_inside_mpc(options: dict[str, An
     expected = expected[expected["n"] >= k].reset_index(drop=True)
     assert 0 < len(expected) < len(sizes)
     assert_matches(got, expected)
+
+
+# -- through the quicksort ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["quick", "radix"])
+@pytest.mark.parametrize(
+    "options", [{}, {"max_groups": 9}, {"domain": [0, 2, 4, 6, 11]}], ids=["plain", "max", "dom"]
+)
+def test_every_function_through_either_sort(
+    method: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chooser picks radix at test sizes; forced either way, every sort agrees with pandas."""
+    import tally.mpc.sorting as sorting
+
+    chosen: list[str] = []
+
+    def forced(widths: Sequence[int], rows: int) -> str:
+        chosen.append(method)
+        return method
+
+    monkeypatch.setattr(sorting, "choose_sort", forced)
+    frame = make_frame(200, regions=7, seed=51)
+    valid = (np.random.default_rng(51).random(200) < 0.7).astype(int)
+
+    got = run_on_table(3, frame, SPECS, group_all("region", ALL_FUNCTIONS, **options), valid=valid)
+
+    expected = expected_groupby(frame, ["region"], ALL_FUNCTIONS, valid)
+    if "domain" in options:
+        expected = expected_over_domain(frame, "region", options["domain"], ALL_FUNCTIONS, valid)
+    assert_matches(got, expected)
+    assert len(chosen) >= 3 * 5  # key sort and four min/max sorts at each of 3 parties

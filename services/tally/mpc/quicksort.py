@@ -20,23 +20,27 @@ Steps, for m rows sorted by keys of total width L (most significant key first):
    final positions are public after the last level, and step 4 is a local gather.
 4. Output: the shuffled payload in the final order (local).
 
-Comparators (:func:`tally.mpc.compare.less_than_bounded` on arithmetic shares,
-:func:`tally.mpc.compare.less_than_words` on XOR-shared bit words):
+Comparators (``comparator=``):
 
-* ``arithmetic``: all keys are arithmetic values (:class:`ValueKey`) and L + b <= 62:
-  the keys and the index are packed locally into one ring element.  Per comparison:
-  an edaBit of L + b + 1 bits, 8 bytes opened, a borrow tree of about 2(L + b) ANDs.
-  Rounds per level: 1 + ceil(log2(L + b)) + 1.  No bit decomposition at all.
-* ``boolean``: otherwise (keys already XOR-shared as :class:`tally.mpc.sort.SortKey`,
-  or L + b > 62: e.g. 62-bit keys): the keys' bits and the index bits travel as XOR
-  words (arithmetic keys are bit-decomposed once first, 1 + ceil(log2 w) rounds);
-  per comparison about 3(L + b) ANDs (the leaves x_i < y_i, then the same tree) and
-  no edaBit.  Rounds per level: 1 + ceil(log2(L + b)) + 1.
+* ``boolean``, the default (:func:`tally.mpc.compare.less_than_words`): the keys' bits
+  and the index bits travel as XOR words (arithmetic keys are bit-decomposed once first,
+  1 + ceil(log2 w) rounds); per comparison of K = L + b bits about 3K ANDs (the leaves
+  x_i < y_i, 1 round, then the borrow tree, ceil(log2 K) rounds) and no edaBit.
+  Any width (several words for L + b > 64, e.g. 62-bit keys).
+* ``arithmetic`` (:func:`tally.mpc.compare.less_than_bounded`): every key an arithmetic
+  :class:`ValueKey` and K <= 62: keys and index packed locally in one ring element, no
+  bit decomposition; per comparison an edaBit of K + 1 bits, 8 opened bytes (1 round)
+  and about 2K ANDs (ceil(log2 K) rounds).  As fast online with dealer tuples; with
+  hm3 tuples the edaBits cost more than they save (docs/engine.md), so it is opt-in.
 
-Levels: the height of a random binary search tree, about 4.3 ln m (≈ 50 at 2^17);
-comparisons: 2 m ln m - 2.8 m on average (≈ 20.7 per row at 2^17).  Bytes per row,
-to each peer, about 20.7 * (8 + (L + b) / 2) for the arithmetic comparator
-(≈ 690 at L = 32, 2^17 rows), plus the shuffle.  See docs/engine.md for measurements.
+Rounds: n (shuffle) + per level 2 + ceil(log2 K) (+1 per opening of 2^16 elements or
+more with three parties, :mod:`tally.mpc.opening`).  Levels: the height of a random
+binary search tree, about 4.3 ln m on average (40-50 at 2^17; it depends on the
+shuffle, not on the data).  Comparisons: on average 2 m ln m - 2.8 m (about 20.7 per
+row at 2^17).  Bytes per row to each peer, boolean comparator: about 20.7 * 3K / 4
+plus 8 per shuffled column (measured 1,279 bytes per row per party with three parties
+at 2^17, 32-bit keys; radix sort 2,905).  Tuples come in fixed-shape chunks
+(:class:`ChunkedSource`), so the sequence of requests does not depend on the shuffle.
 
 What is opened, and why it reveals nothing: (a) inside the comparisons, only values
 masked by fresh edaBits or bit triples (uniform); (b) the comparison bits.  After the
@@ -104,11 +108,14 @@ def index_bits(rows: int) -> int:
 
 
 def comparator_for(keys: Sequence[AnyKey], rows: int) -> str:
-    """``arithmetic`` when every key is a :class:`ValueKey` and keys + index fit 62 bits."""
-    total = sum(k.width for k in keys) + index_bits(rows)
-    if all(isinstance(k, ValueKey) for k in keys) and total <= ARITHMETIC_MAX_BITS:
-        return "arithmetic"
+    """The default comparator: ``boolean`` (measured cheaper with hm3 tuples; docs/engine.md)."""
     return "boolean"
+
+
+def arithmetic_fits(keys: Sequence[AnyKey], rows: int) -> bool:
+    """Whether every key is a :class:`ValueKey` and keys + index fit in 62 bits."""
+    total = sum(k.width for k in keys) + index_bits(rows)
+    return all(isinstance(k, ValueKey) for k in keys) and total <= ARITHMETIC_MAX_BITS
 
 
 def _packed_value(party: Party, keys: Sequence[AnyKey], rows: int) -> Shares:
@@ -116,7 +123,7 @@ def _packed_value(party: Party, keys: Sequence[AnyKey], rows: int) -> Shares:
     packed = public_to_shares(party, np.arange(rows, dtype=np.uint64))
     shift = index_bits(rows)
     for key in reversed(keys):
-        assert isinstance(key, ValueKey)  # noqa: S101 - comparator_for checked it
+        assert isinstance(key, ValueKey)  # noqa: S101 - arithmetic_fits checked it
         value = key.values
         if key.descending:
             value = add_public(party, np.uint64(0) - value, np.uint64((1 << key.width) - 1))
@@ -312,7 +319,7 @@ def quicksort(
     comparator = comparator or comparator_for(keys, rows)
     total = sum(k.width for k in keys) + index_bits(rows)
     if comparator == "arithmetic":
-        if comparator_for(keys, rows) != "arithmetic":
+        if not arithmetic_fits(keys, rows):
             raise ValueError("the arithmetic comparator needs value keys of at most 62 bits")
         key_columns = [_packed_value(party, keys, rows)]
         key_kinds = "a"

@@ -26,10 +26,10 @@ per carried column in the shuffle.  (These are broadcast openings; from 2^16 row
 with three or more parties each opening takes one more round and a third fewer bytes,
 see :mod:`tally.mpc.opening`.)  Stable by construction (LSD radix).
 
-Quicksort over shuffled unique keys (the other approach in DESIGN §6.3) needs
-about 1.4 log2(m) levels of m comparisons, each ~38 bytes and 8 rounds per
-row: at 10^6 rows that is more than ten times the radix sort's traffic for
-keys up to 32 bits, so this module implements radix sort only.
+The quicksort over shuffled unique keys (the other approach in DESIGN §6.3) is
+:mod:`tally.mpc.quicksort`; :mod:`tally.mpc.sorting` picks one of the two by key width
+and row count (measurements in docs/engine.md): this radix sort wins for narrow keys,
+see :data:`tally.mpc.sorting.QUICK_FROM_BITS`.
 """
 
 from __future__ import annotations

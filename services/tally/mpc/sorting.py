@@ -21,17 +21,21 @@ from tally.mpc.sort import SortKey, merge_keys, radix_sort
 
 METHODS = ("radix", "quick")
 
-QUICK_MIN_ROWS = 1 << 12
-"""Below this many rows the radix sort is used whatever the width (fewer rounds)."""
+QUICK_FROM_BITS = ((1 << 16, 8), (1 << 14, 16), (0, 40))
+"""(fewest rows, narrowest total key width) from which the quicksort is used, widest first.
 
-QUICK_MIN_BITS = 8
-"""From this total key width on (and QUICK_MIN_ROWS rows) the quicksort is cheaper."""
+From the measured table in docs/engine.md (online + offline seconds with dealer tuples,
+3 parties): the radix sort's cost grows with the key width, the quicksort's with
+log2(rows) and barely with the width; the crossing moves to narrower keys as rows grow.
+"""
 
 
 def choose_sort(widths: Sequence[int], rows: int) -> str:
     """``radix`` or ``quick`` for keys of these widths (bits) and this many rows."""
-    if rows >= QUICK_MIN_ROWS and sum(widths) >= QUICK_MIN_BITS:
-        return "quick"
+    total = sum(widths)
+    for fewest_rows, narrowest in QUICK_FROM_BITS:
+        if rows >= fewest_rows:
+            return "quick" if total >= narrowest else "radix"
     return "radix"
 
 
