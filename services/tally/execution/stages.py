@@ -341,7 +341,8 @@ def _extreme_stages(
         )
         out = State(dict(state.arrays), dict(state.public))
         payload = np.stack([table[column].shares], axis=1)
-        _put_progress(out, name, radix_start([*group_keys, valid_key, key], payload))
+        keys = merge_keys([*group_keys, valid_key, key])  # as tally.mpc.sorting does
+        _put_progress(out, name, radix_start(keys, payload))
         return out
 
     def collect(party: Party, state: State) -> State:
@@ -349,7 +350,15 @@ def _extreme_stages(
         out.arrays[f"x{number}"] = np.ascontiguousarray(_get_progress(state, name).payload[:, 0])
         return out
 
-    passes = radix_passes([*group_widths, 1, spec.sort_width], rows)
+    empty = np.zeros(0, np.uint64)
+    widths = [
+        k.width
+        for k in merge_keys(
+            [SortKey(empty, w) for w in group_widths]
+            + [SortKey(empty, 1), SortKey(empty, spec.sort_width, function == "min")]
+        )
+    ]
+    passes = radix_passes(widths, rows)
     label = f"{function}({column})"
     sorts = _sort_stages(name, passes)
     sorts = [Stage(f"{label}: {s.name.split(' ', 1)[1]}", s.run) for s in sorts]
