@@ -11,7 +11,7 @@ import pytest
 from tests.mpc.test_sort import SPECS, assert_frame_equal, expected_sort, make_frame, run_on_table
 
 from tally.mpc.party import Party
-from tally.mpc.quicksort import ValueKey, quicksort, tree_gates
+from tally.mpc.quicksort import ValueKey, comparison_budget, quicksort, tree_gates
 from tally.mpc.ring import Shares, reconstruct, split
 from tally.mpc.simulate import run_parties
 from tally.mpc.sorting import choose_sort, sort_rows
@@ -125,20 +125,40 @@ def test_quicksort_refuses_the_arithmetic_comparator_beyond_62_bits() -> None:
 
 @pytest.mark.parametrize("comparator", ["arithmetic", "boolean"])
 def test_tuple_requests_do_not_depend_on_the_shuffle(comparator: str) -> None:
-    """Two runs with different randomness ask for the same chunk shapes in the same order."""
+    """Runs with different randomness ask for the same batches: the planned budget."""
     rows = 700
     keys = [np.random.default_rng(1).integers(0, 1 << 10, rows)]
     payload = np.arange(rows).reshape(rows, 1)
     plans = []
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         dealer = Dealer(2, seed=seed)
         _quicksorted(2, keys, [10], [False], payload, comparator, dealer=dealer)
         plans.append(dealer.requests)
-    shorter = min(len(p) for p in plans)
-    assert plans[0][:shorter] == plans[1][:shorter]
-    after_shuffle = [plan[[kind for kind, _ in plan].index("shuffle") + 1 :] for plan in plans]
-    refills = {request for plan in after_shuffle for request in plan}  # chunks only
-    assert len(refills) == (2 if comparator == "arithmetic" else 1)
+    assert plans[0] == plans[1] == plans[2]
+    after_shuffle = plans[0][[kind for kind, _ in plans[0]].index("shuffle") + 1 :]
+    comparisons, levels = comparison_budget(rows)
+    words = -(-comparisons // 64) + levels
+    key_bits = 10 + 10  # key and index
+    gates = tree_gates(key_bits) + (0 if comparator == "arithmetic" else key_bits)
+    budget = [("bit_triples", (words * gates,))]
+    if comparator == "arithmetic":
+        budget.insert(0, ("edabits", (words * 64, key_bits + 1)))
+    assert after_shuffle == budget
+
+
+def test_a_quicksort_beyond_its_budget_asks_for_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A budget too small for the run (forced here) is topped up, and the sort stays right."""
+    import tally.mpc.quicksort as module
+
+    rows = 300
+    keys = [np.random.default_rng(4).integers(0, 1 << 8, rows)]
+    payload = np.arange(rows).reshape(rows, 1)
+    monkeypatch.setattr(module, "comparison_budget", lambda rows: (rows, 2))
+    dealer = Dealer(2, seed=5)
+    got = _quicksorted(2, keys, [8], [False], payload, dealer=dealer)
+    np.testing.assert_array_equal(got, payload[np.argsort(keys[0], kind="stable")])
+    after_shuffle = dealer.requests[[kind for kind, _ in dealer.requests].index("shuffle") + 1 :]
+    assert len(after_shuffle) > 1 and len(set(after_shuffle[1:])) == 1
 
 
 def test_traffic_follows_the_rank_permutation_not_the_keys() -> None:
