@@ -5,6 +5,7 @@ A dataset goes ``pending`` (created, shares being uploaded; invisible to every r
 (metadata hidden, blobs being removed; garbage collection finishes the job after a
 crash). Each uploaded part of a column (one per partition) is a ``Share`` row that
 points at the blob holding it; the row is written only after the blob is stored.
+A ``JobToken`` is the credential of one job's workers: only its digest is kept.
 """
 
 from __future__ import annotations
@@ -183,3 +184,25 @@ class InputMask(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dataset_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class JobToken(Base):
+    """A job-scoped credential of this party's workers (``tally.secret_store.job_tokens``).
+
+    Only the token's SHA-256 is stored.  It reads the job's ``inputs`` on behalf of
+    ``identity`` for ``program`` and writes the job's ``results`` (dataset id -> its
+    readers, owned by ``identity``), until ``expires_at`` or until it is revoked.
+    """
+
+    __tablename__ = "job_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(128), index=True)
+    issued_by: Mapped[str] = mapped_column(String(128))
+    identity: Mapped[str] = mapped_column(String(128))
+    program: Mapped[str] = mapped_column(String(128))
+    inputs: Mapped[Any] = mapped_column(JSON)
+    results: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

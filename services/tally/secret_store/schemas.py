@@ -156,6 +156,41 @@ class MaskedInputCreate(DatasetCreate):
     reservation_id: uuid.UUID
 
 
+JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class JobResult(BaseModel):
+    """A result dataset a job token may write: its id and its readers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID
+    readers: list[Identity] = Field(default_factory=list, max_length=256)
+
+
+class JobTokenCreate(BaseModel):
+    """The scope of a job's worker credential (execution service only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: JobId
+    identity: Identity = Field(description="who the job runs for: it owns the results")
+    program: ProgramName
+    inputs: list[uuid.UUID] = Field(max_length=1024, description="datasets the job may read")
+    results: list[JobResult] = Field(
+        default_factory=list, max_length=1 << 16, description="result datasets it may write"
+    )
+    ttl_s: float = Field(gt=0, description="seconds until the token expires (capped)")
+
+
+class JobTokenPublic(BaseModel):
+    """A new job token: shown once, stored only as its SHA-256."""
+
+    job_id: str
+    token: str
+    expires_at: datetime
+
+
 class ColumnPublic(BaseModel):
     """A column as stored."""
 

@@ -59,6 +59,12 @@ class SecretStoreSettings(BaseSettings, HttpsListener, IdentitySettings):
     max_mask_count: int = Field(default=1 << 27, gt=0, description="most masks per reservation")
     max_page_size: int = Field(default=1000, gt=0)
 
+    max_job_token_ttl_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="longest a job's worker credential lives (it is revoked when the job ends)",
+    )
+
     pending_timeout_s: float = Field(
         default=24 * 3600, gt=0, description="uncommitted datasets are removed after this"
     )

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from tally.common.audit import audit
 from tally.common.errors import error_responses
 from tally.common.policy import DisclosurePolicy
-from tally.secret_store import datasets, lookup, policies, sharing, uploads
+from tally.secret_store import datasets, job_tokens, lookup, policies, sharing, uploads
 from tally.secret_store.api.deps import (
     OCTET_BODY,
     OCTET_RESPONSE,
@@ -102,6 +102,7 @@ async def upload_column(
     partition: Annotated[int | None, Query(ge=0, le=1 << 16)] = None,
 ) -> SharePublic:
     """Upload a column's shares (little-endian uint64; header Tally-Sha256)."""
+    job_tokens.check_result(principal, str(dataset_id))
     return await uploads.upload_column_route(
         store, principal, request, response, str(dataset_id), column, partition, masked=False
     )
@@ -144,6 +145,7 @@ def commit_dataset(
     dataset_id: DatasetId, store: StoreDep, principal: CurrentPrincipal
 ) -> DatasetPublic:
     """Make a fully uploaded dataset visible, atomically."""
+    job_tokens.check_result(principal, str(dataset_id))
     committed = datasets.commit_dataset(store, principal, str(dataset_id))
     audit("dataset.commit", identity=principal.identity, dataset=str(dataset_id))
     return committed

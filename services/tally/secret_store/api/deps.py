@@ -6,14 +6,17 @@ the thread pool, which costs more than the work itself on the metadata path.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from tally.common.auth import Principal, require_role
 from tally.common.errors import ApiError
+from tally.secret_store import job_tokens
 from tally.secret_store.context import StoreContext
 
 _bearer = HTTPBearer(auto_error=False, description="a token bound to your identity")
@@ -28,13 +31,40 @@ async def get_store(request: Request) -> StoreContext:
 StoreDep = Annotated[StoreContext, Depends(get_store)]
 
 
+_JOB_TOKEN_ROUTES = (
+    ("GET", re.compile(r"^/v1/internal/datasets/[^/]+(/columns/[^/]+)?$")),
+    ("POST", re.compile(r"^/v1/internal/datasets(/[^/]+/dp-charges)?$")),
+    ("PUT", re.compile(r"^/v1/datasets/[^/]+/columns/[^/]+$")),
+    ("POST", re.compile(r"^/v1/datasets/[^/]+/commit$")),
+)
+"""The only routes a job token reaches: read the job's inputs, write its results."""
+
+
 async def current_principal(
     request: Request,
     store: StoreDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The identity behind the request's bearer token; 401 without a valid one."""
-    return store.auth.authenticate(request.headers.get("authorization"))
+    """The identity behind the request's bearer token; 401 without a valid one.
+
+    A job token (:mod:`tally.secret_store.job_tokens`) is looked up in the database and
+    reaches only the routes that read its job's inputs and write its results (each of
+    them checks the dataset against the token's scope); any other route is a 403.
+    """
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and job_tokens.is_job_token(token.strip()):
+        principal = await run_in_threadpool(job_tokens.authenticate, store, token.strip())
+        path = request.url.path
+        if not any(request.method == m and pattern.match(path) for m, pattern in _JOB_TOKEN_ROUTES):
+            raise ApiError(
+                403,
+                "out_of_scope",
+                f"the token of job {principal.job_id} only reads the job's inputs and writes "
+                "its results",
+            )
+        return principal
+    return store.auth.authenticate(header or None)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from tally.common.audit import audit
 from tally.common.auth import Principal
 from tally.common.errors import error_responses
-from tally.secret_store import datasets, policies, uploads
+from tally.secret_store import datasets, job_tokens, policies, uploads
 from tally.secret_store.api.datasets import stream_download
 from tally.secret_store.api.deps import (
     OCTET_RESPONSE,
@@ -33,6 +33,9 @@ from tally.secret_store.schemas import (
     DpChargePublic,
     Identity,
     InputPublic,
+    JobId,
+    JobTokenCreate,
+    JobTokenPublic,
     ProgramName,
     ResultDatasetCreate,
 )
@@ -50,6 +53,7 @@ def create_result(
     body: ResultDatasetCreate, store: StoreDep, service: ServicePrincipal, response: Response
 ) -> DatasetPublic:
     """Create a pending result dataset owned by a job's recipient."""
+    job_tokens.check_result(service, str(body.id) if body.id else None, body.owner, body.readers)
     dataset, created = datasets.create_dataset(store, service, body)
     if not created:
         response.status_code = 200
@@ -66,6 +70,7 @@ def get_input(
 ) -> InputPublic:
     """Get an input's metadata, disclosure policy and read grantees if the identity may
     use it for the program."""
+    job_tokens.check_input(service, str(dataset_id), identity, program)
     view = policies.input_view(store, Principal(identity), str(dataset_id), program)
     audit("dataset.use", identity=identity, dataset=str(dataset_id), program=program)
     return view
@@ -82,6 +87,7 @@ def read_input(
     partition: Annotated[int | None, Query(ge=0, le=1 << 16)] = None,
 ) -> StreamingResponse:
     """Stream an input column's shares for a job."""
+    job_tokens.check_input(service, str(dataset_id), identity, program)
     download = uploads.prepare_download(
         store, Principal(identity), str(dataset_id), column, partition, program=program
     )
@@ -102,6 +108,7 @@ def charge_dp(
     409 ``privacy_budget_exhausted`` when the dataset's budget has not that much left;
     the same job charged again with the same epsilon gets its charge back (200).
     """
+    job_tokens.check_input(service, str(dataset_id), body.identity, body.program)
     charge, created = datasets.charge_dp(store, str(dataset_id), body)
     audit(
         "dp.charge",
@@ -114,3 +121,20 @@ def charge_dp(
     if not created:
         response.status_code = 200
     return charge
+
+
+@router.post("/job-tokens", status_code=201, responses=error_responses(422))
+def issue_job_token(
+    body: JobTokenCreate, store: StoreDep, service: ServicePrincipal
+) -> JobTokenPublic:
+    """A credential for one job's workers: reads its inputs, writes its results, nothing
+    else; shown once, stored as its SHA-256 (the execution service asks as a job starts)."""
+    job_tokens.check_issuer(service)
+    return job_tokens.issue(store, service, body)
+
+
+@router.delete("/job-tokens/{job_id}", responses=error_responses(403))
+def revoke_job_tokens(job_id: JobId, store: StoreDep, service: ServicePrincipal) -> dict[str, int]:
+    """Revoke every token of a job (it has ended); how many were live."""
+    job_tokens.check_issuer(service)
+    return {"revoked": job_tokens.revoke(store, service, job_id)}
