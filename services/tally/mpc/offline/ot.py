@@ -1,0 +1,441 @@
+"""The ``ot`` generator: tuples from oblivious transfer, any n >= 2, no dealer (DESIGN §4).
+
+Semi-honest security against any coalition of n - 1 parties (dishonest
+majority).  Every ordered pair of parties (R, S) runs one IKNP correlated-OT
+extension in which R chooses and S holds the global correlation Delta.
+
+Protocols and what each message reveals (per ordered pair, after setup):
+
+* **Base OTs** (Chou–Orlandi "simplest OT", once per pair per run, 2 rounds):
+  128 OTs in the 2048-bit MODP group of RFC 3526 (group 14, 256-bit
+  exponents), computed with Python's ``pow``.  ``cryptography``'s X25519
+  offers Diffie–Hellman only, not the point addition B = g^b A^c that
+  Chou–Orlandi needs, so the group is a prime-field one.  The sender's A and
+  the receiver's B_i are uniform group elements: B_i hides the choice bit
+  perfectly.  Cost: 256 bytes (A) + 128 * 256 bytes (B) per pair and direction.
+* **IKNP extension** (1 round): R sends u_j = G(k_j0) ^ G(k_j1) ^ r for
+  each of the 128 columns, m bits each.  Each u_j is G(k_j1) (a PRG output
+  under a key S does not hold) XOR known bits, so S sees uniform bits.
+* **Correlation-robust hash**: H(i, x) = pi(pi(x) ^ i) ^ pi(x) with pi a
+  fixed-key AES permutation (tweakable CR hash of Guo et al.), on whole
+  batches (the tuple-service plugs in AES-ECB; see :class:`BlockHash`).
+* **Gilboa OLE** (1 more round): for x (R, w bits) and y (S), S sends
+  d_k = H(q_k ^ Delta) - H(q_k) - y mod 2^(64-k); R computes
+  v_k = H(t_k) - x_k d_k, so sum 2^k v_k - sum 2^k H(q_k) = x y.  Each d_k is
+  masked by H(q_k ^ Delta) (R knows only one of H(q_k), H(q_k ^ Delta)), so
+  it is uniform to R.  Packed by width: 8 bytes for k < 32, 4 for k < 48,
+  2 for k < 56, 1 for the rest: 344 bytes per 64-bit product.
+
+Tuples (bytes sent per tuple per party, 2 parties; multiply by n - 1):
+
+* ``triples``: a_i, b_i local random; every cross term a_i b_j by Gilboa
+  (64 OTs).  16 * 64 (u) + 344 (d) = **1368 bytes**, 2 rounds.
+* ``bit_triples``: a_i, b_i random words; each cross term a_i b_j by one OT per
+  bit, S sends d = H(q) ^ H(q ^ Delta) ^ b_j (1 bit): 129 bits per AND gate,
+  **1032 bytes** per word of 64 gates, 2 rounds.
+* ``dabits``: each party a random bit r_i; r = XOR r_i folded in arithmetic
+  as acc + r_j - 2 acc r_j with acc r_j by Gilboa with a 1-bit x (1 OT and a
+  64-bit correction per earlier party): **24 bytes** per daBit, 2(n - 1) rounds.
+* ``edabits(k)``: k daBits b_l with r = sum 2^l b_l (so r < 2^k and its bits are
+  the daBits' XOR shares): **24 k bytes**, 2(n - 1) rounds.
+* ``input_masks``: a local random word, 0 bytes.
+* ``shuffle``: **not provided by this generator yet.**
+
+Every party's output share is a fresh uniform value apart from the sum; all
+a party receives is u columns and corrections, each uniform as argued above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tally.mpc import bits
+from tally.mpc.offline.prf import Prf, fresh_key
+from tally.mpc.transport import Transport
+
+KAPPA = 128
+"""Base OTs per ordered pair, and bits of Delta."""
+
+Words = NDArray[np.uint64]
+Bytes = NDArray[np.uint8]
+
+_P = int(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A0879"
+    "8E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B"
+    "0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA4836"
+    "1C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804"
+    "F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6"
+    "955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
+    16,
+)
+"""RFC 3526 group 14: a safe prime; g = 2 generates the subgroup of prime order (p - 1) / 2."""
+_G = 2
+_ELEMENT_BYTES = 256
+_EXPONENT_BITS = 256
+
+_WIDTH_CLASSES = ((0, 32, np.uint64), (32, 48, np.uint32), (48, 56, np.uint16), (56, 64, np.uint8))
+"""Gilboa correction bit positions k and the dtype that holds their 64 - k bits."""
+
+
+class OtError(RuntimeError):
+    """A peer's OT message is malformed (wrong count, shape or type) or out of range."""
+
+
+class BlockHash(ABC):
+    """The tweakable correlation-robust hash on 128-bit blocks, batched."""
+
+    @abstractmethod
+    def permute(self, blocks: Bytes) -> Bytes:
+        """The fixed-key permutation pi on ``(m, 16)`` blocks (AES-ECB under a public key)."""
+
+    def hash(self, blocks: Bytes, tweaks: Words) -> Words:
+        """H(i, x) = pi(pi(x) ^ i) ^ pi(x), its low 64 bits, for every row x and tweak i."""
+        first = self.permute(blocks)
+        tweaked = first.copy()
+        tweaked.view(np.uint64)[:, 0] ^= tweaks
+        second = self.permute(tweaked)
+        out: Words = second.view(np.uint64)[:, 0] ^ first.view(np.uint64)[:, 0]
+        return out
+
+
+def transpose_bits(matrix: Bytes, rows: int) -> Bytes:
+    """A ``(KAPPA, m / 8)`` bit matrix (row j = column j of the OTs) -> ``(m, 16)`` rows.
+
+    Bit t of row j (little-endian bit order inside bytes) becomes bit j of OT t.
+    Done with ``unpackbits`` / ``packbits`` on the whole batch.
+    """
+    unpacked = np.unpackbits(matrix, axis=1, count=rows, bitorder="little")
+    return np.packbits(unpacked.T, axis=1, bitorder="little")
+
+
+def _check(array: object, dtype: type, shape: tuple[int, ...], peer: int, what: str) -> Bytes:
+    if not isinstance(array, np.ndarray) or array.dtype != np.dtype(dtype):
+        raise OtError(f"party {peer} sent a malformed {what}: expected {np.dtype(dtype)} data")
+    if array.shape != shape:
+        raise OtError(
+            f"party {peer} sent a malformed {what}: shape {array.shape}, expected {shape}"
+        )
+    return cast(Bytes, array)
+
+
+def _receive(
+    received: dict[int, list[NDArray[np.generic]]], peer: int, count: int, what: str
+) -> list[NDArray[np.generic]]:
+    arrays = received.get(peer)
+    if arrays is None or len(arrays) != count:
+        got = 0 if arrays is None else len(arrays)
+        raise OtError(f"party {peer} sent {got} arrays for the {what}, expected {count}")
+    return arrays
+
+
+def _to_int(element: Bytes) -> int:
+    return int.from_bytes(element.tobytes(), "big")
+
+
+def _to_bytes(value: int) -> Bytes:
+    return np.frombuffer(value.to_bytes(_ELEMENT_BYTES, "big"), dtype=np.uint8).copy()
+
+
+def _key(shared: int, context: bytes, index: int) -> bytes:
+    data = shared.to_bytes(_ELEMENT_BYTES, "big") + context + index.to_bytes(4, "little")
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class PairSetup:
+    """This party's base-OT keys with one peer: as extension receiver and as extension sender."""
+
+    def __init__(
+        self,
+        receiver_keys: list[tuple[bytes, bytes]],
+        delta: NDArray[np.bool_],
+        sender_keys: list[bytes],
+    ) -> None:
+        self.receiver_keys = receiver_keys
+        """Pairs (k_j0, k_j1): this party chooses in OTs toward the peer."""
+        self.delta = delta
+        """Delta's 128 bits: this party sends in OTs toward the peer."""
+        self.delta_block = np.packbits(delta, bitorder="little")
+        self.sender_keys = sender_keys
+        """k_{j, delta_j}."""
+
+
+def base_ots(transport: Transport, session: bytes) -> dict[int, PairSetup]:
+    """Chou–Orlandi base OTs with every peer, both directions, in 2 rounds.
+
+    In the base OTs toward peer j this party's role is flipped: as IKNP
+    receiver it is the base-OT *sender* of 128 key pairs; as IKNP sender it
+    chooses with the bits of its Delta.
+    """
+    me, peers = transport.party, transport.peers
+    secrets_a = {p: secrets.randbits(_EXPONENT_BITS) | 1 for p in peers}
+    public_a = {p: pow(_G, secrets_a[p], _P) for p in peers}
+    first = transport.exchange({p: [_to_bytes(public_a[p])] for p in peers}, peers)
+    deltas = {p: np.frombuffer(secrets.token_bytes(KAPPA), dtype=np.uint8) & 1 for p in peers}
+    chooser_b: dict[int, list[int]] = {}
+    their_a: dict[int, int] = {}
+    outgoing: dict[int, list[NDArray[np.generic]]] = {}
+    for p in peers:
+        (element,) = _receive(first, p, 1, "base-OT key")
+        _check(element, np.uint8, (_ELEMENT_BYTES,), p, "base-OT key")
+        value = _to_int(element)  # type: ignore[arg-type]
+        if not 1 < value < _P - 1:
+            raise OtError(f"party {p} sent a base-OT key outside the group")
+        their_a[p] = value
+        chooser_b[p] = [secrets.randbits(_EXPONENT_BITS) | 1 for _ in range(KAPPA)]
+        rows = []
+        for j in range(KAPPA):
+            element_b = pow(_G, chooser_b[p][j], _P)
+            if deltas[p][j]:
+                element_b = element_b * value % _P
+            rows.append(_to_bytes(element_b))
+        outgoing[p] = [np.stack(rows)]
+    second = transport.exchange(outgoing, peers)
+    out: dict[int, PairSetup] = {}
+    for p in peers:
+        (received_matrix,) = _receive(second, p, 1, "base-OT choices")
+        matrix = _check(received_matrix, np.uint8, (KAPPA, _ELEMENT_BYTES), p, "base-OT choices")
+        # As base-OT sender to p (this party is IKNP receiver toward p).
+        context = session + b"/%d>%d" % (me, p)
+        a = secrets_a[p]
+        inverse = pow(pow(public_a[p], a, _P), -1, _P)
+        pairs = []
+        for j in range(KAPPA):
+            value = _to_int(matrix[j])
+            if not 1 < value < _P - 1:
+                raise OtError(f"party {p} sent a base-OT choice outside the group")
+            shared = pow(value, a, _P)
+            pairs.append((_key(shared, context, j), _key(shared * inverse % _P, context, j)))
+        # As base-OT chooser from p (this party is IKNP sender toward p).
+        their_context = session + b"/%d>%d" % (p, me)
+        chosen = [
+            _key(pow(their_a[p], chooser_b[p][j], _P), their_context, j) for j in range(KAPPA)
+        ]
+        out[p] = PairSetup(pairs, deltas[p].astype(bool), chosen)
+    return out
+
+
+class OtGenerator:
+    """This party's end of the ``ot`` protocols over ``transport``; labels must never repeat."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        prf: Prf,
+        block_hash: BlockHash,
+        session: bytes = b"ot",
+        setup: dict[int, PairSetup] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.party = transport.party
+        self.prf = prf
+        self.hash = block_hash
+        self.setup = setup if setup is not None else base_ots(transport, session)
+        self._private = fresh_key()
+        self._counter = 0
+
+    # -- local randomness -------------------------------------------------------------
+    def _words(self, label: bytes, count: int) -> Words:
+        return self.prf.words(self._private, label, count)
+
+    def _tweaks(self, count: int) -> Words:
+        start = self._counter
+        self._counter += count
+        return np.arange(start, start + count, dtype=np.uint64)
+
+    # -- IKNP ---------------------------------------------------------------------------
+    def _extend(
+        self, label: bytes, choices: dict[int, Bytes], senders: Sequence[int], m: int
+    ) -> tuple[dict[int, Bytes], dict[int, Bytes]]:
+        """Correlated OTs: ``choices[peer]`` packed choice bits (m bits) toward each sender peer.
+
+        Returns t rows ``(m, 16)`` per sender peer (this party chose) and q rows
+        per receiver peer in ``senders`` (q = t ^ r Delta at the peer).  1 round.
+        """
+        me, nbytes = self.party, (m + 7) // 8
+        outgoing: dict[int, list[NDArray[np.generic]]] = {}
+        t_rows: dict[int, Bytes] = {}
+        for peer, packed in choices.items():
+            keys = self.setup[peer].receiver_keys
+            tag = label + b"/%d>%d" % (me, peer)
+            t = np.empty((KAPPA, nbytes), dtype=np.uint8)
+            u = np.empty((KAPPA, nbytes), dtype=np.uint8)
+            for j, (k0, k1) in enumerate(keys):
+                t[j] = self._stream(k0, tag, nbytes)
+                u[j] = t[j] ^ self._stream(k1, tag, nbytes) ^ packed
+            t_rows[peer] = transpose_bits(t, m)
+            outgoing[peer] = [u]
+        received = self.transport.exchange(outgoing, list(senders))
+        q_rows: dict[int, Bytes] = {}
+        for peer in senders:
+            (u_received,) = _receive(received, peer, 1, "OT extension matrix")
+            u = _check(u_received, np.uint8, (KAPPA, nbytes), peer, "OT extension matrix")
+            setup = self.setup[peer]
+            tag = label + b"/%d>%d" % (peer, me)
+            q = np.empty((KAPPA, nbytes), dtype=np.uint8)
+            for j, key in enumerate(setup.sender_keys):
+                q[j] = self._stream(key, tag, nbytes)
+                if setup.delta[j]:
+                    q[j] ^= u[j]
+            q_rows[peer] = transpose_bits(q, m)
+        return t_rows, q_rows
+
+    def _stream(self, key: bytes, label: bytes, nbytes: int) -> Bytes:
+        words = self.prf.words(key, label, (nbytes + 7) // 8)
+        return words.view(np.uint8)[:nbytes]
+
+    # -- Gilboa ------------------------------------------------------------------------
+    def cross(
+        self, label: bytes, x: Words, y: Words, width: int, pairs: Sequence[tuple[int, int]]
+    ) -> Words:
+        """Additive shares of sum over (R, S) in ``pairs`` of x_R * y_S (x has ``width`` bits).
+
+        This party's x and y are its inputs in every pair it is part of.  2 rounds.
+        """
+        me, count = self.party, len(x)
+        m = count * width
+        as_receiver = [s for r, s in pairs if r == me]
+        as_sender = [r for r, s in pairs if s == me]
+        plane = (x[:, None] >> np.arange(width, dtype=np.uint64)) & np.uint64(1)
+        choice_bits = plane.astype(np.uint8).reshape(-1)
+        packed = np.packbits(choice_bits, bitorder="little")
+        tweaks = self._tweaks(m)  # same counter at both ends: pairs run in the same order
+        t_rows, q_rows = self._extend(label, {s: packed for s in as_receiver}, as_sender, m)
+        shift = np.arange(width, dtype=np.uint64)
+        share = np.zeros(count, dtype=np.uint64)
+        outgoing: dict[int, list[NDArray[np.generic]]] = {}
+        for peer in as_sender:
+            q = q_rows[peer]
+            h0 = self.hash.hash(q, tweaks).reshape(count, width)
+            h1 = self.hash.hash(q ^ self.setup[peer].delta_block, tweaks).reshape(count, width)
+            d = h1 - h0 - y[:, None]
+            share -= (h0 << shift).sum(axis=1, dtype=np.uint64)
+            outgoing[peer] = _pack_corrections(d, width)
+        received = self.transport.exchange(outgoing, as_receiver)
+        for peer in as_receiver:
+            arrays = _receive(received, peer, len(_classes(width)), "OLE corrections")
+            d = _unpack_corrections(arrays, count, width, peer)
+            h = self.hash.hash(t_rows[peer], tweaks).reshape(count, width)
+            v = h - plane * d
+            share += (v << shift).sum(axis=1, dtype=np.uint64)
+        return share
+
+    def _all_pairs(self) -> list[tuple[int, int]]:
+        n = self.transport.parties
+        return [(r, s) for r in range(n) for s in range(n) if r != s]
+
+    # -- tuples ------------------------------------------------------------------------
+    def triples(self, label: bytes, count: int) -> tuple[Words, Words, Words]:
+        """Beaver triples over Z_2^64: additive shares of a, b, c = a b."""
+        a = self._words(label + b"/a", count)
+        b = self._words(label + b"/b", count)
+        c = a * b + self.cross(label + b"/ab", a, b, 64, self._all_pairs())
+        return a, b, c
+
+    def bit_triples(self, label: bytes, words: int) -> tuple[Words, Words, Words]:
+        """Packed AND triples: XOR shares of a, b, c = a & b (64 gates per word)."""
+        me, m = self.party, words * 64
+        a = self._words(label + b"/a", words)
+        b = self._words(label + b"/b", words)
+        pairs = self._all_pairs()
+        receivers = [s for r, s in pairs if r == me]
+        senders = [r for r, s in pairs if s == me]
+        a_bits = np.unpackbits(a.view(np.uint8), bitorder="little")
+        tweaks = self._tweaks(m)
+        t_rows, q_rows = self._extend(
+            label + b"/ot",
+            {s: np.packbits(a_bits, bitorder="little") for s in receivers},
+            senders,
+            m,
+        )
+        c = a & b
+        b_bits = np.unpackbits(b.view(np.uint8), bitorder="little")
+        outgoing: dict[int, list[NDArray[np.generic]]] = {}
+        for peer in senders:
+            q = q_rows[peer]
+            h0 = (self.hash.hash(q, tweaks) & np.uint64(1)).astype(np.uint8)
+            h1 = (self.hash.hash(q ^ self.setup[peer].delta_block, tweaks) & np.uint64(1)).astype(
+                np.uint8
+            )
+            c ^= _pack_bits(h0)
+            outgoing[peer] = [np.packbits(h0 ^ h1 ^ b_bits, bitorder="little")]
+        received = self.transport.exchange(outgoing, receivers)
+        for peer in receivers:
+            (d_received,) = _receive(received, peer, 1, "AND corrections")
+            d = _check(d_received, np.uint8, (m // 8,), peer, "AND corrections")
+            d_bits = np.unpackbits(d, bitorder="little")
+            h = (self.hash.hash(t_rows[peer], tweaks) & np.uint64(1)).astype(np.uint8)
+            c ^= _pack_bits(h ^ (a_bits & d_bits))
+        return a, b, c
+
+    def dabits(self, label: bytes, count: int) -> tuple[Words, Words]:
+        """Random bits: arithmetic shares ``(count,)`` and XOR-shared packed words."""
+        n, me = self.transport.parties, self.party
+        words = bits.word_count(count)
+        mine = self._words(label + b"/r", words)
+        if count % 64:
+            mine &= bits.lane_mask(count)
+        own = bits.unpack_lanes(mine, count).astype(np.uint64) if count else np.zeros(0, np.uint64)
+        acc = own.copy() if me == 0 else np.zeros(count, dtype=np.uint64)
+        for j in range(1, n):
+            x = own if me == j else np.zeros(count, dtype=np.uint64)
+            pairs = [(j, i) for i in range(j)]
+            product = self.cross(label + b"/fold%d" % j, x, acc, 1, pairs) if count else acc * 0
+            acc = acc - np.uint64(2) * product
+            if me == j:
+                acc = acc + own
+        return acc, mine
+
+    def edabits(self, label: bytes, count: int, width: int) -> tuple[Words, Words]:
+        """Random r < 2^width: arithmetic shares and XOR shares of its bit planes (width daBits)."""
+        if not 1 <= width <= 64:
+            raise ValueError("edaBit width must be 1..64")
+        arith, packed = self.dabits(label + b"/bits", count * width)
+        words = bits.word_count(count)
+        lanes = (
+            bits.unpack_lanes(packed, count * width).reshape(width, count)
+            if count
+            else np.zeros((width, 0), np.uint8)
+        )
+        planes = (
+            np.stack([bits.pack_lanes(lanes[level]) for level in range(width)])
+            if count
+            else np.zeros((width, words), np.uint64)
+        )
+        weights = np.uint64(1) << np.arange(width, dtype=np.uint64)
+        value = (arith.reshape(width, count) * weights[:, None]).sum(axis=0, dtype=np.uint64)
+        return value, planes.reshape(width, words)
+
+    def input_masks(self, label: bytes, count: int) -> Words:
+        """This party's share of a random mask: local, 0 bytes."""
+        return self._words(label + b"/mask", count)
+
+
+def _pack_bits(values: Bytes) -> Words:
+    out: Words = np.packbits(values, bitorder="little").view(np.uint64)
+    return out
+
+
+def _classes(width: int) -> list[tuple[int, int, type]]:
+    return [(lo, min(hi, width), dt) for lo, hi, dt in _WIDTH_CLASSES if lo < width]
+
+
+def _pack_corrections(d: Words, width: int) -> list[NDArray[np.generic]]:
+    return [np.ascontiguousarray(d[:, lo:hi]).astype(dt) for lo, hi, dt in _classes(width)]
+
+
+def _unpack_corrections(
+    arrays: list[NDArray[np.generic]], count: int, width: int, peer: int
+) -> Words:
+    parts = []
+    for array, (lo, hi, dt) in zip(arrays, _classes(width), strict=True):
+        _check(array, dt, (count, hi - lo), peer, "OLE corrections")
+        parts.append(array.astype(np.uint64))
+    out: Words = np.concatenate(parts, axis=1)
+    return out

@@ -1,0 +1,29 @@
+"""Fixed-key AES-128 (ECB over whole batches, AES-NI) as the ``ot`` generator's permutation.
+
+The key is public and fixed (the correlation-robust hash needs a random
+permutation, not a secret); :class:`tally.mpc.offline.ot.BlockHash` builds
+the tweakable hash on top of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tally.mpc.offline.ot import BlockHash, Bytes
+
+FIXED_KEY = bytes.fromhex("74616c6c792f6f742f666978656421")[:15] + b"\x01"
+"""A public, fixed AES key ("tally/ot/fixed!" and 0x01)."""
+
+
+class AesBlockHash(BlockHash):
+    """pi(x) = AES_FIXED_KEY(x) on ``(m, 16)`` blocks in one ECB call."""
+
+    def __init__(self) -> None:
+        self._cipher = Cipher(algorithms.AES(FIXED_KEY), modes.ECB())
+
+    def permute(self, blocks: Bytes) -> Bytes:
+        encryptor = self._cipher.encryptor()
+        data = np.ascontiguousarray(blocks).tobytes()
+        out = encryptor.update(data) + encryptor.finalize()
+        return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16).copy()

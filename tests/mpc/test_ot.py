@@ -1,0 +1,151 @@
+"""Tests for the ``ot`` generator: relations by reconstruction, uniformity, malformed peers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tally.mpc.bits import from_planes, unpack_lanes
+from tally.mpc.offline.ot import OtError, OtGenerator, transpose_bits
+from tally.mpc.transport import InProcessHub
+from tally.tuples.ot_hash import AesBlockHash
+from tally.tuples.prf import AesCtrPrf
+
+TIMEOUT = 60.0
+
+
+def run(program: Callable[[OtGenerator], Any], parties: int) -> list[Any]:
+    hub = InProcessHub(parties, timeout=TIMEOUT)
+    results: list[Any] = [None] * parties
+    errors: list[BaseException] = []
+
+    def one(index: int) -> None:
+        try:
+            results[index] = program(OtGenerator(hub.transport(index), AesCtrPrf(), AesBlockHash()))
+        except BaseException as error:
+            errors.append(error)
+            hub.aborted.set()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def xor(shares: list[np.ndarray]) -> np.ndarray:
+    return reduce(np.bitwise_xor, shares)
+
+
+def test_transpose_matches_numpy() -> None:
+    rng = np.random.default_rng(1)
+    bitmatrix = rng.integers(0, 2, size=(128, 200), dtype=np.uint8)
+    packed = np.packbits(bitmatrix, axis=1, bitorder="little")
+    rows = transpose_bits(packed, 200)
+    assert np.array_equal(np.unpackbits(rows, axis=1, bitorder="little"), bitmatrix.T)
+
+
+@pytest.mark.parametrize("parties", [2, 3, 5])
+def test_every_kind_reconstructs(parties: int) -> None:
+    def program(g: OtGenerator) -> Any:
+        return (
+            g.triples(b"t", 300),
+            g.bit_triples(b"b", 5),
+            g.dabits(b"d", 130),
+            g.edabits(b"e", 70, 12),
+            g.edabits(b"f", 10, 64),
+            g.input_masks(b"m", 4),
+        )
+
+    out = run(program, parties)
+    a, b, c = (sum(o[0][k] for o in out) for k in range(3))
+    assert np.array_equal(a * b, c)
+    assert len(np.unique(a)) > 290  # random, not constant
+    xa, xb, xc = (xor([o[1][k] for o in out]) for k in range(3))
+    assert np.array_equal(xa & xb, xc)
+    assert xa.any()
+    arith = sum(o[2][0] for o in out)
+    binary = unpack_lanes(xor([o[2][1] for o in out]), 130).astype(np.uint64)
+    assert set(arith.tolist()) <= {0, 1}
+    assert np.array_equal(arith, binary)
+    assert 20 < int(arith.sum()) < 110
+    for index, count, width in ((3, 70, 12), (4, 10, 64)):
+        value = sum(o[index][0] for o in out)
+        planes = xor([o[index][1] for o in out])
+        assert planes.shape[0] == width
+        assert np.array_equal(value, from_planes(planes, count))
+        if width < 64:
+            assert int(value.max()) < 2**width
+    assert out[0][5].shape == (4,)
+
+
+def test_messages_a_party_receives_are_uniform() -> None:
+    """Chi-square over byte values of the u columns and the Gilboa corrections party 1 gets."""
+    hub = InProcessHub(2, timeout=TIMEOUT)
+    seen: list[np.ndarray] = []
+    transports = hub.transports()
+    original = transports[1]._exchange
+
+    def recording(outgoing: Any, expect: list[int]) -> Any:
+        received = original(outgoing, expect)
+        for arrays in received.values():
+            seen.extend(np.ascontiguousarray(a) for a in arrays)
+        return received
+
+    transports[1]._exchange = recording  # type: ignore[method-assign]
+    results: list[Any] = [None, None]
+
+    def one(index: int) -> None:
+        g = OtGenerator(transports[index], AesCtrPrf(), AesBlockHash())
+        results[index] = g.triples(b"t", 64)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    u_columns = seen[2]  # after the two base-OT messages
+    assert u_columns.shape == (128, 512)
+    corrections = np.concatenate([a.view(np.uint8).reshape(-1) for a in seen[3:]])
+    for data in (u_columns.reshape(-1), corrections):
+        counts = np.bincount(data, minlength=256)
+        expected = data.size / 256
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 350  # 255 degrees of freedom: p about 1e-4
+
+
+def test_short_ot_message_fails_cleanly() -> None:
+    hub = InProcessHub(2, timeout=TIMEOUT)
+    transports = hub.transports()
+    honest = transports[0]._exchange
+
+    def truncating(outgoing: Any, expect: list[int]) -> Any:
+        if transports[0].rounds == 3:  # the OT extension round
+            outgoing = {p: [a[:, :-1] for a in arrays] for p, arrays in outgoing.items()}
+        return honest(outgoing, expect)
+
+    transports[0]._exchange = truncating  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def one(index: int) -> None:
+        try:
+            OtGenerator(transports[index], AesCtrPrf(), AesBlockHash()).triples(b"t", 16)
+        except BaseException as error:
+            errors.append(error)
+            hub.aborted.set()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    reasons = [str(e) for e in errors if isinstance(e, OtError)]
+    assert reasons and "party 0 sent a malformed OT extension matrix" in reasons[0]
