@@ -13,6 +13,7 @@ import numpy as np
 
 from tally.mpc.offline import Hm3Generator
 from tally.mpc.offline.layout import Kind, to_sections
+from tally.mpc.offline.ot import OtGenerator
 from tally.mpc.offline.prf import Prf, Words
 from tally.mpc.tuples import Dealer, HelperShare, PermuterShare, ShuffleShare
 
@@ -22,8 +23,13 @@ def chunk_label(session: str, chunk_id: int) -> bytes:
     return f"{session}/chunk/{chunk_id}".encode()
 
 
-def hm3_chunk(generator: Hm3Generator, kind: Kind, label: bytes, count: int) -> list[bytes]:
-    """This party's shares of ``count`` tuples of ``kind``, generated with hm3."""
+def hm3_chunk(
+    generator: Hm3Generator | OtGenerator, kind: Kind, label: bytes, count: int
+) -> list[bytes]:
+    """This party's shares of ``count`` tuples of ``kind``, generated with hm3 or ot.
+
+    With ot every party must run this at once (the chunk is generated interactively).
+    """
     if kind.base == "triples":
         shares: tuple[np.ndarray, ...] = generator.triples(label, count)
     elif kind.base == "bit_triples":

@@ -77,7 +77,7 @@ def encode(
     )
 
 
-WIRE_DTYPES = frozenset({"<u8", "<i8", "<u4", "<i4", "|u1", "|i1", "|b1", "<f8"})
+WIRE_DTYPES = frozenset({"<u8", "<i8", "<u4", "<i4", "<u2", "|u1", "|i1", "|b1", "<f8"})
 """The array types a TupleLink message may carry (never object or structured dtypes)."""
 
 

@@ -32,11 +32,13 @@ import grpc
 from tally._generated import tuples_pb2, tuples_pb2_grpc
 from tally.mpc.offline import Hm3Generator, PairKeys, ShakePrf, agree_keys
 from tally.mpc.offline.layout import parse_kind
+from tally.mpc.offline.ot import OtGenerator
 from tally.mpc.offline.prf import Prf
 from tally.mpc.offline.wire import WireParts, encode_shuffle_parts
 from tally.mpc.transport import TransportError
 from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.link import GrpcTransport, Mailboxes
+from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
 from tally.tuples.store import SHUFFLE, ChunkStore, ReservationError, ReservationSpec
@@ -50,8 +52,8 @@ class Session:
     """Pairwise keys agreed for one generation session, and its transport."""
 
     id: str
-    keys: PairKeys
-    generator: Hm3Generator
+    keys: PairKeys | None
+    generator: Hm3Generator | OtGenerator
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -105,8 +107,12 @@ class TupleNode:
         transport = GrpcTransport(
             self.party, self.stubs, self.mailboxes, session_id, self.settings.rpc_timeout_s
         )
-        keys = agree_keys(transport, self.prf)
-        session = Session(session_id, keys, Hm3Generator(keys, transport))
+        if self.settings.generator == "ot":
+            generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session_id.encode())
+            session = Session(session_id, None, generator)
+        else:
+            keys = agree_keys(transport, self.prf)
+            session = Session(session_id, keys, Hm3Generator(keys, transport))
         self.sessions[session_id] = session
         self.current = session
         return session
@@ -132,9 +138,9 @@ class TupleNode:
         return seconds
 
     def _require_hm3(self) -> None:
-        if self.settings.generator != "hm3":
+        if self.settings.generator not in ("hm3", "ot"):
             raise ReservationError(
-                f"this party generates with {self.settings.generator}, not hm3; check that "
+                f"this party generates with {self.settings.generator}, not hm3 or ot; check that "
                 "every party has the same TALLY_TUPLES_GENERATOR"
             )
 
@@ -188,6 +194,11 @@ class TupleNode:
         session = self.sessions.get(session_id)
         if session is None:
             raise ReservationError("the reservation's key session is gone (restarted?)")
+        if isinstance(session.generator, OtGenerator):
+            raise ReservationError(
+                "the ot generator has no shuffle correlations yet; run jobs that shuffle "
+                "(sorts, group-bys) with hm3 (3 parties) or the development dealer"
+            )
         self.store.take_shuffle(reservation_id, index)
         label = f"{session_id}/reservation/{reservation_id}/shuffle/{index}".encode()
         return encode_shuffle_parts(session.generator.shuffle(label, rows, kinds))

@@ -85,7 +85,7 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     grpc_listen: str = Field(default="", description="host:port to serve TupleLink on")
     http_host: str = Field(default="127.0.0.1", description="REST API bind address")
     http_port: int = Field(default=8300, ge=0, le=65535, description="REST API port")
-    generator: Literal["hm3", "dealer"] = "hm3"
+    generator: Literal["hm3", "ot", "dealer"] = "hm3"
     dealer: str = Field(default="", description="host:port of the dealer process (dealer mode)")
     dealer_name: str = Field(
         default="dealer",
@@ -178,6 +178,8 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
             )
         if self.generator == "hm3" and self.peers and len(self.peers) != 3:
             raise ConfigurationError("the hm3 generator needs exactly 3 parties in PEERS")
+        if self.generator == "ot" and self.peers and len(self.peers) < 2:
+            raise ConfigurationError("the ot generator needs at least 2 parties in PEERS")
         check_tls_files(self.tls_ca, self.tls_cert, self.tls_key, self.env, "TupleLink")
         if self.generator == "dealer":
             check_dealer(self.dealer, self.dealer_name, self.peers, self.env)

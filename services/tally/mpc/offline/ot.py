@@ -58,10 +58,12 @@ from numpy.typing import NDArray
 
 from tally.mpc import bits
 from tally.mpc.offline.prf import Prf, fresh_key
-from tally.mpc.transport import Transport
+from tally.mpc.transport import Transport, TransportError
 
 KAPPA = 128
 """Base OTs per ordered pair, and bits of Delta."""
+BATCH_OTS = 1 << 19
+"""OTs per extension round: bounds memory (128 bytes per OT in the transpose) and message size."""
 
 Words = NDArray[np.uint64]
 Bytes = NDArray[np.uint8]
@@ -84,7 +86,7 @@ _WIDTH_CLASSES = ((0, 32, np.uint64), (32, 48, np.uint32), (48, 56, np.uint16), 
 """Gilboa correction bit positions k and the dtype that holds their 64 - k bits."""
 
 
-class OtError(RuntimeError):
+class OtError(TransportError):
     """A peer's OT message is malformed (wrong count, shape or type) or out of range."""
 
 
@@ -296,8 +298,16 @@ class OtGenerator:
     ) -> Words:
         """Additive shares of sum over (R, S) in ``pairs`` of x_R * y_S (x has ``width`` bits).
 
-        This party's x and y are its inputs in every pair it is part of.  2 rounds.
+        This party's x and y are its inputs in every pair it is part of.  2 rounds
+        per batch of at most ``BATCH_OTS`` OTs.
         """
+        step = max(1, BATCH_OTS // width)
+        if len(x) > step:
+            parts = [
+                self.cross(label + b"/%d" % i, x[i : i + step], y[i : i + step], width, pairs)
+                for i in range(0, len(x), step)
+            ]
+            return np.concatenate(parts)
         me, count = self.party, len(x)
         m = count * width
         as_receiver = [s for r, s in pairs if r == me]
@@ -340,6 +350,14 @@ class OtGenerator:
 
     def bit_triples(self, label: bytes, words: int) -> tuple[Words, Words, Words]:
         """Packed AND triples: XOR shares of a, b, c = a & b (64 gates per word)."""
+        step = BATCH_OTS // 64
+        if words > step:
+            parts = [
+                self.bit_triples(label + b"/%d" % i, min(step, words - i))
+                for i in range(0, words, step)
+            ]
+            a, b, c = (np.concatenate([p[k] for p in parts]) for k in range(3))
+            return a, b, c
         me, m = self.party, words * 64
         a = self._words(label + b"/a", words)
         b = self._words(label + b"/b", words)
