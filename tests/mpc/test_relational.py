@@ -320,3 +320,104 @@ def test_duplicate_around_an_invalid_row_is_refused() -> None:
 
     with pytest.raises(DuplicateKeys):
         run_two_tables(3, left, right, program)
+
+
+# -- the logical plan ---------------------------------------------------------------------
+
+from tally.mpc.relational import plan as lp  # noqa: E402
+
+ATTRIBUTION = lp.Aggregate(
+    lp.Derive(
+        lp.Filter(
+            lp.Join(lp.Scan("advertiser"), lp.Scan("publisher"), "user"),
+            lp.Binary(
+                "&",
+                lp.Binary(">", lp.Col("amount"), lp.Lit(0)),
+                lp.Not(lp.IsIn(lp.Col("campaign"), (6,))),
+            ),
+        ),
+        "double",
+        lp.Binary("*", lp.Col("amount"), lp.Lit(2)),
+    ),
+    ("campaign",),
+    (("spend", "double", "sum"), ("n", "amount", "count")),
+    domain=tuple(range(8)),
+)
+
+
+def test_plan_json_round_trips_and_hash_is_canonical() -> None:
+    text = lp.to_json(ATTRIBUTION)
+    assert lp.from_json(text) == ATTRIBUTION
+    assert lp.plan_hash(lp.from_json(text)) == lp.plan_hash(ATTRIBUTION)
+    other = lp.Aggregate(
+        ATTRIBUTION.input, ("campaign",), (("spend", "double", "sum"),), ATTRIBUTION.domain
+    )
+    assert lp.plan_hash(other) != lp.plan_hash(ATTRIBUTION)
+    assert " " not in text and text == lp.to_json(lp.from_json(text))
+
+
+@PARTIES
+def test_plan_executes_like_pandas(parties: int) -> None:
+    left, right = join_case("some")
+
+    def program(u: SecretTable, m: SecretTable) -> Any:
+        return lp.execute(ATTRIBUTION, {"advertiser": u, "publisher": m}).reveal()
+
+    merged = right.merge(left, on="user", how="inner")
+    merged = merged[(merged.amount > 0) & ~merged.campaign.isin([6])].assign(
+        double=lambda f: f.amount * 2
+    )
+    expected = (
+        merged.groupby("campaign")
+        .agg(spend=("double", "sum"), n=("amount", "count"))
+        .reindex(range(8), fill_value=0)
+        .reset_index()
+    )
+    for result in run_two_tables(parties, left, right, program):
+        got = opened(result).sort_values("campaign").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+SCHEMAS = {"advertiser": USER_SPECS, "publisher": VIEW_SPECS}
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (lp.Filter(lp.Scan("advertiser"), lp.Binary(">", lp.Col("age"), lp.Lit(1))), "'age'"),
+        (lp.Scan("nobody"), "unknown table 'nobody'"),
+        (lp.Join(lp.Scan("advertiser"), lp.Scan("publisher"), "uid"), "join column 'uid'"),
+        (
+            lp.Aggregate(lp.Scan("publisher"), ("campaign",), (("x", "user", "median"),)),
+            "'median' is not supported",
+        ),
+        (
+            lp.Derive(lp.Scan("advertiser"), "x", lp.Binary("^", lp.Col("amount"), lp.Lit(1))),
+            "operator '\\^'",
+        ),
+        (lp.Derive(lp.Scan("advertiser"), "x", lp.Lit(3)), "does not use any column"),
+        (
+            lp.Derive(lp.Scan("advertiser"), "x", lp.Col("amount"), kind="fixed"),
+            "declared fixed",
+        ),
+    ],
+)
+def test_bad_plans_are_refused_before_running(plan: Any, message: str) -> None:
+    with pytest.raises(lp.PlanError, match=message):
+        lp.check(plan, SCHEMAS)
+
+    def program(u: SecretTable, m: SecretTable) -> Any:
+        return lp.execute(plan, {"advertiser": u, "publisher": m})
+
+    left, right = join_case("some")
+    with pytest.raises(lp.PlanError):
+        run_two_tables(2, left, right, program)
+
+
+def test_malformed_plan_json_is_refused() -> None:
+    with pytest.raises(lp.PlanError, match="unknown plan node"):
+        lp.from_json('{"type": "Window", "input": null}')
+    with pytest.raises(lp.PlanError, match="no field"):
+        lp.from_json('{"type": "Scan", "table": "a", "rows": 3}')
+    with pytest.raises(lp.PlanError, match="JSON"):
+        lp.from_json("SELECT 1")

@@ -7,9 +7,13 @@ See docs/relational.md for each operator's steps, rounds, bytes and what it reve
 
 from tally.mpc.relational.filters import between, derive, filter_rows, isin
 from tally.mpc.relational.join import DuplicateKeys, join_group_by, pk_fk_join
+from tally.mpc.relational.plan import PlanError, execute, plan_hash
 
 __all__ = [
     "DuplicateKeys",
+    "PlanError",
+    "execute",
+    "plan_hash",
     "between",
     "derive",
     "filter_rows",
