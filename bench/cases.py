@@ -263,3 +263,85 @@ class Bound(Case):
 
 
 CASES.update({"sort": Sort, "groupby": GroupBy, "bound": Bound})
+
+
+class JoinGroupBy(Case):
+    """Publisher (user, campaign) ⋈ advertiser (user unique, amount), sum per campaign.
+
+    ``--rows`` rows on each side; ``--groups`` campaigns; about half the publisher rows
+    match an advertiser row.  Runs :func:`tally.mpc.relational.join_group_by` with the
+    campaigns as a public domain.
+    """
+
+    def _bits(self) -> int:
+        return max(1, int(np.ceil(np.log2(max(2 * self.rows, 2)))))
+
+    def make_input(self, rng: np.random.Generator) -> Any:
+        users = rng.permutation(2 * self.rows)[: self.rows]
+        return {
+            "advertiser": {"user": users, "amount": rng.integers(0, 1000, self.rows)},
+            "publisher": {
+                "user": rng.integers(0, 2 * self.rows, self.rows),
+                "campaign": rng.integers(0, self.groups, self.rows),
+            },
+        }
+
+    def _specs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        from tally.mpc.table import ColumnSpec
+
+        user = ColumnSpec("key", bits=self._bits())
+        return (
+            {"user": user, "amount": ColumnSpec("int")},
+            {"user": user, "campaign": ColumnSpec("key", bits=_key_bits(self))},
+        )
+
+    def share(self, plain: Any, parties: int, rng: np.random.Generator) -> list[Any]:
+        from tally.mpc.table import share_table
+
+        left, right = self._specs()
+        ads = share_table(plain["advertiser"], left, parties, rng=rng)
+        pubs = share_table(plain["publisher"], right, parties, rng=rng)
+        return [(a, p) for a, p in zip(ads, pubs, strict=True)]
+
+    def run(self, party: Party, shares: Any) -> Any:
+        from tally.mpc.relational import join_group_by
+        from tally.mpc.table import table_from_share_set
+
+        left, right = self._specs()
+        out = join_group_by(
+            table_from_share_set(party, shares[0], left),
+            table_from_share_set(party, shares[1], right),
+            "user",
+            "campaign",
+            {"total": ("amount", "sum"), "n": ("amount", "count")},
+            domain=list(range(self.groups)),
+        )
+        return np.stack(
+            [out["campaign"].shares, out["total"].shares, out["n"].shares, out.valid.shares]
+        )
+
+    def baseline(self, plain: Any) -> Any:
+        import pandas as pd
+
+        merged = pd.DataFrame(plain["publisher"]).merge(
+            pd.DataFrame(plain["advertiser"]), on="user", how="inner"
+        )
+        return (
+            merged.groupby("campaign")
+            .agg(total=("amount", "sum"), n=("amount", "count"))
+            .reindex(range(self.groups), fill_value=0)
+            .reset_index()
+        )
+
+    def check(self, outputs: list[Any], expected: Any, plain: Any) -> bool:
+        got = decode_int(reconstruct(outputs))
+        order = np.argsort(got[0], kind="stable")
+        got = got[:, order]
+        return bool(
+            np.array_equal(got[0], expected["campaign"].to_numpy())
+            and np.array_equal(got[1], expected["total"].to_numpy())
+            and np.array_equal(got[2], expected["n"].to_numpy())
+        )
+
+
+CASES["join-groupby"] = JoinGroupBy

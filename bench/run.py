@@ -4,6 +4,7 @@
                              [--partitions P] [--key-bits L] [--padding domain] [--dp --clip]
                              [--net lan|wan|slow]
     CASE: mul ltz eq shuffle sort groupby bound (contribution bounding to 5 rows a unit)
+          join-groupby (--rows on each side, PK-FK join then sum per --groups campaigns)
     python bench/run.py gen-triples --tuples hm3   (offline phase; see tuples_bench.py)
     python bench/run.py job-groupby [--rows N] [--groups G]   (services; see job_bench.py)
     python bench/run.py store-upload | store-meta   (the secret-store; see store.py)

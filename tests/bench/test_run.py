@@ -177,3 +177,9 @@ def test_an_hm3_plan_beyond_memory_is_refused_clearly() -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert "keeps each party's whole tuple plan in memory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_join_groupby_case_matches_pandas() -> None:
+    line = _bench("join-groupby", "--rows", "300", "--groups", "5", "--parties", "2")
+    assert line["correct"] is True
+    assert line["rounds"] > 0 and line["bytes_per_row_per_party"] > 0
