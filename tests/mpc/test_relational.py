@@ -421,3 +421,24 @@ def test_malformed_plan_json_is_refused() -> None:
         lp.from_json('{"type": "Scan", "table": "a", "rows": 3}')
     with pytest.raises(lp.PlanError, match="JSON"):
         lp.from_json("SELECT 1")
+
+
+@PARTIES
+@pytest.mark.parametrize("case", ["some", "none", "all", "empty-unique", "near-2^62"])
+def test_left_join_matches_pandas(parties: int, case: str) -> None:
+    left, right = join_case(case)
+    results = run_two_tables(
+        parties, left, right, lambda u, m: pk_fk_join(u, m, "user", how="left").reveal()
+    )
+    merged = right.merge(left, on="user", how="left", indicator=True)
+    expected = merged.assign(
+        amount=merged.amount.fillna(0), matched=(merged._merge == "both").astype(np.int64)
+    ).drop(columns="_merge")
+    for result in results:
+        pd.testing.assert_frame_equal(by_rows(opened(result)), by_rows(expected))
+
+
+def test_unknown_join_kind_is_refused() -> None:
+    left, right = join_case("some")
+    with pytest.raises(ValueError, match="how='outer' is not supported"):
+        run_two_tables(2, left, right, lambda u, m: pk_fk_join(u, m, "user", how="outer"))

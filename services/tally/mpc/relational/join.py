@@ -95,13 +95,22 @@ def carry_down(party: Any, same: Shares, start: Shares, values: Shares) -> Share
     return carried
 
 
-def pk_fk_join(unique: SecretTable, many: SecretTable, on: str) -> SecretTable:
-    """Inner PK-FK join of ``many`` with ``unique`` on ``on``: ``many``'s rows, matches valid.
+def pk_fk_join(unique: SecretTable, many: SecretTable, on: str, how: str = "inner") -> SecretTable:
+    """PK-FK join of ``many`` with ``unique`` on ``on``: ``many``'s rows.
+
+    ``how="inner"``: a row is valid when it is valid and matches a valid unique row.
+    ``how="left"``: a row is valid when it is valid; the unique side's columns are 0 where
+    nothing matched (no NULLs: the engine has none), and the extra 0/1 column ``matched``
+    says which rows matched (secret, like every column).
 
     Raises :class:`DuplicateKeys` (after opening one bit) when ``unique`` holds a valid key
     twice.  See the module docstring for the steps and what they reveal.
     """
+    if how not in ("inner", "left"):
+        raise ValueError(f"join how={how!r} is not supported: use 'inner' or 'left'")
     _check(unique, many, on)
+    if how == "left" and "matched" in set(unique.columns) | set(many.columns):
+        raise ValueError("a left join adds the column 'matched': rename the input's")
     party = unique.party
     spec = unique.spec(on)
     n_u, n_m = len(unique), len(many)
@@ -154,13 +163,20 @@ def pk_fk_join(unique: SecretTable, many: SecretTable, on: str) -> SecretTable:
             )
 
     (match_valid,) = multiply(party, [(side, table.valid.shares)])
-    (match_valid,) = multiply(party, [(match_valid, carried[:, 0])])
+    extra: list[Shares] = []
+    if how == "inner":
+        (match_valid,) = multiply(party, [(match_valid, carried[:, 0])])
+    else:
+        extra = [carried[:, 0]]
+        table.specs["matched"] = ColumnSpec("int")
+        table.columns["matched"] = SecretColumn(party, carried[:, 0])
 
-    names = [on, *carried_names, *many_names]
+    names = [on, *carried_names, *many_names] + (["matched"] if how == "left" else [])
     payload = np.stack(
         [table[on].shares]
         + [carried[:, 1 + i] for i in range(len(carried_names))]
         + [table[n].shares for n in many_names]
+        + extra
         + [side, match_valid],
         axis=1,
     )
