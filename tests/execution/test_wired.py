@@ -9,6 +9,7 @@ that the recipient fetches from every party and opens.  The tuple-services' reco
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -172,6 +173,30 @@ def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired)
     # only the recipients (and the submitter, its owner) read the result dataset
     dataset = states[0]["results"]["result"][0]
     assert deployment.store(0, "GET", f"/v1/datasets/{dataset}", "mallory").status_code == 404
+    _assert_job_credentials(wired, "wired", [dataset])
+
+
+def _assert_job_credentials(wired: Wired, job_id: str, results: list[str]) -> None:
+    """Issue 14 item 3: the workers read and wrote with the job's own credential, which
+    named exactly the job's inputs and results and is revoked now that the job ended."""
+    for party in range(3):
+        base = wired.deployment.root / f"store{party}"
+        with sqlite3.connect(base / "metadata.db") as db:
+            rows = db.execute(
+                "SELECT inputs, results, revoked_at FROM job_tokens WHERE job_id = ?", (job_id,)
+            ).fetchall()
+        assert len(rows) == 1, (party, rows)
+        inputs, written, revoked_at = rows[0]
+        assert sorted(json.loads(inputs)) == sorted(wired.ids[n] for n in ("events", "events-b"))
+        assert sorted(json.loads(written)) == sorted(results)
+        assert revoked_at is not None, party
+        reads = [
+            json.loads(line)
+            for line in (wired.deployment.root / f"store{party}.log").read_text().splitlines()
+            if line.startswith("{") and '"dataset.use.read"' in line
+        ]
+        # this is the module's first job: every input read so far was this job's
+        assert reads and all(r.get("job") == job_id for r in reads), (party, reads[:3])
 
 
 def test_sigkilled_worker_resumes_and_no_tuple_is_consumed_twice(wired: Wired) -> None:

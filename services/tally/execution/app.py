@@ -268,6 +268,8 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         return {
             "record": record.model_dump(mode="json"),
             "previous": previous.model_dump(mode="json") if previous is not None else None,
+            # the job's own secret-store credential: inputs read, results written, no more
+            "inputs_token": manager().worker_credential(job_id),
         }
 
     @app.put(

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from tally.common.blobstore import BlobNotFound, BlobStore
 from tally.common.https import client_context
@@ -89,6 +89,8 @@ class ServiceClient:
             verify=client_context(ca),
             trust_env=False,
         )
+        self.inputs_token: str | None = None
+        """The job's secret-store credential, from the last attach (None: local inputs)."""
 
     def close(self) -> None:
         self._http.close()
@@ -102,6 +104,7 @@ class ServiceClient:
             raise JobGone(f"the execution service does not know job {job_id!r}")
         response.raise_for_status()
         body: dict[str, Any] = response.json()
+        self.inputs_token = body.get("inputs_token")
         previous = body.get("previous")
         return (
             JobRecord.model_validate(body["record"]),
@@ -366,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(attached, int):
             return attached
         record, previous = attached
+        if client.inputs_token:  # the job's own secret-store credential
+            update = {"secret_store_token": SecretStr(client.inputs_token)}
+            settings = settings.model_copy(update=update)
         files = ServiceJobFiles(
             client, settings.state_dir, job_id, record, previous, settings.worker_heartbeat_s
         )

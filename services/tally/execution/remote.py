@@ -85,6 +85,45 @@ class SecretStoreDatasets:
         """Close the HTTP connections."""
         self._client.close()
 
+    # -- job tokens ----------------------------------------------------------------------------
+
+    def issue_job_token(
+        self,
+        job_id: str,
+        identity: str,
+        program: str,
+        inputs: list[str],
+        results: list[tuple[str, list[str]]],
+        ttl_s: float,
+    ) -> str:
+        """A credential for the job's workers: reads ``inputs`` for ``identity`` and
+        ``program``, writes the ``results`` (dataset id, readers), nothing else."""
+        body = {
+            "job_id": job_id,
+            "identity": identity,
+            "program": program,
+            "inputs": sorted(set(inputs)),
+            "results": [{"id": d, "readers": sorted(set(r))} for d, r in results],
+            "ttl_s": ttl_s,
+        }
+        response = self._request("POST", "/v1/internal/job-tokens", json=body)
+        if response.status_code != 201:
+            raise ServiceError(
+                f"secret-store refused a credential for job {job_id} ({response.status_code}): "
+                f"{_detail(response)}"
+            )
+        token: str = response.json()["token"]
+        return token
+
+    def revoke_job_tokens(self, job_id: str) -> None:
+        """Revoke the job's credentials (it has ended)."""
+        response = self._request("DELETE", f"/v1/internal/job-tokens/{quote(job_id, safe='')}")
+        if response.status_code != 200:
+            raise ServiceError(
+                f"secret-store did not revoke the credentials of job {job_id} "
+                f"({response.status_code}): {_detail(response)}"
+            )
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

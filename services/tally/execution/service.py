@@ -56,6 +56,7 @@ from tally.execution.programs import (
     describe_inputs,
     resolve_program,
 )
+from tally.execution.remote import SecretStoreDatasets, result_dataset_id
 from tally.execution.settings import ExecutionSettings
 from tally.execution.stages import build_stages
 from tally.execution.worker import FAILED_EXIT
@@ -104,6 +105,8 @@ class JobManager:
         self._seen: dict[tuple[str, int], tuple[int, int, int]] = {}
         self.observed: list[tuple[str, float, int]] = []
         """(program, stage seconds, bytes per round) per finished stage, for /metrics."""
+        self._job_tokens: dict[str, str] = {}
+        """The secret-store credential of each running job's workers (never written down)."""
         self.orphans: list[str] = []
         """Jobs found unfinished at start-up, whose tuples are still to be released."""
         self._load()
@@ -132,6 +135,7 @@ class JobManager:
                 await asyncio.to_thread(self.tuples.release, job_id)
             except Exception as error:  # the tuple-service may be down: say so, go on
                 log.warning("could not release the tuples of job %s: %s", job_id, error)
+            await asyncio.to_thread(self._revoke_job_token, job_id, True)
 
     # -- submission ------------------------------------------------------------------------------
 
@@ -318,6 +322,7 @@ class JobManager:
             record.timings["reserved"] = time.time()
             if record.phase in FINAL_PHASES or job_id in self._finishing:
                 return
+            await asyncio.to_thread(self._issue_job_token, record)
             record.phase = "Running"
             self._save(record)
             await self._supervise(record)
@@ -373,14 +378,61 @@ class JobManager:
                 return
             await asyncio.sleep(0.2)
 
+    def _issue_job_token(self, record: JobRecord) -> None:
+        """Get the job's workers their own secret-store credential (DESIGN: least privilege).
+
+        It reads the job's inputs for its submitter and program and writes the job's
+        result datasets; the service credential never reaches a worker.
+        """
+        if not isinstance(self.inputs, SecretStoreDatasets):
+            return
+        spec = record.spec
+        inputs = sorted({d for v in spec.inputs.values() for d in dataset_ids(v)})
+        results = [
+            (result_dataset_id(output_id, name), list(target.recipients))
+            for name, target in spec.outputs.items()
+            if target.kind != "open"
+            for output_id in (
+                [f"{spec.id}-w{w}" for w in range(spec.partitions)]
+                if spec.partitions > 1
+                else [spec.id]
+            )
+        ]
+        self._job_tokens[spec.id] = self.inputs.issue_job_token(
+            spec.id,
+            record.submitter,
+            spec.program,
+            inputs,
+            results,
+            self.settings.job_token_ttl_s,
+        )
+
+    def worker_credential(self, job_id: str) -> str | None:
+        """The secret-store credential of a running job's workers, or None (local inputs)."""
+        return self._job_tokens.get(job_id)
+
+    def _revoke_job_token(self, job_id: str, issued_before_restart: bool = False) -> None:
+        token = self._job_tokens.pop(job_id, None)
+        if token is None and not issued_before_restart:
+            return
+        if isinstance(self.inputs, SecretStoreDatasets):
+            try:
+                self.inputs.revoke_job_tokens(job_id)
+            except ServiceError as error:  # it expires anyway; say so
+                log.warning("could not revoke the credentials of job %s: %s", job_id, error)
+
     def _spawn(self, record: JobRecord, worker: int) -> None:
         files = self._files(record.spec.id)
         log_file = files.log_path(worker).open("ab")
+        env = dict(os.environ)
+        token = self._job_tokens.get(record.spec.id)
+        if token is not None:  # the workers get the job's credential, not the service's
+            env["TALLY_EXECUTION_SECRET_STORE_TOKEN"] = token
         process = subprocess.Popen(
             [sys.executable, "-m", "tally.execution.worker", str(files.dir), str(worker)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+            env=env,
         )
         log_file.close()
         self._procs[(record.spec.id, worker)] = process
@@ -533,6 +585,7 @@ class JobManager:
             await asyncio.to_thread(self.tuples.release, record.spec.id)
         except Exception as error:  # the tuple-service retries releases it has begun
             log.warning("could not release the tuples of job %s: %s", record.spec.id, error)
+        await asyncio.to_thread(self._revoke_job_token, record.spec.id)
         # The phase changes last: whoever sees it final sees workers stopped, tuples released.
         record.phase, record.reason = phase, reason  # type: ignore[assignment]
         record.timings["finished"] = time.time()

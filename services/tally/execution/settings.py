@@ -176,6 +176,12 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         description="how long a worker at a follower party waits for party 0's lease (party 0 "
         "may be generating the tuples)",
     )
+    job_token_ttl_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="lifetime of a job's secret-store credential for its workers (revoked "
+        "when the job ends; the secret-store caps it)",
+    )
     service_timeout_s: float = Field(
         default=300.0, gt=0, description="HTTP timeout for secret-store and tuple-service calls"
     )
@@ -241,8 +247,11 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         tls = [self.tls_ca, self.tls_cert, self.tls_key]
         if any(tls) and not all(tls):
             raise ConfigurationError("give all of TLS_CA, TLS_CERT and TLS_KEY, or none")
+        # An external worker (a pod: WORKER_TOKEN set) gets its job's own secret-store
+        # credential from the execution service when it attaches, never the service's.
+        pod = bool(self.worker_token.get_secret_value())
         if self.inputs == "secret-store" and not (
-            self.secret_store_url and self.secret_store_token.get_secret_value()
+            self.secret_store_url and (pod or self.secret_store_token.get_secret_value())
         ):
             raise ConfigurationError(
                 "inputs=secret-store needs SECRET_STORE_URL and SECRET_STORE_TOKEN (this "
@@ -272,9 +281,10 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
                     "local datasets are for development; production needs INPUTS=secret-store "
                     "with SECRET_STORE_URL and SECRET_STORE_TOKEN"
                 )
-            check_secret(
-                "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
-            )
+            if not pod:
+                check_secret(
+                    "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
+                )
             check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
             self.refuse_plaintext(
                 "execution", self.env, s3_endpoint=self.s3_endpoint, s3_secure=self.s3_secure

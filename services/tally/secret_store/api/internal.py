@@ -72,7 +72,8 @@ def get_input(
     use it for the program."""
     job_tokens.check_input(service, str(dataset_id), identity, program)
     view = policies.input_view(store, Principal(identity), str(dataset_id), program)
-    audit("dataset.use", identity=identity, dataset=str(dataset_id), program=program)
+    job = job_tokens.job_of(service)
+    audit("dataset.use", identity=identity, dataset=str(dataset_id), program=program, job=job)
     return view
 
 
@@ -91,7 +92,13 @@ def read_input(
     download = uploads.prepare_download(
         store, Principal(identity), str(dataset_id), column, partition, program=program
     )
-    audit("dataset.use.read", identity=identity, dataset=str(dataset_id), column=column)
+    audit(
+        "dataset.use.read",
+        identity=identity,
+        dataset=str(dataset_id),
+        column=column,
+        job=job_tokens.job_of(service),
+    )
     return stream_download(store, download)
 
 
