@@ -23,7 +23,15 @@ class AesBlockHash(BlockHash):
         self._cipher = Cipher(algorithms.AES(FIXED_KEY), modes.ECB())
 
     def permute(self, blocks: Bytes) -> Bytes:
+        """One ECB pass written straight into a numpy buffer (``update`` would copy twice)."""
+        data = np.ascontiguousarray(blocks, dtype=np.uint8)
+        size = data.size
+        out = np.empty(size + _SPARE_BYTES, dtype=np.uint8)
         encryptor = self._cipher.encryptor()
-        data = np.ascontiguousarray(blocks).tobytes()
-        out = encryptor.update(data) + encryptor.finalize()
-        return np.frombuffer(out, dtype=np.uint8).reshape(-1, 16).copy()
+        encryptor.update_into(data.reshape(-1).data, out.data)
+        encryptor.finalize()
+        return out[:size].reshape(-1, 16)
+
+
+_SPARE_BYTES = 16
+"""``update_into`` in older ``cryptography`` releases wants 15 bytes past the output."""

@@ -112,28 +112,48 @@ def transpose_bits(matrix: Bytes, rows: int) -> Bytes:
     """A ``(KAPPA, m / 8)`` bit matrix (row j = column j of the OTs) -> ``(m, 16)`` rows.
 
     Bit t of row j (little-endian bit order inside bytes) becomes bit j of OT t.
-    Bytes are moved into 8x8 bit blocks (one ``uint64`` each), every block is
-    transposed with three masked delta swaps on the whole array at once, and
-    the bytes are moved back; about 40 times faster here than
-    ``unpackbits`` / ``packbits``.
+    The matrix is read as ``uint64`` words: rows 64 a .. 64 a + 63 of word
+    column w form a 64x64 bit block, and all blocks of a cache-sized slice of
+    columns are transposed at once by six stages of masked swaps between
+    rows k and k + s (s = 32, 16, .., 1), each stage a few whole-array
+    operations on contiguous runs of words; one copy then interleaves the two
+    halves into OT rows.  About 5x faster here than 8x8 blocks with byte
+    shuffles, and no loop over OTs.
     """
     kappa, nbytes = matrix.shape
-    blocks = np.ascontiguousarray(matrix.reshape(kappa // 8, 8, nbytes).transpose(2, 0, 1))
-    x = blocks.view(np.uint64).reshape(nbytes, kappa // 8)
-    for shift, mask in _DELTA_SWAPS:
-        t = (x ^ (x >> shift)) & mask
-        x = x ^ t ^ (t << shift)
-    spread = x.view(np.uint8).reshape(nbytes, kappa // 8, 8).transpose(0, 2, 1)
-    out: Bytes = np.ascontiguousarray(spread).reshape(nbytes * 8, kappa // 8)
-    return out[:rows]
+    words = -(-nbytes // 8)
+    if nbytes % 8:
+        padded = np.zeros((kappa, words * 8), dtype=np.uint8)
+        padded[:, :nbytes] = matrix
+        matrix = padded
+    source = np.ascontiguousarray(matrix).view(np.uint64)
+    halves = kappa // 64
+    out = np.empty((words, 64, halves), dtype=np.uint64)
+    for start in range(0, words, _TRANSPOSE_WORDS):
+        stop = min(words, start + _TRANSPOSE_WORDS)
+        width = stop - start
+        block = source[:, start:stop].reshape(halves, 64, width).copy()
+        for shift, mask in _BLOCK_SWAPS:
+            split = block.reshape(halves, 32 // shift, 2, shift, width)
+            low, high = split[:, :, 0], split[:, :, 1]
+            t = low >> shift
+            t ^= high
+            t &= mask
+            high ^= t
+            t <<= shift
+            low ^= t
+        out[start:stop] = block.transpose(2, 1, 0)
+    result: Bytes = out.view(np.uint8).reshape(words * 64, kappa // 8)
+    return result[:rows]
 
 
-_DELTA_SWAPS = (
-    (np.uint64(7), np.uint64(0x00AA00AA00AA00AA)),
-    (np.uint64(14), np.uint64(0x0000CCCC0000CCCC)),
-    (np.uint64(28), np.uint64(0x00000000F0F0F0F0)),
+_TRANSPOSE_WORDS = 1024
+"""Word columns per slice of the transpose (1 MB of the matrix: stays in cache)."""
+_BLOCK_SWAPS = tuple(
+    (np.uint64(s), np.uint64(sum(1 << c for c in range(64) if not c & s)))
+    for s in (32, 16, 8, 4, 2, 1)
 )
-"""Transpose of an 8x8 bit block stored as bit 8 r + c (Hacker's Delight, transpose8)."""
+"""Stage s of a 64x64 bit-block transpose: bit c + s of row k <-> bit c of row k + s (c & s = 0)."""
 
 
 def _check(array: object, dtype: type, shape: tuple[int, ...], peer: int, what: str) -> Bytes:
