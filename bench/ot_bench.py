@@ -13,7 +13,7 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from tally.mpc.offline.ot import OtGenerator
+from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
 from tally.mpc.processes import free_ports
 from tally.mpc.transport import SocketTransport
 from tally.mpc.tuples import Dealer
@@ -22,6 +22,7 @@ from tally.tuples.prf import AesCtrPrf
 
 
 def party(index: int, addresses: list[tuple[str, int]], count: int, batch: int, pipe: Any) -> None:
+    keep_freed_buffers()
     transport = SocketTransport(index, addresses, connect_timeout=30.0, io_timeout=600.0)
     try:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Callable
 from functools import reduce
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes
-from tally.mpc.offline.ot import OtError, OtGenerator, transpose_bits
+from tally.mpc.offline.ot import OtError, OtGenerator, keep_freed_buffers, transpose_bits
 from tally.mpc.transport import InProcessHub
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
@@ -51,6 +52,21 @@ def test_transpose_matches_numpy() -> None:
     packed = np.packbits(bitmatrix, axis=1, bitorder="little")
     rows = transpose_bits(packed, 200)
     assert np.array_equal(np.unpackbits(rows, axis=1, bitorder="little"), bitmatrix.T)
+
+
+def test_transpose_of_many_word_slices() -> None:
+    """More OTs than one 1 MB slice of the transpose, and a count that is no multiple of 64."""
+    rng = np.random.default_rng(2)
+    m = 64 * 1024 * 2 + 40
+    bitmatrix = rng.integers(0, 2, size=(128, m), dtype=np.uint8)
+    packed = np.packbits(bitmatrix, axis=1, bitorder="little")
+    rows = transpose_bits(packed, m)
+    assert rows.shape == (m, 16)
+    assert np.array_equal(np.unpackbits(rows, axis=1, bitorder="little"), bitmatrix.T)
+
+
+def test_keep_freed_buffers_is_accepted_by_glibc() -> None:
+    assert keep_freed_buffers() == (platform.libc_ver()[0] == "glibc")
 
 
 @pytest.mark.parametrize("parties", [2, 3, 5])

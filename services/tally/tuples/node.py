@@ -32,7 +32,7 @@ import grpc
 from tally._generated import tuples_pb2, tuples_pb2_grpc
 from tally.mpc.offline import Hm3Generator, PairKeys, ShakePrf, agree_keys
 from tally.mpc.offline.layout import parse_kind
-from tally.mpc.offline.ot import OtGenerator
+from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
 from tally.mpc.offline.prf import Prf
 from tally.mpc.offline.wire import WireParts, encode_shuffle_parts
 from tally.mpc.transport import TransportError
@@ -108,6 +108,7 @@ class TupleNode:
             self.party, self.stubs, self.mailboxes, session_id, self.settings.rpc_timeout_s
         )
         if self.settings.generator == "ot":
+            keep_freed_buffers()
             generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session_id.encode())
             session = Session(session_id, None, generator)
         else:
