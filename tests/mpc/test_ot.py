@@ -190,3 +190,27 @@ def test_engine_protocols_on_ot_tuples(parties: int) -> None:
     np.testing.assert_array_equal(decode_int(reconstruct([o[0] for o in out])), x * y)
     np.testing.assert_array_equal(reconstruct([o[1] for o in out]), (x < 0).astype(np.uint64))
     np.testing.assert_array_equal(reconstruct([o[2] for o in out]), (x == y).astype(np.uint64))
+
+
+def test_hash_is_the_tweakable_construction_block_by_block() -> None:
+    """H(i, x) = pi(pi(x) ^ i) ^ pi(x), low 64 bits, against AES-128 one block at a time."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from tally.tuples.ot_hash import FIXED_KEY
+
+    def pi(block: bytes) -> bytes:
+        encryptor = Cipher(algorithms.AES(FIXED_KEY), modes.ECB()).encryptor()
+        return encryptor.update(block) + encryptor.finalize()
+
+    rng = np.random.default_rng(4)
+    blocks = rng.integers(0, 256, (5, 16), dtype=np.uint8)
+    tweaks = np.array([0, 1, 7, 2**40, 2**64 - 1], dtype=np.uint64)
+    before = blocks.copy()
+    got = AesBlockHash().hash(blocks, tweaks)
+    assert np.array_equal(blocks, before)  # the input is not overwritten
+    for row, tweak, value in zip(blocks, tweaks, got, strict=True):
+        first = pi(row.tobytes())
+        tweaked = (int.from_bytes(first[:8], "little") ^ int(tweak)).to_bytes(8, "little")
+        second = pi(tweaked + first[8:])
+        expected = int.from_bytes(second[:8], "little") ^ int.from_bytes(first[:8], "little")
+        assert int(value) == expected

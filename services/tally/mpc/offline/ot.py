@@ -119,15 +119,18 @@ class BlockHash(ABC):
 
     @abstractmethod
     def permute(self, blocks: Bytes) -> Bytes:
-        """The fixed-key permutation pi on ``(m, 16)`` blocks (AES-ECB under a public key)."""
+        """The fixed-key permutation pi on ``(m, 16)`` blocks (AES-ECB under a public key).
+
+        Returns a new array, which :meth:`hash` overwrites.
+        """
 
     def hash(self, blocks: Bytes, tweaks: Words) -> Words:
         """H(i, x) = pi(pi(x) ^ i) ^ pi(x), its low 64 bits, for every row x and tweak i."""
         first = self.permute(blocks)
-        tweaked = first.copy()
-        tweaked.view(np.uint64)[:, 0] ^= tweaks
-        second = self.permute(tweaked)
-        out: Words = second.view(np.uint64)[:, 0] ^ first.view(np.uint64)[:, 0]
+        low = first.view(np.uint64)[:, 0]
+        kept = low.copy()
+        low ^= tweaks  # first is pi(x) ^ i now
+        out: Words = self.permute(first).view(np.uint64)[:, 0] ^ kept
         return out
 
 
