@@ -138,14 +138,23 @@ def test_messages_a_party_receives_are_uniform() -> None:
         assert chi2 < 350  # 255 degrees of freedom: p about 1e-4
 
 
-def test_short_ot_message_fails_cleanly() -> None:
+@pytest.mark.parametrize(
+    ("short_round", "reason"),
+    [
+        (1, "party 0 sent a malformed base-OT key"),
+        (2, "party 0 sent a malformed base-OT choices"),
+        (3, "party 0 sent a malformed OT extension matrix"),
+        (4, "party 0 sent a malformed OLE corrections"),
+    ],
+)
+def test_short_ot_message_fails_cleanly(short_round: int, reason: str) -> None:
     hub = InProcessHub(2, timeout=TIMEOUT)
     transports = hub.transports()
     honest = transports[0]._exchange
 
     def truncating(outgoing: Any, expect: list[int]) -> Any:
-        if transports[0].rounds == 3:  # the OT extension round
-            outgoing = {p: [a[:, :-1] for a in arrays] for p, arrays in outgoing.items()}
+        if transports[0].rounds == short_round:  # one element short in every array
+            outgoing = {p: [a[..., :-1] for a in arrays] for p, arrays in outgoing.items()}
         return honest(outgoing, expect)
 
     transports[0]._exchange = truncating  # type: ignore[method-assign]
@@ -164,7 +173,7 @@ def test_short_ot_message_fails_cleanly() -> None:
     for thread in threads:
         thread.join(TIMEOUT)
     reasons = [str(e) for e in errors if isinstance(e, OtError)]
-    assert reasons and "party 0 sent a malformed OT extension matrix" in reasons[0]
+    assert reasons and reason in reasons[0]
 
 
 @pytest.mark.parametrize("parties", [2, 3])
