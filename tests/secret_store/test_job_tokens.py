@@ -68,6 +68,12 @@ def test_a_job_token_reads_only_its_inputs_for_its_identity_and_program(api: Api
             params={**query, **changed},
         )
         assert response.status_code == 403, changed
+    # a worker's credential never spends a privacy budget, not even its own inputs'
+    charge = {"job_id": "job-7", "identity": "alice", "program": "groupby", "epsilon": 1.0}
+    spent = api.request(
+        "POST", f"/v1/internal/datasets/{mine}/dp-charges", headers=bearer(token), json=charge
+    )
+    assert spent.status_code == 403 and "only reads the job's inputs" in spent.json()["detail"]
     # the service credential itself still reads both (it issues the tokens)
     assert api.request(
         "GET", f"/v1/internal/datasets/{other}", "execution", params=query

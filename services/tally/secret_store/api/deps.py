@@ -33,11 +33,13 @@ StoreDep = Annotated[StoreContext, Depends(get_store)]
 
 _JOB_TOKEN_ROUTES = (
     ("GET", re.compile(r"^/v1/internal/datasets/[^/]+(/columns/[^/]+)?$")),
-    ("POST", re.compile(r"^/v1/internal/datasets(/[^/]+/dp-charges)?$")),
+    ("POST", re.compile(r"^/v1/internal/datasets$")),
     ("PUT", re.compile(r"^/v1/datasets/[^/]+/columns/[^/]+$")),
     ("POST", re.compile(r"^/v1/datasets/[^/]+/commit$")),
 )
-"""The only routes a job token reaches: read the job's inputs, write its results."""
+"""The only routes a job token reaches: read the job's inputs, write its results.  Privacy
+budgets are charged by the execution service itself, before the workers start, so a
+worker's credential cannot spend an input's budget."""
 
 
 async def current_principal(

@@ -115,7 +115,6 @@ def charge_dp(
     409 ``privacy_budget_exhausted`` when the dataset's budget has not that much left;
     the same job charged again with the same epsilon gets its charge back (200).
     """
-    job_tokens.check_input(service, str(dataset_id), body.identity, body.program)
     charge, created = datasets.charge_dp(store, str(dataset_id), body)
     audit(
         "dp.charge",
