@@ -108,7 +108,8 @@ def test_only_analysts_submit_jobs(tmp_path: Path) -> None:
         assert "submitting a job needs the 'analyst' role" in refused.json()["detail"]
         # an analyst gets past the role check (to the job's own validation)
         passed = client.post("/v1/jobs", json=job, headers=bearer("ana"))
-        assert "role" not in passed.text, passed.text
+        assert passed.status_code == 404, passed.text
+        assert passed.json()["error"] == "unknown_dataset"
     jobs = tmp_path / "jobs"
     assert not jobs.exists() or not any(jobs.iterdir())
 
@@ -140,4 +141,6 @@ def test_only_party_admins_ask_for_tuple_generation(tuple_client: TestClient) ->
     allowed = tuple_client.post(
         "/v1/pools/triples/generate", json={"tuples": 10}, headers=bearer("admin")
     )
-    assert "role" not in allowed.text  # past the role check (a follower refuses to lead)
+    # past the role check: this party is a follower, which refuses to lead
+    assert allowed.status_code == 409, allowed.text
+    assert "only the leader (party 0)" in allowed.json()["detail"]

@@ -21,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, Field
 
 from tally.common.audit import configure as configure_audit
-from tally.common.auth import TokenAuthenticator, require_role
+from tally.common.auth import Principal, TokenAuthenticator, require_role
 from tally.common.errors import ApiError, error_responses, install_error_handlers
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
@@ -106,9 +106,7 @@ async def require_token(
         raise ApiError(
             403, "forbidden", f"this token's scopes do not cover {needed!r} ({request.url.path})"
         )
-    generating = request.method == "POST" and request.url.path.endswith("/generate")
-    if generating and not principal.service:
-        require_role(principal, "party-admin", "asking for tuples to be generated")
+    request.state.principal = principal
 
 
 def scope_of(method: str, path: str) -> str:
@@ -194,8 +192,14 @@ def create_app(node: TupleNode) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/pools/{kind}/generate", responses=error_responses(400, 409))
-    def generate(kind: str, body: GenerateCreate, node: NodeDep) -> dict[str, list[int]]:
-        """Generate tuples of one kind at every party now (leader only)."""
+    def generate(
+        kind: str, body: GenerateCreate, node: NodeDep, request: Request
+    ) -> dict[str, list[int]]:
+        """Generate tuples of one kind at every party now (leader only; party admins and
+        the party's services)."""
+        principal: Principal = request.state.principal
+        if not principal.service:
+            require_role(principal, "party-admin", "asking for tuples to be generated")
         check_kind(kind)
         check_generation(node, kind, body.tuples)
         try:
