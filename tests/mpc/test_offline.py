@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,8 @@ from tally.mpc.offline.hm3 import _combine_into, _frame, _permutation
 from tally.mpc.offline.prf import Prf
 from tally.mpc.offline.replicated import PairKeys
 from tally.mpc.ring import column_runs, reconstruct
-from tally.mpc.transport import InProcessHub, Transport
+from tally.mpc.simulate import run_transports
+from tally.mpc.transport import Transport
 from tally.mpc.tuples import HelperShare, PermuterShare
 
 TIMEOUT = 60.0
@@ -23,25 +23,7 @@ TIMEOUT = 60.0
 
 def run_three(program: Callable[[Transport], Any], parties: int = 3) -> list[Any]:
     """``program(transport)`` at each party in its own thread; re-raise the first error."""
-    hub = InProcessHub(parties, timeout=TIMEOUT)
-    results: list[Any] = [None] * parties
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            results[index] = program(hub.transport(index))
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-            hub.aborted.set()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(parties)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    if errors:
-        raise errors[0]
-    return results
+    return run_transports(parties, program, TIMEOUT)
 
 
 def sources(request: Callable[[Hm3Source], Any]) -> list[Any]:

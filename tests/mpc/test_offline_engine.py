@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from tally.mpc.offline import Hm3Source
 from tally.mpc.party import Party
 from tally.mpc.ring import decode_int, encode_int, reconstruct, split
 from tally.mpc.shuffle import shuffle_columns
+from tally.mpc.simulate import run_transports
 from tally.mpc.table import ColumnSpec, share_table, table_from_share_set
 from tally.mpc.transport import InProcessHub, SocketTransport, Transport
 
@@ -90,25 +90,7 @@ def check(results: list[dict[str, Any]], inputs: dict[str, Any]) -> None:
 
 
 def run_threads(program: Callable[[Transport], Any]) -> list[Any]:
-    hub = InProcessHub(3, timeout=TIMEOUT)
-    results: list[Any] = [None] * 3
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            results[index] = program(hub.transport(index))
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-            hub.aborted.set()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    if errors:
-        raise errors[0]
-    return results
+    return run_transports(3, program, TIMEOUT)
 
 
 def test_engine_on_hm3_tuples_in_threads_sharing_one_transport() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import threading
 from collections.abc import Callable
 from functools import reduce
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes
 from tally.mpc.offline.ot import OtError, OtGenerator, keep_freed_buffers, transpose_bits
-from tally.mpc.transport import InProcessHub
+from tally.mpc.simulate import run_transports
+from tally.mpc.transport import Transport
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 
@@ -21,25 +21,12 @@ TIMEOUT = 60.0
 
 
 def run(program: Callable[[OtGenerator], Any], parties: int) -> list[Any]:
-    hub = InProcessHub(parties, timeout=TIMEOUT)
-    results: list[Any] = [None] * parties
-    errors: list[BaseException] = []
-
-    def one(index: int) -> None:
-        try:
-            results[index] = program(OtGenerator(hub.transport(index), AesCtrPrf(), AesBlockHash()))
-        except BaseException as error:
-            errors.append(error)
-            hub.aborted.set()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(parties)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    if errors:
-        raise errors[0]
-    return results
+    """``program`` at every party over its own ``ot`` generator; the first error re-raised."""
+    return run_transports(
+        parties,
+        lambda transport: program(OtGenerator(transport, AesCtrPrf(), AesBlockHash())),
+        TIMEOUT,
+    )
 
 
 def xor(shares: list[np.ndarray]) -> np.ndarray:
@@ -105,29 +92,22 @@ def test_every_kind_reconstructs(parties: int) -> None:
 
 def test_messages_a_party_receives_are_uniform() -> None:
     """Chi-square over byte values of the u columns and the Gilboa corrections party 1 gets."""
-    hub = InProcessHub(2, timeout=TIMEOUT)
     seen: list[np.ndarray] = []
-    transports = hub.transports()
-    original = transports[1]._exchange
 
-    def recording(outgoing: Any, expect: list[int]) -> Any:
-        received = original(outgoing, expect)
-        for arrays in received.values():
-            seen.extend(np.ascontiguousarray(a) for a in arrays)
-        return received
+    def program(transport: Transport) -> Any:
+        if transport.party == 1:
+            original = transport._exchange  # type: ignore[attr-defined]
 
-    transports[1]._exchange = recording  # type: ignore[method-assign]
-    results: list[Any] = [None, None]
+            def recording(outgoing: Any, expect: list[int]) -> Any:
+                received = original(outgoing, expect)
+                for arrays in received.values():
+                    seen.extend(np.ascontiguousarray(a) for a in arrays)
+                return received
 
-    def one(index: int) -> None:
-        g = OtGenerator(transports[index], AesCtrPrf(), AesBlockHash())
-        results[index] = g.triples(b"t", 64)
+            transport._exchange = recording  # type: ignore[attr-defined]
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).triples(b"t", 64)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
+    run_transports(2, program, TIMEOUT)
     u_columns = seen[2]  # after the two base-OT messages
     assert u_columns.shape == (128, 512)
     corrections = np.concatenate([a.view(np.uint8).reshape(-1) for a in seen[3:]])
@@ -148,32 +128,20 @@ def test_messages_a_party_receives_are_uniform() -> None:
     ],
 )
 def test_short_ot_message_fails_cleanly(short_round: int, reason: str) -> None:
-    hub = InProcessHub(2, timeout=TIMEOUT)
-    transports = hub.transports()
-    honest = transports[0]._exchange
+    def program(transport: Transport) -> Any:
+        if transport.party == 0:  # one element short in every array of one round
+            honest = transport._exchange  # type: ignore[attr-defined]
 
-    def truncating(outgoing: Any, expect: list[int]) -> Any:
-        if transports[0].rounds == short_round:  # one element short in every array
-            outgoing = {p: [a[..., :-1] for a in arrays] for p, arrays in outgoing.items()}
-        return honest(outgoing, expect)
+            def truncating(outgoing: Any, expect: list[int]) -> Any:
+                if transport.rounds == short_round:
+                    outgoing = {p: [a[..., :-1] for a in arrays] for p, arrays in outgoing.items()}
+                return honest(outgoing, expect)
 
-    transports[0]._exchange = truncating  # type: ignore[method-assign]
-    errors: list[BaseException] = []
+            transport._exchange = truncating  # type: ignore[attr-defined]
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).triples(b"t", 16)
 
-    def one(index: int) -> None:
-        try:
-            OtGenerator(transports[index], AesCtrPrf(), AesBlockHash()).triples(b"t", 16)
-        except BaseException as error:
-            errors.append(error)
-            hub.aborted.set()
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-    reasons = [str(e) for e in errors if isinstance(e, OtError)]
-    assert reasons and reason in reasons[0]
+    with pytest.raises(OtError, match=reason):
+        run_transports(2, program, TIMEOUT)
 
 
 @pytest.mark.parametrize("parties", [2, 3])

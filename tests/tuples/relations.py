@@ -21,6 +21,9 @@ EVERY_KIND = {
 }
 """A reservation holding every kind (sizes are what :func:`check_every_kind` reads)."""
 
+EVERY_KIND_BUT_SHUFFLES = {k: v for k, v in EVERY_KIND.items() if k != "shuffle"}
+"""The same for a generator without shuffle correlations (``ot``, for now)."""
+
 
 def sources(cluster: Cluster, reservation_id: str) -> list[ReservedSource]:
     """Every party's ``ReservedSource`` over its own tuple-service (with its token)."""
@@ -37,8 +40,9 @@ def xor_reconstruct(shares: list[np.ndarray]) -> np.ndarray:
     return combined
 
 
-def check_every_kind(readers: list[ReservedSource]) -> None:
-    """c = a·b, bits agree across domains, edaBit value = its bits, shuffles reconstruct."""
+def check_every_kind(readers: list[ReservedSource], shuffles: bool = True) -> None:
+    """c = a·b, bits agree across domains, edaBit value = its bits, shuffles reconstruct
+    (unless ``shuffles`` is false)."""
     triples = [s.triples(5000) for s in readers]
     a, b, c = (reconstruct([t[k] for t in triples]) for k in range(3))
     np.testing.assert_array_equal(c, a * b)
@@ -60,6 +64,8 @@ def check_every_kind(readers: list[ReservedSource]) -> None:
         assert width == 64 or int(value.max()) < 2**width
     masks = [s.input_masks(100) for s in readers]
     assert len(np.unique(np.concatenate(masks))) == 300
+    if not shuffles:
+        return
     correlation = [s.shuffle(30, "ax") for s in readers]
     xor = np.array([False, True])
     for step in range(3):

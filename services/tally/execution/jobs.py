@@ -63,6 +63,10 @@ class JobCreate(BaseModel):
         "({column: [lo, hi]}), optionally unit and max_contributions",
     )
 
+    def output_job_id(self, worker: int) -> str:
+        """The id worker ``worker`` writes its result datasets under (one per partition)."""
+        return f"{self.id}-w{worker}" if self.partitions > 1 else self.id
+
 
 def spec_hash(spec: JobCreate) -> str:
     """SHA-256 of the spec's canonical JSON: equal at two parties iff they run the same job."""

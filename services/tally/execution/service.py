@@ -387,16 +387,12 @@ class JobManager:
         if not isinstance(self.inputs, SecretStoreDatasets):
             return
         spec = record.spec
-        inputs = sorted({d for v in spec.inputs.values() for d in dataset_ids(v)})
+        inputs = [d for v in spec.inputs.values() for d in dataset_ids(v)]
         results = [
-            (result_dataset_id(output_id, name), list(target.recipients))
+            (result_dataset_id(spec.output_job_id(worker), name), list(target.recipients))
             for name, target in spec.outputs.items()
             if target.kind != "open"
-            for output_id in (
-                [f"{spec.id}-w{w}" for w in range(spec.partitions)]
-                if spec.partitions > 1
-                else [spec.id]
-            )
+            for worker in range(spec.partitions)
         ]
         self._job_tokens[spec.id] = self.inputs.issue_job_token(
             spec.id,

@@ -330,13 +330,12 @@ class Worker:
                     derived={k: list(v) for k, v in table.derived.items()},
                     order=table.output_names,
                 )
-                job_output = (
-                    f"{self.files.job_id}-w{self.index}"
-                    if spec.partitions > 1
-                    else self.files.job_id
-                )
                 results[name] = self.results.write(
-                    job_output, name, [part], self.record.submitter, list(target.recipients)
+                    spec.output_job_id(self.index),
+                    name,
+                    [part],
+                    self.record.submitter,
+                    list(target.recipients),
                 )
         self.report(results=results)
 

@@ -7,33 +7,31 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tally.mpc.party import Party
-from tally.mpc.transport import InProcessHub, TransportError
+from tally.mpc.transport import InProcessHub, Transport, TransportError
 from tally.mpc.tuples import Dealer
 
 Result = TypeVar("Result")
 
 
-def run_parties(
+def run_transports(
     parties: int,
-    program: Callable[[Party], Result],
-    seed: int | None = None,
+    program: Callable[[Transport], Result],
     timeout: float = 600.0,
-    dealer: Dealer | None = None,
+    hub: InProcessHub | None = None,
 ) -> list[Result]:
-    """Run ``program(party)`` at every party concurrently; return each party's result.
+    """Run ``program(transport)`` at every party concurrently over ``hub`` (a new
+    :class:`InProcessHub` by default); return each party's result.
 
-    Parties talk through an :class:`InProcessHub` and draw tuples from one
-    shared :class:`Dealer` (``dealer``, else a new one, seeded when ``seed`` is given).  The first
-    exception raised at any party is re-raised here.
+    The first exception raised at any party is re-raised here (one that is not the
+    :class:`TransportError` another party's failure caused, when there is one).
     """
-    hub = InProcessHub(parties, timeout=timeout)
-    dealer = dealer or Dealer(parties, seed=seed)
+    hub = hub or InProcessHub(parties, timeout=timeout)
     results: list[Any] = [None] * parties
     errors: list[BaseException] = []
 
     def run(index: int) -> None:
         try:
-            results[index] = program(Party(index, hub.transport(index), dealer.source(index)))
+            results[index] = program(hub.transport(index))
         except BaseException as error:  # surfaced to the caller below
             errors.append(error)
             hub.aborted.set()
@@ -49,3 +47,27 @@ def run_parties(
     if any(thread.is_alive() for thread in threads):
         raise TimeoutError(f"parties did not finish within {timeout} s")
     return results
+
+
+def run_parties(
+    parties: int,
+    program: Callable[[Party], Result],
+    seed: int | None = None,
+    timeout: float = 600.0,
+    dealer: Dealer | None = None,
+) -> list[Result]:
+    """Run ``program(party)`` at every party concurrently; return each party's result.
+
+    Parties talk through an :class:`InProcessHub` and draw tuples from one
+    shared :class:`Dealer` (``dealer``, else a new one, seeded when ``seed`` is given).  The first
+    exception raised at any party is re-raised here.
+    """
+    dealer = dealer or Dealer(parties, seed=seed)
+    source = dealer  # bound for the closure (mypy keeps the Optional otherwise)
+    return run_transports(
+        parties,
+        lambda transport: program(
+            Party(transport.party, transport, source.source(transport.party))
+        ),
+        timeout,
+    )
