@@ -370,9 +370,12 @@ def _floors(
     shape: netns.Shape, reports: list[PartyReport], online: float, offline: float, hm3: bool
 ) -> dict[str, Any]:
     """The physical floors (module docstring) and the measured times' ratios to them."""
-    rate = shape.rate_bits / 8  # bytes per second on each party's uplink
-    one_way = shape.rtt_seconds / 2
-    floor = max(r.bytes_sent for r in reports) / rate + max(r.rounds for r in reports) * one_way
+
+    def floor_of(sent: int, rounds: int) -> float:
+        # bytes at each party's uplink rate, and one one-way latency per round
+        return sent / (shape.rate_bits / 8) + rounds * shape.rtt_seconds / 2
+
+    floor = floor_of(max(r.bytes_sent for r in reports), max(r.rounds for r in reports))
     out: dict[str, Any] = {
         "net": shape.name,
         "rate_mbit": round(shape.rate_bits / 1e6),
@@ -381,8 +384,8 @@ def _floors(
         "ratio_to_floor": round(online / max(floor, 1e-9), 2),
     }
     if hm3:
-        offline_floor = max(r.offline_sent for r in reports) / rate + (
-            max(r.offline_rounds for r in reports) * one_way
+        offline_floor = floor_of(
+            max(r.offline_sent for r in reports), max(r.offline_rounds for r in reports)
         )
         out["offline_floor_seconds"] = round(offline_floor, 4)
         out["offline_ratio_to_floor"] = round(offline / max(offline_floor, 1e-9), 2)

@@ -86,6 +86,8 @@ class TupleNode:
         self.stubs = stubs
         self.dealer = dealer
         """The dealer process's stub (``generator=dealer``), else None."""
+        if settings.generator == "ot":
+            keep_freed_buffers()  # process-wide, once: every ot batch reuses the heap
         self.mailboxes = Mailboxes()
         self.sessions: dict[str, Session] = {}
         self.current: Session | None = None
@@ -103,12 +105,11 @@ class TupleNode:
 
     def open_session(self, session_id: str) -> Session:
         """Agree on fresh pairwise keys for ``session_id`` (runs at every party at once)."""
-        self._require_hm3()
+        self._require_joint_generator()
         transport = GrpcTransport(
             self.party, self.stubs, self.mailboxes, session_id, self.settings.rpc_timeout_s
         )
         if self.settings.generator == "ot":
-            keep_freed_buffers()
             generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session_id.encode())
             session = Session(session_id, None, generator)
         else:
@@ -120,7 +121,7 @@ class TupleNode:
 
     def generate(self, session_id: str, kind: str, chunk_ids: list[int], size: int) -> float:
         """Generate and store ``chunk_ids`` of ``kind`` in this session; returns seconds taken."""
-        self._require_hm3()
+        self._require_joint_generator()
         session = self.sessions.get(session_id)
         if session is None:
             raise ReservationError(f"no generation session {session_id} here (restarted?)")
@@ -138,7 +139,7 @@ class TupleNode:
         self.rates.generation_seconds[kind] = self.rates.generation_seconds.get(kind, 0.0) + seconds
         return seconds
 
-    def _require_hm3(self) -> None:
+    def _require_joint_generator(self) -> None:
         if self.settings.generator not in ("hm3", "ot"):
             raise ReservationError(
                 f"this party generates with {self.settings.generator}, not hm3 or ot; check that "
