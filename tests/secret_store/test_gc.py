@@ -58,3 +58,19 @@ def test_interrupted_delete_is_finished(api: Api) -> None:
     counts, blobs = api.snapshot()
     assert counts["datasets"] == counts["shares"] == counts["tags"] == 0
     assert blobs == []
+
+
+def test_revoked_and_expired_job_tokens_are_removed(api: Api) -> None:
+    def issue(job_id: str) -> None:
+        body = {"job_id": job_id, "identity": "alice", "program": "p", "inputs": [], "ttl_s": 60}
+        response = api.request("POST", "/v1/internal/job-tokens", "execution", json=body)
+        assert response.status_code == 201, response.text
+
+    issue("ended")
+    issue("running")
+    assert api.request("DELETE", "/v1/internal/job-tokens/ended", "execution").is_success
+    assert collect_garbage(api.store).job_tokens == 1  # the revoked one
+    assert api.snapshot()[0]["job_tokens"] == 1
+    later = utcnow() + timedelta(seconds=61)
+    assert collect_garbage(api.store, now=later).job_tokens == 1  # the expired one
+    assert api.snapshot()[0]["job_tokens"] == 0

@@ -7,7 +7,8 @@ Each pass (``collect_garbage``, run every ``gc_interval_s`` by the app):
 3. mask reservations are dropped (blob, then row) once expired and unused, or once
    the dataset that used them is committed or gone;
 4. mask blobs without a row (a crash between blob write and row insert) are removed
-   once older than ``mask_timeout_s``.
+   once older than ``mask_timeout_s``;
+5. job tokens (:mod:`tally.secret_store.job_tokens`) are dropped once revoked or expired.
 
 Every step is idempotent, so a crash during a pass is repaired by the next one.
 """
@@ -22,6 +23,7 @@ from sqlalchemy import or_, select, update
 
 from tally.common.blobstore import BlobNotFound
 from tally.common.db import session_scope
+from tally.secret_store import job_tokens
 from tally.secret_store.context import StoreContext
 from tally.secret_store.datasets import purge_dataset, utcnow
 from tally.secret_store.masks import MASK_PREFIX
@@ -37,6 +39,7 @@ class GcReport:
     datasets: int = 0
     masks: int = 0
     orphan_blobs: int = 0
+    job_tokens: int = 0
 
 
 def collect_garbage(ctx: StoreContext, now: datetime | None = None) -> GcReport:
@@ -57,10 +60,15 @@ def collect_garbage(ctx: StoreContext, now: datetime | None = None) -> GcReport:
         report.datasets += 1
     report.masks = _collect_masks(ctx, now)
     report.orphan_blobs = _collect_orphan_masks(ctx, now)
-    for kind, count in (("dataset", report.datasets), ("mask", report.masks)):
+    report.job_tokens = job_tokens.collect(ctx, now)
+    for kind, count in (
+        ("dataset", report.datasets),
+        ("mask", report.masks),
+        ("orphan_blob", report.orphan_blobs),
+        ("job_token", report.job_tokens),
+    ):
         ctx.metrics.collected.labels(kind).inc(count)
-    ctx.metrics.collected.labels("orphan_blob").inc(report.orphan_blobs)
-    if report.datasets or report.masks or report.orphan_blobs:
+    if report.datasets or report.masks or report.orphan_blobs or report.job_tokens:
         log.info("garbage collection removed %s", report)
     return report
 
