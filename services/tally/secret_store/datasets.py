@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from tally.common.auth import Principal
 from tally.common.db import session_scope
 from tally.common.errors import ApiError
+from tally.secret_store import quotas
 from tally.secret_store.access import (
     find_owned,
     find_usable,
@@ -140,7 +141,8 @@ def create_dataset(
     """A new pending dataset owned by the caller; ``(dataset, created)``.
 
     Re-sending the same body with the same ``id`` returns the existing dataset
-    (``created`` false); a different body under a used ``id`` is a 409.
+    (``created`` false); a different body under a used ``id`` is a 409.  A new dataset
+    must fit its owner's quotas (:mod:`tally.secret_store.quotas`).
     """
     owner = principal.identity
     readers: list[str] = []
@@ -160,6 +162,14 @@ def create_dataset(
                 return _replay(existing, principal, digest), False
             if isinstance(body, MaskedInputCreate):
                 _consume_mask(session, principal, body, dataset_id)
+            quotas.check_dataset(
+                session,
+                ctx.settings,
+                owner=owner,
+                creator=None if principal.service else principal.identity,
+                size=body.rows * len(body.columns) * 8,
+                now=utcnow(),
+            )
             dataset = _insert(session, body, dataset_id, owner, principal.identity, digest)
             for reader in sorted(set(readers) - {owner}):
                 session.add(
@@ -275,9 +285,11 @@ def charge_dp(
 
     The dataset's row is locked (``FOR UPDATE`` on PostgreSQL) while the spending is
     summed, so two jobs cannot both take the last of a budget.  Charging the same job
-    again with the same epsilon returns the recorded charge (a restarted service
-    retries); another epsilon for the same job is a 409, as is a charge above what is
-    left of the epsilon budget or of the owner's delta budget (policy ``dp.delta_budget``).
+    again for the same identity, program and epsilon returns the recorded charge (a
+    restarted service retries); a job id charged for another identity or program, or
+    another epsilon for the same job, is a 409 (a reused job id spends again), as is a
+    charge above what is left of the epsilon budget or of the owner's delta budget
+    (policy ``dp.delta_budget``).
     """
     with session_scope(ctx.sessions) as session:
         find_usable(session, dataset_id, body.identity, body.program)
@@ -293,6 +305,13 @@ def charge_dp(
         spent, delta_spent = float(totals[0] or 0.0), float(totals[1] or 0.0)
         existing = session.get(DpCharge, (dataset_id, body.job_id))
         if existing is not None:
+            if existing.identity != body.identity or existing.program != body.program:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"job id {body.job_id} already spent privacy budget on dataset "
+                    f"{dataset_id} for another identity or program: a job id is not reusable",
+                )
             if not (
                 math.isclose(existing.epsilon, body.epsilon, rel_tol=1e-12)
                 and math.isclose(existing.delta, body.delta, rel_tol=1e-12)

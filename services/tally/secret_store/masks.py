@@ -17,11 +17,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from tally.common.auth import Principal
 from tally.common.db import session_scope
 from tally.common.errors import ApiError
+from tally.secret_store import quotas
 from tally.secret_store.context import StoreContext
 from tally.secret_store.datasets import utcnow
 from tally.secret_store.models import InputMask
@@ -66,22 +69,43 @@ def reserve_masks(ctx: StoreContext, principal: Principal, count: int) -> InputM
             f"count {count} exceeds the limit of {limit} masks per reservation",
         )
     now = utcnow()
+    with session_scope(ctx.sessions) as session:  # refuse before writing the blob
+        quotas.check_masks(session, ctx.settings, principal.identity, count, now)
     reservation_id = str(uuid.uuid4())
     key = mask_blob_key(reservation_id, int(now.timestamp()))
     ctx.blobs.put_stream(key, _random_words(count), count * 8)
-    with session_scope(ctx.sessions) as session:
-        mask = InputMask(
-            id=reservation_id,
-            owner=principal.identity,
-            count=count,
-            blob_key=key,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ctx.settings.mask_timeout_s),
-            used_at=None,
-            dataset_id=None,
-        )
-        session.add(mask)
+    try:
+        with session_scope(ctx.sessions) as session:
+            # again under the identity's lock: a concurrent reservation may have won
+            quotas.check_masks(session, ctx.settings, principal.identity, count, now)
+            mask = _insert_mask(session, principal, reservation_id, count, key, now, ctx)
+    except BaseException:
+        ctx.blobs.delete(key)
+        raise
     return _public(ctx, mask)
+
+
+def _insert_mask(
+    session: Session,
+    principal: Principal,
+    reservation_id: str,
+    count: int,
+    key: str,
+    now: datetime,
+    ctx: StoreContext,
+) -> InputMask:
+    mask = InputMask(
+        id=reservation_id,
+        owner=principal.identity,
+        count=count,
+        blob_key=key,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ctx.settings.mask_timeout_s),
+        used_at=None,
+        dataset_id=None,
+    )
+    session.add(mask)
+    return mask
 
 
 def _find(ctx: StoreContext, principal: Principal, reservation_id: str) -> InputMask:

@@ -12,7 +12,7 @@ import re
 import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -103,7 +103,13 @@ class DatasetCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: uuid.UUID | None = Field(default=None, description="client-chosen id (idempotent retry)")
+    random_ids_only: ClassVar[bool] = True
+    """Client-chosen ids must be random (version 4) UUIDs: result datasets' ids are
+    derived from their job (version 5), and nobody may take one before the job does."""
+
+    id: uuid.UUID | None = Field(
+        default=None, description="client-chosen random (version 4) id (idempotent retry)"
+    )
     name: str
     columns: list[ColumnSchema] = Field(min_length=1, max_length=1024)
     rows: int = Field(ge=0, le=MAX_ROWS)
@@ -116,6 +122,16 @@ class DatasetCreate(BaseModel):
         description="total epsilon that differentially private jobs may spend on this dataset "
         "(DESIGN 6.5); none: no cap, the spending is still recorded",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _random_id(cls, value: uuid.UUID | None) -> uuid.UUID | None:
+        if value is not None and cls.random_ids_only and value.version != 4:
+            raise ValueError(
+                "choose a random (version 4) UUID: other versions are reserved for the "
+                "result datasets of jobs"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -145,6 +161,8 @@ class DatasetCreate(BaseModel):
 
 class ResultDatasetCreate(DatasetCreate):
     """A result dataset written by the party's execution service for ``owner``."""
+
+    random_ids_only: ClassVar[bool] = False
 
     owner: Identity
     readers: list[Identity] = Field(default_factory=list, max_length=256)

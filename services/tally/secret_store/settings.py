@@ -59,6 +59,25 @@ class SecretStoreSettings(BaseSettings, HttpsListener, IdentitySettings):
     max_mask_count: int = Field(default=1 << 27, gt=0, description="most masks per reservation")
     max_page_size: int = Field(default=1000, gt=0)
 
+    max_datasets_per_identity: int = Field(
+        default=10_000, gt=0, description="most datasets (pending or committed) one identity owns"
+    )
+    max_bytes_per_identity: int = Field(
+        default=1 << 40,
+        gt=0,
+        description="most share bytes one identity's datasets (rows x columns x 8, pending "
+        "or committed) and unused input masks may take (default 1 TiB)",
+    )
+    max_pending_per_identity: int = Field(
+        default=100,
+        gt=0,
+        description="most uncommitted datasets one identity may have at once (results "
+        "written by the party's services do not count)",
+    )
+    max_mask_reservations_per_identity: int = Field(
+        default=100, gt=0, description="most live (unused, unexpired) mask reservations"
+    )
+
     max_job_token_ttl_s: float = Field(
         default=7 * 24 * 3600,
         gt=0,
