@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tally.execution.planning import estimate_tuples, kind_name, plan_tuples
+from tally.execution.planning import (
+    PlanTooLarge,
+    estimate_tuples,
+    estimate_tuples_bounded,
+    kind_name,
+    plan_tuples,
+)
 from tally.mpc.party import Party
 from tally.mpc.program import get_program
 from tally.mpc.table import ColumnSpec, SecretTable, share_table
@@ -66,3 +73,47 @@ def test_the_estimate_bounds_a_padded_groupby_from_above_and_closely(rows: int) 
 def test_a_program_that_fails_its_dry_run_gets_no_estimate() -> None:
     params = {"keys": ["nope"], "aggregations": {"n": ["views", "count"]}}
     assert estimate_tuples(get_program("groupby"), {"events": (SPECS, 5000)}, params, 3) == {}
+
+
+WIDE = {"region": ColumnSpec("key", bits=20), "views": ColumnSpec("int", bits=24)}
+PADDED = {"keys": ["region"], "aggregations": {"total": ["views", "sum"]}, "max_groups": 1 << 20}
+
+
+def test_the_bounded_plan_is_the_plan() -> None:
+    params = {**PADDED, "max_groups": 16}
+    inputs = {"events": (WIDE, 100_000)}
+    expected = estimate_tuples(get_program("groupby"), inputs, params, 3)
+    assert expected  # a plan, not the empty answer of a failed run
+    bounded = estimate_tuples_bounded(
+        get_program("groupby"), inputs, params, 3, memory_bytes=1 << 30, timeout_s=120
+    )
+    assert bounded == expected
+
+
+def test_a_dry_run_past_its_memory_cap_is_refused_and_the_caller_does_not_grow() -> None:
+    """Issue 14 item 5: party 0's dry run ran in the service; a padded job could OOM it."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PlanTooLarge, match="dry_run_memory_bytes"):
+        estimate_tuples_bounded(
+            get_program("groupby"),
+            {"events": (WIDE, 1_000_000)},
+            PADDED,
+            3,
+            memory_bytes=128 << 20,
+            timeout_s=120,
+        )
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(f"caller's peak resident memory grew by {grown_mb:.1f} MB")
+    assert grown_mb < 64
+
+
+def test_a_dry_run_past_its_time_is_refused() -> None:
+    with pytest.raises(PlanTooLarge, match="dry_run_timeout_s"):
+        estimate_tuples_bounded(
+            get_program("groupby"),
+            {"events": (WIDE, 1_000_000)},
+            PADDED,
+            3,
+            memory_bytes=4 << 30,
+            timeout_s=0.05,
+        )

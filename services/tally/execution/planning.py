@@ -15,6 +15,10 @@ The same two runs predict the shape (rows, column kinds) of every shuffle reques
 so a worker can fetch the correlations before its online phase
 (:meth:`tally.execution.leases.LeasedSource.prefetch`).
 
+The service runs the plan in a child process (:func:`estimate_tuples_bounded`) with
+its address space capped: a job's parameters can make even the small runs large
+(``max_groups`` padding, many wide columns), and party 0 must survive the attempt.
+
 What it cannot see is consumption that depends on the data: the number of groups
 of a group-by without padding (``max_groups``/``domain``) is opened during the run,
 and what follows scales with it.  Custom programs may differ anyway.  Neither is a
@@ -26,8 +30,11 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -134,6 +141,8 @@ def plan_tuples(
         small, large = (
             dry_run(program, _scaled(inputs, r, largest), params, parties) for r in DRY_ROWS
         )
+    except MemoryError:
+        raise
     except Exception as error:  # the leases extend what the plan misses
         log.warning("no tuple plan for program %s: %s", program.name, error)
         return TuplePlan()
@@ -158,3 +167,73 @@ def estimate_tuples(
 ) -> dict[str, int]:
     """Tuples per kind one worker needs (see the module docstring); {} if the plan fails."""
     return plan_tuples(program, inputs, params, parties).needs
+
+
+class PlanTooLarge(Exception):
+    """The dry run needed more memory or time than the service lets it have."""
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (Linux ``/proc``)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
+
+
+def _plan_in_child(
+    conn: Connection,
+    limit: int,
+    program: Program,
+    inputs: InputsMeta,
+    params: Mapping[str, Any],
+    parties: int,
+) -> None:
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        conn.send(("ok", estimate_tuples(program, inputs, params, parties)))
+    except MemoryError:
+        conn.send(("memory", {}))
+    finally:
+        conn.close()
+
+
+def estimate_tuples_bounded(
+    program: Program,
+    inputs: InputsMeta,
+    params: Mapping[str, Any],
+    parties: int,
+    *,
+    memory_bytes: int,
+    timeout_s: float,
+) -> dict[str, int]:
+    """:func:`estimate_tuples` in a forked child that may add ``memory_bytes`` of address space.
+
+    Raises :class:`PlanTooLarge` when the child runs out of memory, dies or outlives
+    ``timeout_s``; the caller's memory never grows by more than the answer.
+    """
+    limit = _address_space() + memory_bytes
+    context = multiprocessing.get_context("fork")  # the program object needs no pickling
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_plan_in_child, args=(send, limit, program, inputs, params, parties), daemon=True
+    )
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise PlanTooLarge(
+                f"the tuple plan's dry run took longer than {timeout_s:g} s (dry_run_timeout_s)"
+            )
+        outcome, needs = receive.recv()
+    except EOFError:
+        raise PlanTooLarge(f"the tuple plan's dry run died (exit {child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if outcome == "memory":
+        raise PlanTooLarge(
+            f"the tuple plan's dry run needs more than {memory_bytes >> 20} MiB "
+            "(dry_run_memory_bytes): ask for fewer groups or columns"
+        )
+    return dict(needs)

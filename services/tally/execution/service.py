@@ -41,7 +41,7 @@ from tally.execution.jobs import (
     WorkerStatus,
     spec_hash,
 )
-from tally.execution.planning import estimate_tuples
+from tally.execution.planning import PlanTooLarge, estimate_tuples_bounded
 from tally.execution.policy import dp_charges, enforce_policies
 from tally.execution.ports import (
     DatasetInfo,
@@ -244,7 +244,17 @@ class JobManager:
         """Party 0: the tuples one worker of the job will consume (a dry plan's estimate)."""
         program = resolve_program(record.spec.program, self.settings)
         meta = self._worker_inputs(record.spec, record.submitter)
-        return estimate_tuples(program, meta, _params(record.spec), self.settings.parties)
+        try:
+            return estimate_tuples_bounded(
+                program,
+                meta,
+                _params(record.spec),
+                self.settings.parties,
+                memory_bytes=self.settings.dry_run_memory_bytes,
+                timeout_s=self.settings.dry_run_timeout_s,
+            )
+        except PlanTooLarge as error:
+            raise InputError(422, "too_large", str(error)) from None
 
     def submit(self, spec: JobCreate, submitter: str, stages_total: int) -> tuple[JobRecord, bool]:
         """Record a validated job and start driving it; (record, created)."""

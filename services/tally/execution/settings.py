@@ -227,6 +227,15 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
     max_body_bytes: int = Field(
         default=4 << 20, gt=0, description="largest request body (job specs, worker reports)"
     )
+    dry_run_memory_bytes: int = Field(
+        default=2 << 30,
+        ge=64 << 20,
+        description="address space the tuple plan's dry run (party 0) may add, in a child "
+        "process: a job whose plan needs more fails with a reason, the service is unharmed",
+    )
+    dry_run_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest the tuple plan's dry run may take"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExecutionSettings:
