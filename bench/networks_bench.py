@@ -67,7 +67,7 @@ def run_job(deployment: LocalDeployment, frame: pd.DataFrame, partitions: int, n
         and np.array_equal(got["total"].astype(np.int64), expected["total"])
         and np.array_equal(got["n"].astype(np.int64), expected["n"])
     )
-    return {"online_seconds": online_seconds(deployment, job.id), "wall_seconds": wall,
+    return {"online_seconds": online_seconds(deployment, job.service_id), "wall_seconds": wall,
             "correct": correct}  # fmt: skip
 
 

@@ -116,8 +116,9 @@ class ExecutionClient(Protocol):
         the same identity (``created=False``); ``ExecutionRejected`` (409) for any other."""
         ...
 
-    async def get(self, job_id: str) -> ExecutionJobState:
-        """The job's current state."""
+    async def get(self, job_id: str, token: str | None = None) -> ExecutionJobState:
+        """The job's current state; with ``token``, the job of that name of its identity
+        (job ids are scoped by submitter), else by the operator's credential."""
         ...
 
     async def cancel(self, job_id: str) -> None:
@@ -160,8 +161,9 @@ class HttpExecutionClient:
         state = ExecutionJobState.from_payload(self._json(response))
         return Submission(state=state, created=response.status_code == httpx.codes.CREATED)
 
-    async def get(self, job_id: str) -> ExecutionJobState:
-        response = await self._request("GET", f"/v1/jobs/{job_id}")
+    async def get(self, job_id: str, token: str | None = None) -> ExecutionJobState:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await self._request("GET", f"/v1/jobs/{job_id}", headers=headers)
         if response.status_code == httpx.codes.NOT_FOUND:
             raise ExecutionJobNotFound(f"the execution service has no job {job_id!r}")
         return ExecutionJobState.from_payload(self._json(response))

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 PROGRAM_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 PROGRAM_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+JOB_NAME_MAX = 50
+"""Longest job id a client may give (tally.execution.jobs.JOB_NAME_MAX)."""
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 OUTPUT_KINDS = ("shares", "open")
@@ -141,6 +143,11 @@ def parse_analytics_job_spec(
     job_id = spec.get("jobId", name)
     if not isinstance(job_id, str) or not DNS_LABEL.match(job_id):
         problems.append(f"spec.jobId: must be a DNS label (lowercase, digits, '-'), got {job_id!r}")
+    elif len(job_id) > JOB_NAME_MAX:
+        problems.append(
+            f"spec.jobId: at most {JOB_NAME_MAX} characters (the execution service appends "
+            f"13 that scope it to the analyst), got {len(job_id)}: set a shorter spec.jobId"
+        )
     consortium = spec.get("consortium", limits.default_consortium)
     if not isinstance(consortium, str) or not DNS_LABEL.match(consortium):
         problems.append(f"spec.consortium: must name a Consortium, got {consortium!r}")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tally.common.blobstore import LocalBlobStore
+from tally.common.job_ids import scoped_job_id
 from tally.common.policy import DisclosurePolicy
 from tally.execution.local import DealerTuples, put_dataset
 from tally.execution.tls import write_test_pki
@@ -225,8 +226,15 @@ class Cluster:
                 self.blobs(party), dataset_id, share_sets[party], specs, owner, use, policy=policy
             )
 
-    def worker_status(self, party: int, job_id: str, worker: int = 0) -> dict[str, Any]:
-        path = self.state_dir(party) / "jobs" / job_id / f"w{worker}.json"
+    @staticmethod
+    def job_id(name: str, who: str = "alice") -> str:
+        """The id the services keep job ``name`` of ``who`` under (scoped by submitter)."""
+        return scoped_job_id(who, name)
+
+    def worker_status(
+        self, party: int, name: str, worker: int = 0, who: str = "alice"
+    ) -> dict[str, Any]:
+        path = self.state_dir(party) / "jobs" / self.job_id(name, who) / f"w{worker}.json"
         try:
             data: dict[str, Any] = json.loads(path.read_text())
             return data

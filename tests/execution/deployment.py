@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from tally.common.job_ids import scoped_job_id
 from tally.common.result_layout import VALID_COLUMN, open_result
 from tally.common.tls import write_test_pki
 from tally.execution.ledger import TupleLedger
@@ -283,8 +284,11 @@ class Deployment:
         body: dict[str, Any] = response.json()
         return body
 
-    def reservations(self, party: int, job_id: str, state: str) -> list[dict[str, Any]]:
-        params = {"state": state, "job_id": job_id}
+    def reservations(
+        self, party: int, name: str, state: str, who: str = "alice"
+    ) -> list[dict[str, Any]]:
+        """Reservations of ``who``'s job ``name`` (its id is scoped by submitter)."""
+        params = {"state": state, "job_id": scoped_job_id(who, name)}
         ids = self.tuple_service(party, "GET", "/v1/reservations", params=params).json()
         return [self.reservation(party, i) for i in ids]
 
@@ -292,5 +296,9 @@ class Deployment:
         pools: list[dict[str, Any]] = self.tuple_service(party, "GET", "/v1/pools").json()
         return pools
 
-    def ledger(self, party: int, job_id: str, worker: int = 0) -> list[dict[str, Any]]:
+    def ledger(
+        self, party: int, name: str, worker: int = 0, who: str = "alice"
+    ) -> list[dict[str, Any]]:
+        """The tuple ledger of one worker of ``who``'s job ``name``."""
+        job_id = scoped_job_id(who, name)
         return TupleLedger(self.execution.state_dir(party), job_id, worker).entries()

@@ -14,10 +14,12 @@ replaces it: the job succeeds with pandas' result and ``restarts`` counts the po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,6 +47,7 @@ from tally_operator.settings import (
 )
 from tally_operator.spec import AnalyticsJobSpec, SpecLimits, parse_analytics_job_spec
 from tests.execution.cluster import TOKENS, Cluster
+from tests.execution.deployment import Deployment, service_token
 from tests.execution.test_jobs import GROUPBY, SPECS, _check_groupby, _events
 
 WORKER_TOKEN = "worker-token-of-this-party"
@@ -121,6 +124,8 @@ class Kubelet:
         env = {k: v for k, v in self.cluster.env(party).items() if k != "TALLY_EXECUTION_STATE_DIR"}
         env["TALLY_EXECUTION_BLOB_DIR"] = str(self.cluster.state_dir(party) / "blobs")  # "S3"
         env["TALLY_EXECUTION_WORKER_TOKEN"] = WORKER_TOKEN
+        # the worker Secret holds no secret-store credential: the job's comes with the attach
+        env.pop("TALLY_EXECUTION_SECRET_STORE_TOKEN", None)
         fields = {
             f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']": str(index),
             "metadata.name": pod,
@@ -198,9 +203,13 @@ def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) 
     # as the operator submits it: with alice's own token, from her Secret
     responses = cluster.submit(spec.execution_request())
     assert [r.status_code for r in responses] == [201, 201, 201], [r.text for r in responses]
+    # the services scope the name to alice; the operator builds the workers with that id
+    job_id = responses[0].json()["id"]
+    assert job_id == cluster.job_id(JOB) and {r.json()["id"] for r in responses} == {job_id}
+    spec = dataclasses.replace(spec, job_id=job_id)
     # the intra-party routes take the service credential only
     refused = cluster.request(
-        0, "POST", f"/v1/internal/jobs/{JOB}/workers/0/attach", json={"pod": "x"}
+        0, "POST", f"/v1/internal/jobs/{job_id}/workers/0/attach", json={"pod": "x"}
     )
     assert refused.status_code == 403
 
@@ -242,7 +251,7 @@ def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) 
     )
     # a pod that no longer holds its partition is told so
     stale = httpx.put(
-        cluster.url(1, f"/v1/internal/jobs/{JOB}/workers/0"),
+        cluster.url(1, f"/v1/internal/jobs/{job_id}/workers/0"),
         json={"pod": first[1], "phase": "Running"},
         headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
         timeout=10,
@@ -253,8 +262,8 @@ def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) 
     assert status["resumed_from"] and status["resumed_from"][-1] >= target - 1, (target, status)
     # the new pod started on an empty disk: it learnt the epochs used before from the
     # blob store and drew only from a later one
-    old = TupleLedger(kubelet.dirs[first[1]] / "tally-worker", JOB, 0)
-    new = TupleLedger(kubelet.dirs[replacement] / "tally-worker", JOB, 0)
+    old = TupleLedger(kubelet.dirs[first[1]] / "tally-worker", job_id, 0)
+    new = TupleLedger(kubelet.dirs[replacement] / "tally-worker", job_id, 0)
     assert old.epochs() == [0] and 0 in new.epochs(), (old.epochs(), new.epochs())
     assert new.entries() and min(e["epoch"] for e in new.entries()) >= 1
     used = [(e["epoch"], e["batch"]) for e in old.entries() + new.entries()]
@@ -290,3 +299,70 @@ def test_a_pod_without_its_service_settings_fails_for_good(tmp_path: Path) -> No
     )
     assert done.returncode == FAILED_EXIT
     assert b"TALLY_EXECUTION_WORKER_TOKEN" in done.stderr
+
+
+def test_pods_read_secret_store_inputs_with_the_job_token_only(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue 14 item 3, for pods: with inputs in the secret-stores, a pod's only credential
+    there is its job's token, handed over with the attach; it is revoked with the job."""
+    external = {
+        "TALLY_EXECUTION_WORKERS": "external",
+        "TALLY_EXECUTION_TOKENS": _tokens(),
+        "TALLY_EXECUTION_WORKER_START_TIMEOUT_S": "20",
+    }
+    deployment = Deployment(tmp_path_factory.mktemp("ext-wired"), execution_env=external)
+    deployment.start()
+    kubelet: Kubelet | None = None
+    try:
+        data, valid = _events(1200, seed=11)
+        shares = share_table(data, SPECS, 3, valid=valid)
+        dataset = deployment.upload("events", shares, SPECS, owner="alice")
+        body = {
+            "program": "groupby",
+            "inputs": [{"name": "events", "dataset": dataset}],
+            "params": GROUPBY,
+            "outputs": [{"name": "result", "kind": "shares", "recipients": ["alice"]}],
+            "partitions": 1,
+            "credentials": {"secretRef": {"name": "alice-token"}},
+        }
+        spec = parse_analytics_job_spec(body, name="ext-wired", limits=SpecLimits())
+        responses = deployment.execution.submit(spec.execution_request())
+        assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
+        job_id = responses[0].json()["id"]
+        spec = dataclasses.replace(spec, job_id=job_id)
+        kubelet = Kubelet(deployment.execution, spec)
+        pods = [kubelet.start(party) for party in range(3)]
+        for party, pod in enumerate(pods):
+            container = kubelet.jobs[party]["spec"]["template"]["spec"]["containers"][0]
+            env = kubelet._env(party, 0, pod, container)
+            assert "TALLY_EXECUTION_SECRET_STORE_TOKEN" not in env
+            assert service_token(party) not in json.dumps(env)
+        states = deployment.execution.wait("ext-wired", timeout=90)
+        logs = {pod: kubelet.log(pod) for pod in pods}
+        assert [s["phase"] for s in states] == ["Succeeded"] * 3, (states, logs)
+        for pod in pods:
+            assert kubelet.pods[pod].wait(timeout=15) == 0, logs[pod]
+        (result,) = {s["results"]["result"][0] for s in states}
+        _check_groupby(deployment.open_result(result, "alice"), pd.DataFrame(data)[valid == 1])
+        # the job's token is revoked at every party, and an attach hands out none now
+        for party in range(3):
+            database = deployment.root / f"store{party}" / "metadata.db"
+            with sqlite3.connect(database) as connection:
+                rows = connection.execute(
+                    "SELECT revoked_at FROM job_tokens WHERE job_id = ?", (job_id,)
+                ).fetchall()
+            assert len(rows) == 1 and rows[0][0] is not None, (party, rows)
+            attach = httpx.post(
+                deployment.execution.url(party, f"/v1/internal/jobs/{job_id}/workers/0/attach"),
+                json={"pod": "late"},
+                headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+                timeout=10,
+            )
+            assert attach.status_code == 200 and attach.json()["inputs_token"] is None
+        for text in logs.values():
+            assert "tjob_" not in text
+    finally:
+        if kubelet is not None:
+            kubelet.stop()
+        deployment.stop()

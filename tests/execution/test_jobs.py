@@ -143,11 +143,31 @@ def test_sum_job_with_shares_output_as_result_dataset(cluster: Cluster) -> None:
     assert int(total[0]) == int(_frame(cluster, "events")["views"].sum())
     # the opened-result API is for "open" outputs only
     assert cluster.request(0, "GET", "/v1/jobs/sum-shares/result", who="bob").status_code == 403
-    # the same spec again is idempotent for its submitter only: alice, who may run it too,
-    # is not handed bob's job (regression)
-    again = cluster.request(0, "POST", "/v1/jobs", who="alice", json=spec)
-    assert again.status_code == 409 and "another identity" in again.json()["detail"]
-    assert cluster.request(0, "POST", "/v1/jobs", who="bob", json=spec).status_code == 200
+    # the same spec again is idempotent for its submitter: the same job
+    bobs = cluster.request(0, "POST", "/v1/jobs", who="bob", json=spec)
+    assert bobs.status_code == 200 and bobs.json()["id"] == cluster.job_id("sum-shares", "bob")
+    # job ids are scoped by submitter (issue 14 item 6): before, a job id taken by one
+    # identity was a 409 for every other, so anyone who knew or guessed a name (an
+    # AnalyticsJob's, say) could take it first.  Alice's job of the same name is her own
+    # job, with its own id and its own result dataset, and bob's stays bob's.
+    alices = cluster.submit(spec, who="alice")
+    assert [r.status_code for r in alices] == [201, 201, 201], [r.text for r in alices]
+    alice_id = alices[0].json()["id"]
+    assert alice_id == cluster.job_id("sum-shares", "alice") != bobs.json()["id"]
+    mine = cluster.wait("sum-shares", who="alice")
+    assert {s["phase"] for s in mine} == {"Succeeded"}, mine
+    assert mine[0]["results"]["result"][0] != dataset
+    assert cluster.job(0, "sum-shares", who="bob")["id"] == bobs.json()["id"]
+    # a full id names the job too, for whoever may see it
+    assert cluster.job(0, alice_id, who="operator")["id"] == alice_id
+    assert cluster.job(0, alice_id, who="alice")["id"] == alice_id
+    # the operator's credential may name a job by its name only when one submitter has it
+    ambiguous = cluster.request(0, "GET", "/v1/jobs/sum-shares", who="operator")
+    assert ambiguous.status_code == 409 and "give its full id" in ambiguous.json()["detail"]
+    # a name too long to scope is refused before anything is stored
+    long_name = {**spec, "id": "x" * 51}
+    refused = cluster.request(0, "POST", "/v1/jobs", who="alice", json=long_name)
+    assert refused.status_code == 422 and "at most 50 characters" in refused.json()["detail"]
 
 
 def test_partitioned_groupby_runs_three_workers(cluster: Cluster, tmp_path: Path) -> None:
@@ -188,11 +208,14 @@ def test_sigkilled_worker_restarts_and_resumes_without_reusing_tuples(cluster: C
         _opened(cluster, "groupby-crash")["result"], _frame(cluster, "events", "events-b")
     )
     for party in range(3):
-        ledger = cluster.tuples(party).ledger("groupby-crash", 0)
+        ledger = cluster.tuples(party).ledger(cluster.job_id("groupby-crash"), 0)
         used = [(entry["epoch"], entry["batch"]) for entry in ledger]
         assert len(used) == len(set(used)), f"party {party} consumed a tuple twice"
         assert len({entry["epoch"] for entry in ledger}) == 2, f"party {party}: one resume"
-        assert cluster.tuples(party).reservation("groupby-crash")["state"] == "released"
+        assert (
+            cluster.tuples(party).reservation(cluster.job_id("groupby-crash"))["state"]
+            == "released"
+        )
     resumed = cluster.worker_status(1, "groupby-crash")["resumed_from"]
     assert resumed and resumed[-1] >= target - 1, (target, resumed)
 
@@ -322,7 +345,10 @@ def test_party_that_never_comes_back_fails_the_job_everywhere(tmp_path: Path) ->
         for state in states:
             assert "stayed away longer than 4 s" in state["reason"], state["reason"]
         for party in (0, 1):
-            assert cluster.tuples(party).reservation("lost-party")["state"] == "released"
+            assert (
+                cluster.tuples(party).reservation(cluster.job_id("lost-party"))["state"]
+                == "released"
+            )
     finally:
         cluster.stop()
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tally.common.job_ids import scoped_job_id
 from tally.mpc.table import share_table
 from tests.execution.cluster import GROUPBY, SPECS
 from tests.execution.deployment import Deployment
@@ -179,6 +180,7 @@ def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired)
 def _assert_job_credentials(wired: Wired, job_id: str, results: list[str]) -> None:
     """Issue 14 item 3: the workers read and wrote with the job's own credential, which
     named exactly the job's inputs and results and is revoked now that the job ended."""
+    job_id = scoped_job_id("alice", job_id)
     for party in range(3):
         base = wired.deployment.root / f"store{party}"
         with sqlite3.connect(base / "metadata.db") as db:

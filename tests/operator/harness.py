@@ -106,7 +106,7 @@ class FakeExecution:
         self.states[job_id] = dataclasses.replace(state, phase="Running", stages=4)
         return Submission(state=state, created=True)
 
-    async def get(self, job_id: str) -> ExecutionJobState:
+    async def get(self, job_id: str, token: str | None = None) -> ExecutionJobState:
         if job_id not in self.states:
             raise ExecutionJobNotFound(job_id)
         return self.states[job_id]

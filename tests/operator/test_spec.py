@@ -74,6 +74,7 @@ def test_defaults_come_from_the_limits() -> None:
         ({"scheduling": {"maxRestarts": -1}}, "maxRestarts"),
         ({"scheduling": {"spot": "yes"}}, "spot"),
         ({"jobId": "Not_A_Label"}, "spec.jobId"),
+        ({"jobId": "a" * 51}, "at most 50 characters"),
         ({"resources": {"gpus": 1}}, "spec.resources"),
         ({"credentials": None}, "spec.credentials.secretRef.name"),
         ({"credentials": {"secretRef": {"name": "Bad_Name"}}}, "spec.credentials.secretRef"),
@@ -120,3 +121,10 @@ def test_invalid_consortia_are_refused(spec: dict[str, Any], problem: str) -> No
     with pytest.raises(InvalidSpecError) as caught:
         parse_consortium_spec(spec)
     assert problem in str(caught.value)
+
+
+def test_the_longest_job_id_is_the_execution_services() -> None:
+    from tally.common.job_ids import JOB_NAME_MAX as service_max
+    from tally_operator.spec import JOB_NAME_MAX
+
+    assert service_max == JOB_NAME_MAX

@@ -64,10 +64,14 @@ def claimed_job_id(body: Mapping[str, Any]) -> str | None:
     return str(claimed) if claimed else None
 
 
-async def known(runtime: Runtime, job_id: str) -> ExecutionJobState | None:
-    """Step 1: the state of the execution service's job ``job_id``, if it has one."""
+async def known(runtime: Runtime, job_id: str, token: str) -> ExecutionJobState | None:
+    """Step 1: the state of the analyst's (``token``'s) job ``job_id``, if there is one.
+
+    Job ids are scoped by submitter: another identity's job of the same name is no
+    conflict, so it is looked up as the analyst, not with the operator's credential.
+    """
     try:
-        return await runtime.execution.get(job_id)
+        return await runtime.execution.get(job_id, token)
     except ExecutionJobNotFound:
         return None
     except (ExecutionUnavailable, ExecutionRejected) as exc:

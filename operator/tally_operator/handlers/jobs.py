@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -138,6 +139,10 @@ async def create_job(
     token = await _analyst_token(job_spec, namespace, body, patch, runtime, now=now)
     submission = await _submit(job_spec, token, namespace, name, body, patch, runtime, now=now)
     state = submission.state
+    if state.id and state.id != job_spec.job_id:
+        # the service scopes the name to the analyst: its workers, status and later
+        # reads and cancels use the id it answered with
+        job_spec = dataclasses.replace(job_spec, job_id=state.id)
 
     manifest = build_worker_job(
         owner=Owner(name=name, namespace=namespace, uid=uid),
@@ -226,7 +231,7 @@ async def _submit(
     """Claim the job id for this AnalyticsJob, then submit the job with ``token``."""
     job_id = job_spec.job_id
     claimed_before = claims.claimed_job_id(body) == job_id
-    earlier = None if claimed_before else await claims.known(runtime, job_id)
+    earlier = None if claimed_before else await claims.known(runtime, job_id, token)
     if not claimed_before and earlier is None:
         await claims.claim(runtime, namespace=namespace, name=name, job_id=job_id)
     try:

@@ -26,6 +26,7 @@ from tally.client.jobs import Job, JobRecord, new_job_id
 from tally.client.keys import KeyDictionary
 from tally.client.table import Query, Table
 from tally.client.upload import Mode, Uploader, prepare_upload
+from tally.common.job_ids import scoped_job_id
 from tally.common.policy import DisclosurePolicy
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -304,7 +305,14 @@ class Cluster:
         }
         if query.dp:
             spec["dp"] = dict(query.dp)
-        record = JobRecord(job_id, spec, query.description, query.decode, query.post)
+        record = JobRecord(
+            job_id,
+            spec,
+            query.description,
+            query.decode,
+            query.post,
+            service_id=scoped_job_id(self.identity, job_id),
+        )
         record.save(self.jobs_dir)
         job = self._job(record)
         outcomes = settle_at_every_party(

@@ -101,6 +101,8 @@ class JobRecord:
     decode: dict[str, dict[str, Any]] = field(default_factory=dict)
     post: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    service_id: str = ""
+    """The id the parties keep the job under (``id`` scoped to the submitter)."""
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,8 @@ class Job:
     ) -> None:
         self.record = record
         self.id = record.id
+        self.service_id = record.service_id or record.id
+        """The parties' id of the job: ``id`` scoped to its submitter (docs/execution.md)."""
         self._executions = executions
         self._dictionary = dictionary
         self._hash_key = hash_key

@@ -35,6 +35,7 @@ from tally.common.audit import audit
 from tally.common.audit import configure as configure_audit
 from tally.common.auth import Principal, TokenAuthenticator, require_role
 from tally.common.errors import ApiError, error_responses, install_error_handlers
+from tally.common.job_ids import JOB_NAME_MAX, SCOPE_DIGITS, job_name, scoped_for, scoped_job_id
 from tally.common.limits import BodyLimitMiddleware
 from tally.common.oidc import make_authenticator
 from tally.common.tls import party_name
@@ -166,8 +167,28 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         value: JobManager = state["manager"]
         return value
 
+    def find(job_id: str, who: Principal) -> Any:
+        """The job ``job_id`` names for ``who``: their own job of that name, else by full id.
+
+        The party's service credential may also name a job by its name alone when one
+        submitter has a job of that name here (two: a 409 asking for the full id).
+        """
+        jobs = manager().jobs
+        if not who.service and scoped_job_id(who.identity, job_id) in jobs:
+            return jobs[scoped_job_id(who.identity, job_id)]
+        if job_id in jobs or not who.service:
+            return jobs.get(job_id)
+        named = [r for i, r in jobs.items() if job_name(i) == job_id and scoped_for(i, r.submitter)]
+        if len(named) > 1:
+            raise ApiError(
+                409,
+                "ambiguous",
+                f"{len(named)} submitters have a job named {job_id!r} here: give its full id",
+            )
+        return named[0] if named else None
+
     def visible(job_id: str, who: Principal) -> Any:
-        record = manager().jobs.get(job_id)
+        record = find(job_id, who)
         readers = set()
         if record is not None:
             readers = {r for o in record.spec.outputs.values() for r in o.recipients}
@@ -188,6 +209,15 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
                 "a service credential cannot submit jobs: submit with the analyst's own token",
             )
         require_role(who, "analyst", "submitting a job")
+        if not scoped_for(spec.id, who.identity):
+            if len(spec.id) > JOB_NAME_MAX:
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    f"job id {spec.id!r}: at most {JOB_NAME_MAX} characters (each party "
+                    f"appends {SCOPE_DIGITS + 1} that scope it to you)",
+                )
+            spec = spec.model_copy(update={"id": scoped_job_id(who.identity, spec.id)})
         try:
             stages = await asyncio.to_thread(manager().validate, spec, who.identity)
             record, created = manager().submit(spec, who.identity, stages)
@@ -231,7 +261,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         """
         record = visible(job_id, who)
         if wait and record.phase not in FINAL_PHASES:
-            await manager().changed(job_id, wait)
+            await manager().changed(record.spec.id, wait)
         return record.public()  # type: ignore[no-any-return]
 
     @app.delete("/v1/jobs/{job_id}", responses=error_responses(401, 403, 404))
@@ -241,7 +271,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         if who.identity != record.submitter and not who.service:
             raise ApiError(403, "forbidden", "only the submitter may cancel a job")
         if record.phase not in FINAL_PHASES:
-            await manager().cancel(job_id)
+            await manager().cancel(record.spec.id)
         return record.public()  # type: ignore[no-any-return]
 
     def external_worker(job_id: str, who: Principal) -> None:
@@ -293,6 +323,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     def get_result(job_id: str, who: CurrentPrincipal) -> dict[str, Any]:
         """This party's shares of the job's opened outputs (recipients only)."""
         record = visible(job_id, who)
+        job_id = record.spec.id
         mine = [n for n, o in record.spec.outputs.items() if o.kind == "open"]
         mine = [n for n in mine if who.identity in record.spec.outputs[n].recipients]
         if not mine:

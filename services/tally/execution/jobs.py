@@ -1,9 +1,11 @@
 """Job specs, their hash, job records and worker status files.
 
 A job is submitted to every party with the same id and the same spec; the parties
-compare :func:`spec_hash` before anything runs.  Each party keeps its record of the
-job in ``<state_dir>/jobs/<id>/job.json`` and each worker reports its progress in
-``w<k>.json`` beside it (atomic replace), which the service reads.
+compare :func:`spec_hash` before anything runs.  The id a client gives is a *name*
+in its submitter's namespace: each party stores the job under its scoped id
+(:mod:`tally.common.job_ids`), the same at every party.  Each party keeps its record
+of the job in ``<state_dir>/jobs/<id>/job.json`` and each worker reports its progress
+in ``w<k>.json`` beside it (atomic replace), which the service reads.
 """
 
 from __future__ import annotations
