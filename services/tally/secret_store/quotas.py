@@ -39,13 +39,24 @@ def lock_identity(session: Session, identity: str) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _full(what: str, limit: int, setting: str, advice: str) -> ApiError:
-    return ApiError(
-        429,
-        "quota_exceeded",
-        f"quota exceeded: {what} {limit}, the most this store allows per identity "
-        f"({setting}); {advice}. Nothing was stored",
-    )
+def _below(
+    session: Session,
+    settings: SecretStoreSettings,
+    setting: str,
+    what: str,
+    advice: str,
+    *where: ColumnElement[bool],
+) -> None:
+    """429 unless fewer rows than ``settings.<setting>`` match ``where`` (one table's)."""
+    limit = int(getattr(settings, setting))
+    found = session.scalar(select(func.count()).where(*where))
+    if int(found or 0) >= limit:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"quota exceeded: {what} {limit}, the most this store allows per identity "
+            f"({setting}); {advice}. Nothing was stored",
+        )
 
 
 def stored_bytes(session: Session, identity: str, now: datetime) -> int:
@@ -102,29 +113,27 @@ def check_dataset(
     ``creator``: who uploads it, charged a pending dataset; None for the party's services.
     """
     lock_identity(session, owner)
-    owned = session.scalar(
-        select(func.count()).where(Dataset.owner == owner, Dataset.state != DELETING)
+    _below(
+        session,
+        settings,
+        "max_datasets_per_identity",
+        f"{owner} owns datasets:",
+        "delete datasets you no longer need",
+        Dataset.owner == owner,
+        Dataset.state != DELETING,
     )
-    if int(owned or 0) >= settings.max_datasets_per_identity:
-        raise _full(
-            f"{owner} owns datasets:",
-            settings.max_datasets_per_identity,
-            "max_datasets_per_identity",
-            "delete datasets you no longer need",
-        )
     if creator is not None:
         if creator != owner:
             lock_identity(session, creator)
-        pending = session.scalar(
-            select(func.count()).where(Dataset.created_by == creator, Dataset.state == PENDING)
+        _below(
+            session,
+            settings,
+            "max_pending_per_identity",
+            f"{creator} has uncommitted datasets:",
+            "commit or delete them first",
+            Dataset.created_by == creator,
+            Dataset.state == PENDING,
         )
-        if int(pending or 0) >= settings.max_pending_per_identity:
-            raise _full(
-                f"{creator} has uncommitted datasets:",
-                settings.max_pending_per_identity,
-                "max_pending_per_identity",
-                "commit or delete them first",
-            )
     check_bytes(session, settings, owner, size, now)
 
 
@@ -133,12 +142,12 @@ def check_masks(
 ) -> None:
     """Quotas of one more reservation of ``count`` masks for ``identity``."""
     lock_identity(session, identity)
-    live = session.scalar(select(func.count()).where(*_live_masks(identity, now)))
-    if int(live or 0) >= settings.max_mask_reservations_per_identity:
-        raise _full(
-            f"{identity} holds unused mask reservations:",
-            settings.max_mask_reservations_per_identity,
-            "max_mask_reservations_per_identity",
-            "use them, or wait until they expire",
-        )
+    _below(
+        session,
+        settings,
+        "max_mask_reservations_per_identity",
+        f"{identity} holds unused mask reservations:",
+        "use them, or wait until they expire",
+        *_live_masks(identity, now),
+    )
     check_bytes(session, settings, identity, count * 8, now)
