@@ -90,18 +90,23 @@ def test_the_bounded_plan_is_the_plan() -> None:
     assert bounded == expected
 
 
+def _plan_padded_million(memory_bytes: int, timeout_s: float) -> dict[str, int]:
+    """The bounded plan of a group-by of 10^6 rows padded to 2^20 groups."""
+    return estimate_tuples_bounded(
+        get_program("groupby"),
+        {"events": (WIDE, 1_000_000)},
+        PADDED,
+        3,
+        memory_bytes=memory_bytes,
+        timeout_s=timeout_s,
+    )
+
+
 def test_a_dry_run_past_its_memory_cap_is_refused_and_the_caller_does_not_grow() -> None:
     """Issue 14 item 5: party 0's dry run ran in the service; a padded job could OOM it."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(PlanTooLarge, match="dry_run_memory_bytes"):
-        estimate_tuples_bounded(
-            get_program("groupby"),
-            {"events": (WIDE, 1_000_000)},
-            PADDED,
-            3,
-            memory_bytes=128 << 20,
-            timeout_s=120,
-        )
+        _plan_padded_million(memory_bytes=128 << 20, timeout_s=120)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"caller's peak resident memory grew by {grown_mb:.1f} MB")
     assert grown_mb < 64
@@ -109,11 +114,4 @@ def test_a_dry_run_past_its_memory_cap_is_refused_and_the_caller_does_not_grow()
 
 def test_a_dry_run_past_its_time_is_refused() -> None:
     with pytest.raises(PlanTooLarge, match="dry_run_timeout_s"):
-        estimate_tuples_bounded(
-            get_program("groupby"),
-            {"events": (WIDE, 1_000_000)},
-            PADDED,
-            3,
-            memory_bytes=4 << 30,
-            timeout_s=0.05,
-        )
+        _plan_padded_million(memory_bytes=4 << 30, timeout_s=0.05)

@@ -174,10 +174,10 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         submitter has a job of that name here (two: a 409 asking for the full id).
         """
         jobs = manager().jobs
-        if not who.service and scoped_job_id(who.identity, job_id) in jobs:
-            return jobs[scoped_job_id(who.identity, job_id)]
-        if job_id in jobs or not who.service:
-            return jobs.get(job_id)
+        if not who.service:
+            return jobs.get(scoped_job_id(who.identity, job_id)) or jobs.get(job_id)
+        if job_id in jobs:
+            return jobs[job_id]
         named = [r for i, r in jobs.items() if job_name(i) == job_id and scoped_for(i, r.submitter)]
         if len(named) > 1:
             raise ApiError(

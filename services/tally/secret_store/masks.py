@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
-
-from sqlalchemy.orm import Session
+from datetime import timedelta
 
 from tally.common.auth import Principal
 from tally.common.db import session_scope
@@ -78,34 +76,21 @@ def reserve_masks(ctx: StoreContext, principal: Principal, count: int) -> InputM
         with session_scope(ctx.sessions) as session:
             # again under the identity's lock: a concurrent reservation may have won
             quotas.check_masks(session, ctx.settings, principal.identity, count, now)
-            mask = _insert_mask(session, principal, reservation_id, count, key, now, ctx)
+            mask = InputMask(
+                id=reservation_id,
+                owner=principal.identity,
+                count=count,
+                blob_key=key,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ctx.settings.mask_timeout_s),
+                used_at=None,
+                dataset_id=None,
+            )
+            session.add(mask)
     except BaseException:
         ctx.blobs.delete(key)
         raise
     return _public(ctx, mask)
-
-
-def _insert_mask(
-    session: Session,
-    principal: Principal,
-    reservation_id: str,
-    count: int,
-    key: str,
-    now: datetime,
-    ctx: StoreContext,
-) -> InputMask:
-    mask = InputMask(
-        id=reservation_id,
-        owner=principal.identity,
-        count=count,
-        blob_key=key,
-        created_at=now,
-        expires_at=now + timedelta(seconds=ctx.settings.mask_timeout_s),
-        used_at=None,
-        dataset_id=None,
-    )
-    session.add(mask)
-    return mask
 
 
 def _find(ctx: StoreContext, principal: Principal, reservation_id: str) -> InputMask:
