@@ -247,7 +247,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             response.status_code = 200
         return record.public()
 
-    @app.get("/v1/jobs/{job_id}", responses=error_responses(401, 404, 422))
+    @app.get("/v1/jobs/{job_id}", responses=error_responses(401, 404, 409, 422))
     async def get_job(
         job_id: str,
         who: CurrentPrincipal,
@@ -264,7 +264,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             await manager().changed(record.spec.id, wait)
         return record.public()  # type: ignore[no-any-return]
 
-    @app.delete("/v1/jobs/{job_id}", responses=error_responses(401, 403, 404))
+    @app.delete("/v1/jobs/{job_id}", responses=error_responses(401, 403, 404, 409))
     async def cancel_job(job_id: str, who: CurrentPrincipal) -> JobPublic:
         """Cancel a job at every party."""
         record = visible(job_id, who)
