@@ -125,6 +125,10 @@ class ExecutionClient(Protocol):
         """Cancel the job and release its reservation; a no-op for an unknown job."""
         ...
 
+    async def worker_token(self, job_id: str) -> str:
+        """A credential for the job's pods only (they attach and report that job)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -173,6 +177,12 @@ class HttpExecutionClient:
         if response.status_code in (httpx.codes.NOT_FOUND, httpx.codes.CONFLICT):
             return  # unknown, or already finished: nothing left to cancel
         self._json(response)
+
+    async def worker_token(self, job_id: str) -> str:
+        response = await self._request("POST", f"/v1/internal/jobs/{job_id}/worker-token")
+        if response.status_code == httpx.codes.NOT_FOUND:
+            raise ExecutionJobNotFound(f"the execution service has no job {job_id!r}")
+        return str(self._json(response)["token"])
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -152,6 +152,13 @@ class KubeApi:
                 namespace, _body(manifest), _request_timeout=self._timeout
             )
 
+    async def create_secret(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        """Create a Secret (:class:`KubeConflict` if it exists)."""
+        async with self._errors(f"POST secret in {namespace}"):
+            await self._core.create_namespaced_secret(
+                namespace, _body(manifest), _request_timeout=self._timeout
+            )
+
     async def replace_config_map(
         self, namespace: str, name: str, manifest: Mapping[str, Any]
     ) -> None:

@@ -36,7 +36,12 @@ from tally.execution.pod import partition_from_env
 from tally.execution.results import combine_results
 from tally.execution.worker import FAILED_EXIT
 from tally.mpc.table import share_table
-from tally_operator.builders.job import Owner, WorkerTemplate, build_worker_job
+from tally_operator.builders.job import (
+    Owner,
+    WorkerTemplate,
+    build_worker_job,
+    worker_secret_name,
+)
 from tally_operator.builders.scheduling import Placement
 from tally_operator.consortium import Consortium, parse_consortium_spec
 from tally_operator.resources import COMPLETION_INDEX_ANNOTATION, CONSORTIUM_FILE
@@ -92,6 +97,19 @@ class Kubelet:
         self.pods: dict[str, subprocess.Popen[bytes]] = {}
         self.dirs: dict[str, Path] = {}
         self.jobs = [self._job(party) for party in range(cluster.parties)]
+        # the worker Secret the operator creates: each party's worker token for this job
+        self.worker_tokens = [self._worker_token(party) for party in range(cluster.parties)]
+
+    def _worker_token(self, party: int) -> str:
+        issued = httpx.post(
+            self.cluster.url(party, f"/v1/internal/jobs/{self.spec.job_id}/worker-token"),
+            headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+            timeout=10,
+        )
+        assert issued.status_code == 201, issued.text
+        token: str = issued.json()["token"]
+        assert token.startswith("twrk_")
+        return token
 
     def _job(self, party: int) -> dict[str, Any]:
         defaults = OperatorConfig.__dataclass_fields__["worker_command"].default
@@ -123,18 +141,24 @@ class Kubelet:
         # envFrom: the party's settings (the worker-env ConfigMap and the worker Secret)
         env = {k: v for k, v in self.cluster.env(party).items() if k != "TALLY_EXECUTION_STATE_DIR"}
         env["TALLY_EXECUTION_BLOB_DIR"] = str(self.cluster.state_dir(party) / "blobs")  # "S3"
-        env["TALLY_EXECUTION_WORKER_TOKEN"] = WORKER_TOKEN
-        # the worker Secret holds no secret-store credential: the job's comes with the attach
+        # the worker Secret holds no secret-store or tuple-service credential: the job's own
+        # come with the attach
         env.pop("TALLY_EXECUTION_SECRET_STORE_TOKEN", None)
+        env.pop("TALLY_EXECUTION_TUPLES_TOKEN", None)
+        env.pop("TALLY_EXECUTION_TOKENS", None)  # the service's, not in the worker env
         fields = {
             f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']": str(index),
             "metadata.name": pod,
             "spec.nodeName": f"node-of-{pod}",
             "status.podIP": "127.0.0.1",
         }
+        secret = worker_secret_name(JOB)
         for item in container["env"]:
             if "value" in item:
                 env[item["name"]] = item["value"]
+            elif "secretKeyRef" in item["valueFrom"]:
+                assert item["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "token"}
+                env[item["name"]] = self.worker_tokens[party]
             else:
                 env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
         env["JOB_COMPLETION_INDEX"] = str(index)  # Kubernetes sets it in Indexed Jobs
@@ -215,6 +239,7 @@ def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) 
 
     kubelet = Kubelet(cluster, spec)
     try:
+        _check_worker_token_scope(cluster, kubelet, job_id)
         (container,) = kubelet.jobs[0]["spec"]["template"]["spec"]["containers"]
         assert container["command"][-1] == "tally.execution.pod"
         first = {party: kubelet.start(party) for party in range(3)}
@@ -270,6 +295,38 @@ def test_operator_pods_run_the_job_and_a_replaced_pod_resumes(cluster: Cluster) 
     assert len(used) == len(set(used)), "party 1 consumed a tuple twice"
 
 
+def _check_worker_token_scope(cluster: Cluster, kubelet: Kubelet, job_id: str) -> None:
+    """Regression (issue 14): every pod held the party's service credential, which
+    attaches to any job and so gets any running job's secret-store and tuple-service
+    credentials.  A pod's token now reaches its own job's worker routes only."""
+    headers = {"Authorization": f"Bearer {kubelet.worker_tokens[0]}"}
+    other = cluster.submit({**_spec().execution_request(), "id": "ext-other-job"})
+    assert [r.status_code for r in other] == [201] * 3, [r.text for r in other]
+    other_id = other[0].json()["id"]
+    for method, path in [
+        ("POST", f"/v1/internal/jobs/{other_id}/workers/0/attach"),
+        ("PUT", f"/v1/internal/jobs/{other_id}/workers/0"),
+        ("POST", f"/v1/internal/jobs/{job_id}/worker-token"),
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", f"/v1/jobs/{job_id}/result"),
+        ("DELETE", f"/v1/jobs/{other_id}"),
+        ("POST", "/v1/jobs"),
+    ]:
+        reply = httpx.request(
+            method, cluster.url(0, path), headers=headers, json={"pod": "x"}, timeout=10
+        )
+        assert reply.status_code == 403, (method, path, reply.text)
+        assert reply.json()["error"] == "out_of_scope"
+    assert cluster.request(0, "DELETE", f"/v1/jobs/{other_id}").status_code in (200, 202)
+    forged = httpx.post(
+        cluster.url(0, f"/v1/internal/jobs/{job_id}/workers/0/attach"),
+        headers={"Authorization": "Bearer twrk_forged"},
+        json={"pod": "x"},
+        timeout=10,
+    )
+    assert forged.status_code == 401
+
+
 def test_a_job_whose_pods_never_come_fails_with_a_clear_reason(cluster: Cluster) -> None:
     spec = _spec().execution_request()
     spec["id"] = "ext-no-pods"
@@ -304,8 +361,9 @@ def test_a_pod_without_its_service_settings_fails_for_good(tmp_path: Path) -> No
 def test_pods_read_secret_store_inputs_with_the_job_token_only(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Issue 14 item 3, for pods: with inputs in the secret-stores, a pod's only credential
-    there is its job's token, handed over with the attach; it is revoked with the job."""
+    """Issue 14 item 3, for pods: with inputs in the secret-stores and tuples from the
+    tuple-services, a pod's only credential at either is its job's token, handed over with
+    the attach; both are revoked with the job."""
     external = {
         "TALLY_EXECUTION_WORKERS": "external",
         "TALLY_EXECUTION_TOKENS": _tokens(),
@@ -337,7 +395,11 @@ def test_pods_read_secret_store_inputs_with_the_job_token_only(
             container = kubelet.jobs[party]["spec"]["template"]["spec"]["containers"][0]
             env = kubelet._env(party, 0, pod, container)
             assert "TALLY_EXECUTION_SECRET_STORE_TOKEN" not in env
+            assert "TALLY_EXECUTION_TUPLES_TOKEN" not in env
             assert service_token(party) not in json.dumps(env)
+            assert deployment.tuples.token(party) not in json.dumps(env)
+            assert WORKER_TOKEN not in json.dumps(env)  # the job's worker token only
+            assert env["TALLY_EXECUTION_WORKER_TOKEN"] == kubelet.worker_tokens[party]
         states = deployment.execution.wait("ext-wired", timeout=90)
         logs = {pod: kubelet.log(pod) for pod in pods}
         assert [s["phase"] for s in states] == ["Succeeded"] * 3, (states, logs)
@@ -353,6 +415,12 @@ def test_pods_read_secret_store_inputs_with_the_job_token_only(
                     "SELECT revoked_at FROM job_tokens WHERE job_id = ?", (job_id,)
                 ).fetchall()
             assert len(rows) == 1 and rows[0][0] is not None, (party, rows)
+            index = deployment.root / "tuples" / f"party{party}" / "index.db"
+            with sqlite3.connect(index) as connection:
+                rows = connection.execute(
+                    "SELECT revoked_at FROM tuple_job_tokens WHERE job_id = ?", (job_id,)
+                ).fetchall()
+            assert len(rows) == 1 and rows[0][0] is not None, (party, rows)
             attach = httpx.post(
                 deployment.execution.url(party, f"/v1/internal/jobs/{job_id}/workers/0/attach"),
                 json={"pod": "late"},
@@ -360,6 +428,7 @@ def test_pods_read_secret_store_inputs_with_the_job_token_only(
                 timeout=10,
             )
             assert attach.status_code == 200 and attach.json()["inputs_token"] is None
+            assert attach.json()["tuples_token"] is None
         for text in logs.values():
             assert "tjob_" not in text
     finally:

@@ -271,8 +271,9 @@ def test_operator_rbac_is_least_privilege() -> None:
     assert ("tally.dev", "analyticsjobs/status", "patch") in granted
     assert ("batch", "jobs", "create") in granted and ("batch", "jobs", "delete") in granted
     assert ("", "pods", "watch") in granted and ("", "pods", "delete") not in granted
-    # Secrets: get only (the analyst credentials an AnalyticsJob names), never list/watch
-    assert {v for _, r, v in granted if r == "secrets"} == {"get"}
+    # Secrets: get (the analyst credentials an AnalyticsJob names) and create (each job's
+    # worker-token Secret), never list, watch, update or delete
+    assert {v for _, r, v in granted if r == "secrets"} == {"get", "create"}
     (cluster_role,) = objects(docs, "ClusterRole").values()
     assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
     (binding,) = objects(docs, "ClusterRoleBinding").values()

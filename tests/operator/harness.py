@@ -89,6 +89,8 @@ class FakeExecution:
         self.tokens: list[str] = []
         """The bearer token of every submission (the analyst's, from its Secret)."""
         self.cancelled: list[str] = []
+        self.worker_tokens: list[str] = []
+        """The job of every worker token issued."""
         self._owners: dict[str, tuple[str, dict[str, Any]]] = {}
         self.states: dict[str, ExecutionJobState] = {}
 
@@ -115,6 +117,12 @@ class FakeExecution:
         self.cancelled.append(job_id)
         if job_id in self.states:
             self.states[job_id] = dataclasses.replace(self.states[job_id], phase="Cancelled")
+
+    async def worker_token(self, job_id: str) -> str:
+        if job_id not in self.states:
+            raise ExecutionJobNotFound(job_id)
+        self.worker_tokens.append(job_id)
+        return f"twrk_fake-{job_id}"
 
     async def close(self) -> None:
         return None

@@ -20,6 +20,7 @@ from tests.operator.harness import (
     NAMESPACE,
     NODES,
     PODS,
+    SECRETS,
     Cluster,
     eventually,
     run_scenario,
@@ -158,6 +159,22 @@ def test_create_makes_a_zone_pinned_spot_worker_job_and_reports_running(tmp_path
             )
             container = pod["containers"][0]["securityContext"]
             assert container["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+            # the pods' credential at the execution service is the job's own worker token,
+            # from a Secret the AnalyticsJob owns (before: the party's service credential
+            # in every pod, which attaches to any job)
+            assert env["TALLY_EXECUTION_WORKER_TOKEN"]["valueFrom"] == {
+                "secretKeyRef": {"name": "sales-workers-credentials", "key": "token"}
+            }
+            assert cluster.execution.worker_tokens == ["sales"]
+            (secret,) = [
+                s
+                for s in cluster.api.list(SECRETS, NAMESPACE)
+                if s["metadata"]["name"] == "sales-workers-credentials"
+            ]
+            assert secret["metadata"]["ownerReferences"][0]["kind"] == "AnalyticsJob"
+            assert secret["stringData"] == {"token": "twrk_fake-sales"}
+            assert "twrk_fake-sales" not in str(cluster.analytics_job("sales"))
+            assert "twrk_fake-sales" not in str(cluster.events())
 
             (submitted,) = cluster.execution.submitted
             assert cluster.execution.tokens == [ANALYST_TOKEN]  # the analyst's, not the operator's

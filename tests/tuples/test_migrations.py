@@ -29,7 +29,7 @@ def test_migrations_match_the_models(database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, metadata) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
         assert VERSION_TABLE in inspect(engine).get_table_names()
     finally:
         engine.dispose()

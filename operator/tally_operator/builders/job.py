@@ -89,6 +89,45 @@ def worker_job_name(owner_name: str) -> str:
     return f"{owner_name[: MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
 
 
+def worker_secret_name(owner_name: str) -> str:
+    """``<workers Job>-credentials``: the Secret with the job's worker token."""
+    return f"{worker_job_name(owner_name)}-credentials"
+
+
+WORKER_TOKEN_KEY = "token"
+"""The key of the worker token in :func:`worker_secret_name`'s Secret."""
+
+
+def _owner_references(owner: Owner) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": ANALYTICS_JOB_KIND,
+            "name": owner.name,
+            "uid": owner.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def build_worker_secret(*, owner: Owner, spec: AnalyticsJobSpec, token: str) -> dict[str, Any]:
+    """The Secret of the job's worker token (the execution service's credential for this
+    job's pods only), owned by the AnalyticsJob so that it goes with it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": worker_secret_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": worker_labels(owner, spec),
+            "ownerReferences": _owner_references(owner),
+        },
+        "stringData": {WORKER_TOKEN_KEY: token},
+    }
+
+
 def consortium_configmap_name(consortium: str) -> str:
     """The ConfigMap the operator renders a Consortium into."""
     return f"{consortium}-parties"
@@ -119,16 +158,7 @@ def build_worker_job(
             "name": worker_job_name(owner.name),
             "namespace": owner.namespace,
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": ANALYTICS_JOB_KIND,
-                    "name": owner.name,
-                    "uid": owner.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": _owner_references(owner),
         },
         "spec": {
             "completionMode": "Indexed",
@@ -139,7 +169,12 @@ def build_worker_job(
             "podFailurePolicy": pod_failure_policy(),
             "template": {
                 "metadata": {"labels": labels},
-                "spec": _pod_spec(spec=spec, placement=placement, template=template),
+                "spec": _pod_spec(
+                    spec=spec,
+                    placement=placement,
+                    template=template,
+                    secret=worker_secret_name(owner.name),
+                ),
             },
         },
     }
@@ -166,7 +201,7 @@ def pod_failure_policy() -> dict[str, Any]:
 
 
 def _pod_spec(
-    *, spec: AnalyticsJobSpec, placement: Placement, template: WorkerTemplate
+    *, spec: AnalyticsJobSpec, placement: Placement, template: WorkerTemplate, secret: str
 ) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
@@ -219,7 +254,13 @@ def _pod_spec(
                 "image": template.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": list(template.command),
-                "env": _worker_env(spec=spec, placement=placement, template=template),
+                "env": _worker_env(spec=spec, placement=placement, template=template)
+                + [
+                    {  # the job's own credential at the execution service (wins over envFrom)
+                        "name": "TALLY_EXECUTION_WORKER_TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": secret, "key": WORKER_TOKEN_KEY}},
+                    }
+                ],
                 "envFrom": _env_from(template),
                 "resources": _resources(template.resources, spec.resources),
                 "securityContext": {

@@ -13,7 +13,10 @@ Creation, in order (each step idempotent, so kopf may retry the handler):
 5. submit the job with the analyst's token, never with the operator's own credential
    (a retry finds its own job; a job of that id submitted by someone else or with
    another spec is a conflict, never adopted);
-6. create the Indexed worker Job (an existing one is kept);
+6. get the job's worker token from the execution service and put it in a Secret owned
+   by the AnalyticsJob (an existing one is kept): the pods' only credential there,
+   good for attaching and reporting this job's workers; then create the Indexed
+   worker Job (an existing one is kept);
 7. record jobId, zone, phase and conditions in status, post an event.
 
 Deletion (kopf's finalizer) cancels the job at the execution service, which releases
@@ -37,6 +40,7 @@ from tally_operator.builders.job import (
     Owner,
     WorkerTemplate,
     build_worker_job,
+    build_worker_secret,
     consortium_configmap_name,
     worker_job_name,
 )
@@ -50,6 +54,7 @@ from tally_operator.builders.status import (
     progress_text,
 )
 from tally_operator.execution import (
+    ExecutionJobNotFound,
     ExecutionJobState,
     ExecutionRejected,
     ExecutionUnavailable,
@@ -144,8 +149,10 @@ async def create_job(
         # reads and cancels use the id it answered with
         job_spec = dataclasses.replace(job_spec, job_id=state.id)
 
+    owner = Owner(name=name, namespace=namespace, uid=uid)
+    await _create_worker_secret(owner, job_spec, body, patch, runtime, now=now)
     manifest = build_worker_job(
-        owner=Owner(name=name, namespace=namespace, uid=uid),
+        owner=owner,
         spec=job_spec,
         placement=placement,
         template=worker_template(runtime.config),
@@ -215,6 +222,42 @@ async def create_job(
             events.normal(str(phase), f"job {job_spec.job_id} is {str(phase).lower()}"),
         ],
     )
+
+
+async def _create_worker_secret(
+    owner: Owner,
+    job_spec: AnalyticsJobSpec,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    runtime: Runtime,
+    *,
+    now: str,
+) -> None:
+    """The Secret of the job's worker token: its pods' only credential at the execution
+    service, which attaches and reports this job's workers and nothing else."""
+    try:
+        token = await runtime.execution.worker_token(job_spec.job_id)
+    except ExecutionUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+    except (ExecutionRejected, ExecutionJobNotFound) as exc:
+        await _cancel_quietly(runtime, job_spec.job_id)
+        message = f"no worker credential for job {job_spec.job_id}: {exc}"
+        _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
+        raise kopf.PermanentError(message) from exc
+    secret = build_worker_secret(owner=owner, spec=job_spec, token=token)
+    try:
+        await runtime.kube.create_secret(owner.namespace, secret)
+    except KubeConflict:
+        pass  # created by an earlier attempt of this handler: its token is still valid
+    except KubeInvalid as exc:
+        await _cancel_quietly(runtime, job_spec.job_id)
+        message = f"cannot create the workers' Secret: {exc}"
+        _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
+        raise kopf.PermanentError(message) from exc
+    except KubeUnavailable as exc:
+        raise kopf.TemporaryError(
+            f"cannot create the workers' Secret: {exc}", delay=RETRY_DELAY
+        ) from exc
 
 
 async def _submit(

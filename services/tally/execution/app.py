@@ -13,8 +13,9 @@ Routes (errors are ``{"error": code, "detail": text}``):
 * ``DELETE /v1/jobs/{id}``: cancel everywhere;
 * ``POST /v1/internal/jobs/{id}/workers/{k}/attach`` and ``PUT
   /v1/internal/jobs/{id}/workers/{k}``: external workers (``workers=external``,
-  Kubernetes pods) fetch their job and report their status, with this party's
-  service credential only;
+  Kubernetes pods) fetch their job and report their status, with their job's worker
+  token (:mod:`tally.execution.worker_tokens`), which the operator gets from
+  ``POST /v1/internal/jobs/{id}/worker-token`` with this party's service credential;
 * ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
@@ -48,6 +49,7 @@ from tally.execution.programs import dataset_ids
 from tally.execution.service import JobConflict, JobManager, Superseded
 from tally.execution.settings import ExecutionSettings, load_tls
 from tally.execution.worker import build_stores
+from tally.execution.worker_tokens import WorkerPrincipal, WorkerTokens, is_worker_token
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,11 @@ class _Metrics:
 def current_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    """The caller, from its bearer token."""
+    """The caller, from its bearer token (a worker token reaches its job's worker routes only)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and is_worker_token(token.strip()):
+        workers: WorkerTokens = request.app.state.worker_tokens
+        return workers.authenticate(token.strip(), request.method, request.url.path)
     authenticator: TokenAuthenticator = request.app.state.authenticator
     return authenticator.authenticate(authorization)
 
@@ -162,6 +168,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes)
     app.state.authenticator = authenticator
+    app.state.worker_tokens = worker_tokens = WorkerTokens()
 
     def manager() -> JobManager:
         value: JobManager = state["manager"]
@@ -275,12 +282,31 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
         return record.public()  # type: ignore[no-any-return]
 
     def external_worker(job_id: str, who: Principal) -> None:
-        if not who.service:
+        """Only the job's own worker token (or the party's service credential)."""
+        if isinstance(who, WorkerPrincipal):
+            if who.job_id != job_id:  # authenticate() refuses it already; twice is cheap
+                raise ApiError(403, "out_of_scope", "a worker token reaches its own job only")
+        elif not who.service:
             raise ApiError(403, "forbidden", "only this party's service credential may do this")
         if settings.workers != "external":
             raise ApiError(409, "not_external", "this service runs its own workers")
         if job_id not in manager().jobs:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
+
+    @app.post(
+        "/v1/internal/jobs/{job_id}/worker-token",
+        status_code=201,
+        responses=error_responses(401, 403, 404, 409),
+    )
+    async def issue_worker_token(job_id: str, who: CurrentPrincipal) -> dict[str, str]:
+        """A credential for the job's pods: they attach and report that job only (service
+        credential; the operator puts it in the pods' Secret)."""
+        if isinstance(who, WorkerPrincipal) or not who.service:
+            raise ApiError(
+                403, "forbidden", "worker tokens are issued to the party's service credential"
+            )
+        external_worker(job_id, who)
+        return {"job_id": job_id, "token": worker_tokens.issue(job_id, who)}
 
     @app.post(
         "/v1/internal/jobs/{job_id}/workers/{worker}/attach",
@@ -295,11 +321,14 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
             record, previous = manager().attach(job_id, worker, body.pod)
         except IndexError as error:
             raise ApiError(422, "bad_worker", str(error)) from None
+        credentials = manager().worker_credential(job_id)
         return {
             "record": record.model_dump(mode="json"),
             "previous": previous.model_dump(mode="json") if previous is not None else None,
-            # the job's own secret-store credential: inputs read, results written, no more
-            "inputs_token": manager().worker_credential(job_id),
+            # the job's own credentials: its inputs read and results written at the
+            # secret-store, its own reservations at the tuple-service; no more
+            "inputs_token": credentials.inputs if credentials else None,
+            "tuples_token": credentials.tuples if credentials else None,
         }
 
     @app.put(

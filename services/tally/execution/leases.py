@@ -181,6 +181,25 @@ class TupleServiceClient:
                 continue
             raise TupleServiceError(f"tuple reservation refused ({response.status_code}): {detail}")
 
+    def issue_job_token(self, job_id: str, ttl_s: float) -> str:
+        """A credential for the job's workers: its own reservations only."""
+        response = self._request("POST", "/v1/job-tokens", json={"job_id": job_id, "ttl_s": ttl_s})
+        if response.status_code != 201:
+            raise TupleServiceError(
+                f"no tuple-service credential for job {job_id} ({response.status_code}): "
+                f"{_detail(response)}"
+            )
+        return str(response.json()["token"])
+
+    def revoke_job_tokens(self, job_id: str) -> None:
+        """Revoke the job's worker credentials (the job has ended)."""
+        response = self._request("DELETE", f"/v1/job-tokens/{urllib.parse.quote(job_id, safe='')}")
+        if response.status_code != 200:
+            raise TupleServiceError(
+                f"revoking job {job_id}'s tuple-service credentials ({response.status_code}): "
+                f"{_detail(response)}"
+            )
+
     def job_reservations(self, job_id: str, state: str) -> list[str]:
         """Ids of the job's reservations in ``state`` at this party."""
         response = self._request(
@@ -646,6 +665,14 @@ class TupleServiceProvider(LedgerAccess):
         wants = {kind: count for kind, count in needs.items() if count > 0}
         for worker in range(workers):
             self.client.reserve(plan_id(job_id, worker), job_id, wants, self.policy.wait_s)
+
+    def issue_job_token(self, job_id: str, ttl_s: float) -> str:
+        """The credential of the job's workers at this party's tuple-service."""
+        return self.client.issue_job_token(job_id, ttl_s)
+
+    def revoke_job_tokens(self, job_id: str) -> None:
+        """Revoke the job's worker credentials at this party's tuple-service."""
+        self.client.revoke_job_tokens(job_id)
 
     def release(self, job_id: str) -> None:
         """Party 0: release every reservation of the job at every party."""

@@ -10,7 +10,8 @@ but starts no process; each pod:
    ``TALLY_PARTITION`` or ``JOB_COMPLETION_INDEX`` (set by Kubernetes for Indexed
    Jobs); the party's settings are the ordinary ``TALLY_EXECUTION_*`` variables,
    with ``TALLY_EXECUTION_URL`` (the service) and ``TALLY_EXECUTION_WORKER_TOKEN``
-   (the party's service credential there);
+   (the job's worker token, :mod:`tally.execution.worker_tokens`: this job's worker
+   routes only);
 2. attaches to the job at the service (``POST /v1/internal/jobs/{id}/workers/{k}/attach``),
    waiting while the job is still Pending or Reserving; a pod that replaces an
    earlier pod of the same partition is counted as a restart by the service;
@@ -91,6 +92,8 @@ class ServiceClient:
         )
         self.inputs_token: str | None = None
         """The job's secret-store credential, from the last attach (None: local inputs)."""
+        self.tuples_token: str | None = None
+        """The job's tuple-service credential, from the last attach (None: none)."""
 
     def close(self) -> None:
         self._http.close()
@@ -105,6 +108,7 @@ class ServiceClient:
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         self.inputs_token = body.get("inputs_token")
+        self.tuples_token = body.get("tuples_token")
         previous = body.get("previous")
         return (
             JobRecord.model_validate(body["record"]),
@@ -335,7 +339,7 @@ def load_settings(env: Mapping[str, str]) -> ExecutionSettings:
     if not settings.url or not settings.worker_token.get_secret_value():
         raise ValueError(
             "an external worker needs TALLY_EXECUTION_URL (this party's execution service) "
-            "and TALLY_EXECUTION_WORKER_TOKEN (its service credential there)"
+            "and TALLY_EXECUTION_WORKER_TOKEN (the job's worker token there)"
         )
     return settings
 
@@ -369,9 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(attached, int):
             return attached
         record, previous = attached
-        if client.inputs_token:  # the job's own secret-store credential
-            update = {"secret_store_token": SecretStr(client.inputs_token)}
-            settings = settings.model_copy(update=update)
+        update = {}  # the job's own credentials, never the service's
+        if client.inputs_token:
+            update["secret_store_token"] = SecretStr(client.inputs_token)
+        if client.tuples_token:
+            update["tuples_token"] = SecretStr(client.tuples_token)
+        settings = settings.model_copy(update=update)
         files = ServiceJobFiles(
             client, settings.state_dir, job_id, record, previous, settings.worker_heartbeat_s
         )

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from tally.execution.control import ControlClient
@@ -41,6 +42,7 @@ from tally.execution.jobs import (
     WorkerStatus,
     spec_hash,
 )
+from tally.execution.leases import TupleServiceProvider
 from tally.execution.planning import PlanTooLarge, estimate_tuples_bounded
 from tally.execution.policy import dp_charges, enforce_policies
 from tally.execution.ports import (
@@ -67,6 +69,16 @@ from tally.mpc.table import ColumnSpec
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+
+
+@dataclass
+class WorkerCredentials:
+    """A running job's own credentials, handed to its workers instead of the service's."""
+
+    inputs: str | None = None
+    """At the secret-store: the job's inputs and results (None: local inputs)."""
+    tuples: str | None = None
+    """At the tuple-service: the job's reservations (None: no tuple-service)."""
 
 
 class JobConflict(Exception):
@@ -105,8 +117,8 @@ class JobManager:
         self._seen: dict[tuple[str, int], tuple[int, int, int]] = {}
         self.observed: list[tuple[str, float, int]] = []
         """(program, stage seconds, bytes per round) per finished stage, for /metrics."""
-        self._job_tokens: dict[str, str] = {}
-        """The secret-store credential of each running job's workers (never written down)."""
+        self._job_tokens: dict[str, WorkerCredentials] = {}
+        """The credentials of each running job's workers (never written down)."""
         self.orphans: list[str] = []
         """Jobs found unfinished at start-up, whose tuples are still to be released."""
         self._load()
@@ -389,51 +401,62 @@ class JobManager:
             await asyncio.sleep(0.2)
 
     def _issue_job_token(self, record: JobRecord) -> None:
-        """Get the job's workers their own secret-store credential (DESIGN: least privilege).
+        """Get the job's workers their own credentials (DESIGN: least privilege).
 
-        It reads the job's inputs for its submitter and program and writes the job's
-        result datasets; the service credential never reaches a worker.
+        At the secret-store it reads the job's inputs for its submitter and program and
+        writes the job's result datasets; at the tuple-service it reads and extends the
+        job's own reservations.  The service's credentials never reach a worker.
         """
-        if not isinstance(self.inputs, SecretStoreDatasets):
-            return
         spec = record.spec
-        inputs = [d for v in spec.inputs.values() for d in dataset_ids(v)]
-        results = [
-            (result_dataset_id(spec.output_job_id(worker), name), list(target.recipients))
-            for name, target in spec.outputs.items()
-            if target.kind != "open"
-            for worker in range(spec.partitions)
-        ]
-        self._job_tokens[spec.id] = self.inputs.issue_job_token(
-            spec.id,
-            record.submitter,
-            spec.program,
-            inputs,
-            results,
-            self.settings.job_token_ttl_s,
-        )
+        credentials = WorkerCredentials()
+        if isinstance(self.inputs, SecretStoreDatasets):
+            inputs = [d for v in spec.inputs.values() for d in dataset_ids(v)]
+            results = [
+                (result_dataset_id(spec.output_job_id(worker), name), list(target.recipients))
+                for name, target in spec.outputs.items()
+                if target.kind != "open"
+                for worker in range(spec.partitions)
+            ]
+            credentials.inputs = self.inputs.issue_job_token(
+                spec.id,
+                record.submitter,
+                spec.program,
+                inputs,
+                results,
+                self.settings.job_token_ttl_s,
+            )
+        self._job_tokens[spec.id] = credentials  # revoked at the end even if the next fails
+        if isinstance(self.tuples, TupleServiceProvider):
+            credentials.tuples = self.tuples.issue_job_token(spec.id, self.settings.job_token_ttl_s)
 
-    def worker_credential(self, job_id: str) -> str | None:
-        """The secret-store credential of a running job's workers, or None (local inputs)."""
+    def worker_credential(self, job_id: str) -> WorkerCredentials | None:
+        """The credentials of a running job's workers, or None (not running)."""
         return self._job_tokens.get(job_id)
 
     def _revoke_job_token(self, job_id: str, issued_before_restart: bool = False) -> None:
-        token = self._job_tokens.pop(job_id, None)
-        if token is None and not issued_before_restart:
+        if self._job_tokens.pop(job_id, None) is None and not issued_before_restart:
             return
+        revokers: list[tuple[str, Any]] = []
         if isinstance(self.inputs, SecretStoreDatasets):
+            revokers.append(("secret-store", self.inputs.revoke_job_tokens))
+        if isinstance(self.tuples, TupleServiceProvider):
+            revokers.append(("tuple-service", self.tuples.revoke_job_tokens))
+        for where, revoke in revokers:
             try:
-                self.inputs.revoke_job_tokens(job_id)
-            except ServiceError as error:  # it expires anyway; say so
-                log.warning("could not revoke the credentials of job %s: %s", job_id, error)
+                revoke(job_id)
+            except (ServiceError, TupleServiceError) as error:  # it expires anyway; say so
+                log.warning("could not revoke job %s's %s credentials: %s", job_id, where, error)
 
     def _spawn(self, record: JobRecord, worker: int) -> None:
         files = self._files(record.spec.id)
         log_file = files.log_path(worker).open("ab")
         env = dict(os.environ)
-        token = self._job_tokens.get(record.spec.id)
-        if token is not None:  # the workers get the job's credential, not the service's
-            env["TALLY_EXECUTION_SECRET_STORE_TOKEN"] = token
+        credentials = self._job_tokens.get(record.spec.id)
+        if credentials is not None:  # the workers get the job's credentials, not the service's
+            if credentials.inputs is not None:
+                env["TALLY_EXECUTION_SECRET_STORE_TOKEN"] = credentials.inputs
+            if credentials.tuples is not None:
+                env["TALLY_EXECUTION_TUPLES_TOKEN"] = credentials.tuples
         process = subprocess.Popen(
             [sys.executable, "-m", "tally.execution.worker", str(files.dir), str(worker)],
             stdout=log_file,

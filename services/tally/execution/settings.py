@@ -256,8 +256,9 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         tls = [self.tls_ca, self.tls_cert, self.tls_key]
         if any(tls) and not all(tls):
             raise ConfigurationError("give all of TLS_CA, TLS_CERT and TLS_KEY, or none")
-        # An external worker (a pod: WORKER_TOKEN set) gets its job's own secret-store
-        # credential from the execution service when it attaches, never the service's.
+        # An external worker (a pod: WORKER_TOKEN set) gets its job's own secret-store and
+        # tuple-service credentials from the execution service when it attaches, never
+        # the service's.
         pod = bool(self.worker_token.get_secret_value())
         if self.inputs == "secret-store" and not (
             self.secret_store_url and (pod or self.secret_store_token.get_secret_value())
@@ -267,7 +268,7 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
                 "party's service credential at its secret-store)"
             )
         if self.tuples == "service" and not (
-            self.tuples_url and self.tuples_token.get_secret_value()
+            self.tuples_url and (pod or self.tuples_token.get_secret_value())
         ):
             raise ConfigurationError(
                 "tuples=service needs TUPLES_URL and TUPLES_TOKEN (this party's tuple-service "
@@ -294,7 +295,7 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
                 check_secret(
                     "SECRET_STORE_TOKEN", self.secret_store_token.get_secret_value(), "production"
                 )
-            check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
+                check_secret("TUPLES_TOKEN", self.tuples_token.get_secret_value(), "production")
             self.refuse_plaintext(
                 "execution", self.env, s3_endpoint=self.s3_endpoint, s3_secure=self.s3_secure
             )

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Gauge
@@ -27,8 +28,10 @@ from tally.common.limits import BodyLimitMiddleware
 from tally.common.metrics import HttpMetrics, MetricsMiddleware
 from tally.common.oidc import make_authenticator
 from tally.mpc.offline.layout import Kind, parse_kind
+from tally.tuples import job_tokens
+from tally.tuples.job_tokens import JobTokenCreate, JobTokenPublic
 from tally.tuples.node import TupleNode, ranges
-from tally.tuples.store import SHUFFLE, ReservationError, TupleReuse
+from tally.tuples.store import SHUFFLE, ReservationError, ReservationSpec, TupleReuse
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,16 @@ async def require_token(
 ) -> None:
     """Every route outside ``OPEN_PATHS`` needs a valid bearer token (401 otherwise) whose
     scopes cover it (403): ``tuples`` for reservations, tuple and shuffle shares and
-    generation, ``monitoring`` (or ``tuples``) for the pools and link views."""
+    generation, ``monitoring`` (or ``tuples``) for the pools and link views.  A job
+    token (:mod:`tally.tuples.job_tokens`) reaches its job's reservations only."""
     if request.url.path in OPEN_PATHS:
+        return
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and job_tokens.is_job_token(token.strip()):
+        node: TupleNode = request.app.state.node
+        request.state.principal = await run_in_threadpool(
+            job_tokens.authenticate, node.store, token.strip(), request.method, request.url.path
+        )
         return
     auth: TokenAuthenticator = request.app.state.auth
     principal = auth.authenticate(request.headers.get("authorization"))
@@ -208,8 +219,11 @@ def create_app(node: TupleNode) -> FastAPI:
             raise ApiError(409, "conflict", str(error)) from error
 
     @app.post("/v1/reservations", status_code=201, responses=error_responses(400, 409))
-    def reserve(body: ReservationCreate, node: NodeDep, response: Response) -> ReservationPublic:
+    def reserve(
+        body: ReservationCreate, node: NodeDep, response: Response, request: Request
+    ) -> ReservationPublic:
         """Reserve a job's tuples at every party (leader only); the same chunks everywhere."""
+        job_tokens.check_job(request.state.principal, body.job_id)
         for kind in body.tuples:
             if kind != SHUFFLE:
                 check_kind(kind)
@@ -246,9 +260,11 @@ def create_app(node: TupleNode) -> FastAPI:
         return node.store.reservations_in([state], job_id=job_id)
 
     @app.get("/v1/reservations/{reservation_id}", responses=error_responses(404))
-    def reservation(reservation_id: str, node: NodeDep) -> ReservationPublic:
+    def reservation(reservation_id: str, node: NodeDep, request: Request) -> ReservationPublic:
         """One reservation's state and chunk ranges at this party."""
-        return describe(node, reservation_id)
+        view = describe(node, reservation_id)
+        job_tokens.check_job(request.state.principal, view.job_id, reservation_id)
+        return view
 
     @app.post("/v1/reservations/{reservation_id}/release", responses=error_responses(404, 409))
     def release(reservation_id: str, node: NodeDep) -> dict[str, bool]:
@@ -270,9 +286,11 @@ def create_app(node: TupleNode) -> FastAPI:
         node: NodeDep,
         offset: Annotated[int, Query(ge=0)],
         count: Annotated[int, Query(ge=0)],
+        request: Request,
     ) -> StreamingResponse:
         """This party's shares of tuples [offset, offset + count), each section in turn (binary)."""
         parsed = check_kind(kind)
+        check_owner(node, request, reservation_id)
         try:
             parts = node.store.take_range(reservation_id, kind, offset, count)
         except TupleReuse as error:
@@ -306,11 +324,10 @@ def create_app(node: TupleNode) -> FastAPI:
         node: NodeDep,
         rows: Annotated[int, Query(ge=0)],
         kinds: Annotated[str, Query(pattern="^[ax]+$")],
+        request: Request,
     ) -> StreamingResponse:
         """Shuffle correlation number ``index`` of a reservation (hm3: derived, no traffic)."""
-        found = node.store.reservation(reservation_id)
-        if found is None:
-            raise ApiError(404, "not_found", f"no reservation {reservation_id}")
+        found = check_owner(node, request, reservation_id)
         _, state, session_id, _ = found
         if state != "active":
             raise ApiError(409, "conflict", f"reservation {reservation_id} is {state}")
@@ -326,7 +343,30 @@ def create_app(node: TupleNode) -> FastAPI:
             headers={"Content-Length": str(length)},
         )
 
+    @app.post("/v1/job-tokens", status_code=201, responses=error_responses(403))
+    def issue_job_token(body: JobTokenCreate, node: NodeDep, request: Request) -> JobTokenPublic:
+        """A credential for one job's workers: its own reservations only (service credential)."""
+        return job_tokens.issue(
+            node.store, request.state.principal, body, node.settings.max_job_token_ttl_s
+        )
+
+    @app.delete("/v1/job-tokens/{job_id}", responses=error_responses(403))
+    def revoke_job_tokens(job_id: str, node: NodeDep, request: Request) -> dict[str, int]:
+        """Revoke a job's worker credentials (the job has ended)."""
+        return {"revoked": job_tokens.revoke(node.store, request.state.principal, job_id)}
+
     return app
+
+
+def check_owner(
+    node: TupleNode, request: Request, reservation_id: str
+) -> tuple[str, str, str, ReservationSpec]:
+    """The reservation (404 if unknown); a job token must belong to its job (403)."""
+    found = node.store.reservation(reservation_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no reservation {reservation_id}")
+    job_tokens.check_job(request.state.principal, found[0], reservation_id)
+    return found
 
 
 def check_generation(node: TupleNode, kind: str, count: int) -> None:

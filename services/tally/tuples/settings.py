@@ -120,6 +120,11 @@ class TuplesSettings(BaseSettings, HttpsListener, IdentitySettings):
     replenish_interval_s: float = Field(default=1.0, gt=0)
     rpc_timeout_s: float = Field(default=120.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="largest request body")
+    max_job_token_ttl_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="longest a job's worker credential lives (it is revoked when the job ends)",
+    )
     max_generate: int = Field(
         default=1 << 26,
         gt=0,

@@ -91,6 +91,18 @@ served = Table(
 )
 
 
+job_tokens = Table(
+    "tuple_job_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # SHA-256 of the token: never the token
+    Column("job_id", String(200), nullable=False, index=True),
+    Column("issued_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+
 SHUFFLE = "shuffle"
 """Reservation kind for shuffle correlations: a count, no chunks (hm3 derives them on request)."""
 
@@ -148,6 +160,53 @@ class ChunkStore:
             return
         with self._sqlite_writer, self.engine.begin() as connection:
             yield connection
+
+    # -- job tokens (tally.tuples.job_tokens) ----------------------------------------------
+
+    def add_job_token(
+        self, digest: str, job_id: str, issued_by: str, created: datetime, expires: datetime
+    ) -> None:
+        """Record a job token by its digest."""
+        row = {
+            "digest": digest,
+            "job_id": job_id,
+            "issued_by": issued_by,
+            "created_at": created,
+            "expires_at": expires,
+            "revoked_at": None,
+        }
+        with self._begin() as connection:
+            connection.execute(insert(job_tokens).values(**row))
+
+    def job_token(self, digest: str) -> tuple[str, str, datetime, datetime | None] | None:
+        """(job id, issuer, expiry, revocation) of the token with ``digest``, or None."""
+        with self._begin() as connection:
+            row = connection.execute(
+                select(job_tokens).where(job_tokens.c.digest == digest)
+            ).first()
+        if row is None:
+            return None
+        return row.job_id, row.issued_by, row.expires_at, row.revoked_at
+
+    def revoke_job_tokens(self, job_id: str, now: datetime) -> int:
+        """Revoke the live tokens of ``job_id``; how many there were."""
+        with self._begin() as connection:
+            result = connection.execute(
+                update(job_tokens)
+                .where(job_tokens.c.job_id == job_id, job_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return int(result.rowcount)
+
+    def collect_job_tokens(self, now: datetime) -> int:
+        """Drop expired and revoked tokens; how many."""
+        with self._begin() as connection:
+            result = connection.execute(
+                delete(job_tokens).where(
+                    (job_tokens.c.expires_at <= now) | job_tokens.c.revoked_at.is_not(None)
+                )
+            )
+        return int(result.rowcount)
 
     # -- chunks ----------------------------------------------------------------------------
 
