@@ -10,6 +10,7 @@ operator's own configuration loader, so the chart and the operator cannot drift.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -765,6 +766,7 @@ EGRESS_COMPONENTS = (
     "operator",
     "postgresql",
     "minio",
+    "minio-users",
 )
 
 
@@ -781,6 +783,8 @@ def test_every_tally_pod_has_an_egress_policy_that_admits_nothing_unlisted(
         for d in objects(docs, "StatefulSet").values()
     }
     expected = set(EGRESS_COMPONENTS) - ({"postgresql", "minio"} - in_cluster)
+    if "minio" not in in_cluster:
+        expected.discard("minio-users")
     egress = {
         n.removeprefix("p0-tally-").removesuffix("-egress") for n in policies if "egress" in n
     }
@@ -898,3 +902,75 @@ def test_process_workers_reach_only_the_peers_endpoints_from_the_execution_pod()
         == [{"ipBlock": {"cidr": "203.0.113.10/32"}}, {"ipBlock": {"cidr": "203.0.113.11/32"}}]
     ]
     assert len(peer) == 1 and peer[0]["ports"] == [{"port": 7100, "protocol": "TCP"}]
+
+
+def _s3_secrets(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """The Secrets every pod template takes S3 or MinIO credentials from, by workload."""
+    found: dict[str, set[str]] = {}
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for name, workload in objects(docs, kind).items():
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                for item in container.get("env", []):
+                    ref = item.get("valueFrom", {}).get("secretKeyRef")
+                    if ref and (
+                        "S3_" in item["name"] or item["name"].startswith(("MINIO", "ROOT"))
+                    ):
+                        found.setdefault(name, set()).add(ref["name"])
+    return found
+
+
+def test_each_component_has_s3_credentials_for_its_own_bucket_only() -> None:
+    """Regression (issue 14): the services and the workers all held the MinIO root key,
+    so a worker pod could read every dataset's shares in the secret-store's bucket."""
+    docs = render({})
+    assert _s3_secrets(docs) == {
+        "p0-tally-secret-store": {"p0-tally-s3-secret-store"},
+        "p0-tally-tuple-service": {"p0-tally-s3-tuple-service"},
+        "p0-tally-execution": {"p0-tally-s3-execution"},
+        "p0-tally-minio": {"p0-tally-minio"},  # the root key: MinIO and the hook Job only
+        "p0-tally-minio-users": {"p0-tally-minio"},
+    }
+    secrets = objects(docs, "Secret")
+    keys = {
+        name: {k: base64.b64decode(v).decode() for k, v in secrets[name]["data"].items()}
+        for name in secrets
+        if name.startswith("p0-tally-s3-") or name == "p0-tally-worker-s3"
+    }
+    users = {
+        keys[f"p0-tally-s3-{c}"]["accessKey"]
+        for c in ("secret-store", "tuple-service", "execution")
+    }
+    root = base64.b64decode(secrets["p0-tally-minio"]["data"]["accessKey"]).decode()
+    assert len(users) == 3 and root not in users
+    # the workers' environment carries the execution service's user, nothing else
+    assert keys["p0-tally-worker-s3"] == {
+        "TALLY_EXECUTION_S3_ACCESS_KEY": keys["p0-tally-s3-execution"]["accessKey"],
+        "TALLY_EXECUTION_S3_SECRET_KEY": keys["p0-tally-s3-execution"]["secretKey"],
+    }
+    operator = objects(docs, "Deployment")["p0-tally-operator"]
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TALLY_OPERATOR_WORKER_ENV_SECRET"] == "p0-tally-worker-s3"
+    # each user's policy names its own bucket and nothing else
+    policies = objects(docs, "ConfigMap")["p0-tally-minio-users"]["data"]
+    buckets = {
+        "secret-store": "tally-secret-store",
+        "tuple-service": "tally-tuples",
+        "execution": "tally-execution",
+    }
+    for component, bucket in buckets.items():
+        (statement,) = json.loads(policies[f"{component}.json"])["Statement"]
+        assert statement["Resource"] == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+        assert not any(a in statement["Action"] for a in ("s3:*", "admin:*"))
+    job = objects(docs, "Job")["p0-tally-minio-users"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    # given keys of one's own are used as given, and make no user
+    own = render(
+        {"s3Users": {"execution": "my-exec-s3"}, "operator": {"workerEnvSecret": "my-workers"}}
+    )
+    assert _s3_secrets(own)["p0-tally-execution"] == {"my-exec-s3"}
+    assert "p0-tally-s3-execution" not in objects(own, "Secret")
+    assert "p0-tally-worker-s3" not in objects(own, "Secret")
+    assert "execution.json" not in objects(own, "ConfigMap")["p0-tally-minio-users"]["data"]

@@ -54,8 +54,24 @@ tally.dev/party: {{ .root.Values.party.id }}
 {{- default (printf "%s-minio" (include "tally.fullname" .)) .Values.minio.existingSecret -}}
 {{- end -}}
 
-{{- define "tally.s3Secret" -}}
-{{- if .Values.minio.enabled -}}{{ include "tally.minioSecret" . }}{{- else -}}{{ .Values.externalS3.secretName }}{{- end -}}
+{{/* The S3 credentials Secret of one component (key: secretStore, tupleService or
+execution): its own s3Users entry, else the user the chart makes for it in the in-cluster
+MinIO, else the shared externalS3 Secret. */}}
+{{- define "tally.componentS3Secret" -}}
+{{- $own := index .root.Values.s3Users .key -}}
+{{- $names := dict "secretStore" "secret-store" "tupleService" "tuple-service" "execution" "execution" -}}
+{{- if $own -}}{{ $own }}
+{{- else if .root.Values.minio.enabled -}}{{ printf "%s-s3-%s" (include "tally.fullname" .root) (index $names .key) }}
+{{- else -}}{{ .root.Values.externalS3.secretName }}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret whose keys become the workers' environment: operator.workerEnvSecret, else
+the one the chart makes with the execution service's MinIO user. */}}
+{{- define "tally.workerEnvSecret" -}}
+{{- if .Values.operator.workerEnvSecret -}}{{ .Values.operator.workerEnvSecret }}
+{{- else if and .Values.minio.enabled (not .Values.s3Users.execution) -}}{{ printf "%s-worker-s3" (include "tally.fullname" .) }}
+{{- end -}}
 {{- end -}}
 
 {{- define "tally.s3Endpoint" -}}
@@ -102,12 +118,12 @@ PostgreSQL), urlKey (key in the external database Secret), bucket.
 - name: {{ .prefix }}S3_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "tally.s3Secret" $root }}
+      name: {{ include "tally.componentS3Secret" (dict "root" $root "key" .s3Key) }}
       key: accessKey
 - name: {{ .prefix }}S3_SECRET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "tally.s3Secret" $root }}
+      name: {{ include "tally.componentS3Secret" (dict "root" $root "key" .s3Key) }}
       key: secretKey
 {{- include "tally.storesTrustEnv" $root }}
 {{- end -}}
