@@ -1,4 +1,4 @@
-"""The offline phase of ``bench/run.py CASE --tuples hm3``: the tuple plan, generated in the run.
+"""The offline phase of ``bench/run.py CASE --tuples hm3|ot``: the tuple plan, generated in the run.
 
 Each of the three party processes calls :func:`generate` with the tuple plan its
 warm-up run recorded (every batch the case asks for, in order).  The plan is pooled
@@ -36,11 +36,13 @@ from numpy.typing import NDArray
 
 from tally.mpc.offline import Hm3Generator, agree_keys
 from tally.mpc.offline.layout import from_arrays, parse_kind
+from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
 from tally.mpc.offline.wire import encode_shuffle_parts
 from tally.mpc.ring import Shares
 from tally.mpc.transport import Transport
 from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
 from tally.tuples.generation import chunk_label, hm3_chunk
+from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
 
@@ -148,16 +150,22 @@ class Offline:
     rounds: int
 
 
-def generate(transport: Transport, plan: Plan, session: str) -> Offline:
-    """This party's shares of everything ``plan`` needs, generated with hm3 over ``transport``.
+def generate(transport: Transport, plan: Plan, session: str, tuples: str = "hm3") -> Offline:
+    """This party's shares of everything ``plan`` needs, generated over ``transport`` with
+    hm3 (three parties) or ot (any number: :class:`~tally.mpc.offline.ot.OtGenerator`).
 
-    Runs at all three parties at once (the same plan everywhere).  Rounds: 1 for the
-    keys, then per chunk 1 (daBits), k + 1 (edaBits(k < 64)) or 63 (edaBits(64)).
+    Runs at every party at once (the same plan everywhere).  hm3 rounds: 1 for the
+    keys, then per chunk 1 (daBits), k + 1 (edaBits(k < 64)) or 63 (edaBits(64)).  ot:
+    2 for the base OTs (the ``keys`` line), then 2 per extension batch.
     """
     started = time.perf_counter()
     sent, rounds = transport.bytes_sent, transport.rounds
-    keys = agree_keys(transport, AesCtrPrf())
-    generator = Hm3Generator(keys, transport)
+    generator: Hm3Generator | OtGenerator
+    if tuples == "ot":
+        keep_freed_buffers()
+        generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session.encode())
+    else:
+        generator = Hm3Generator(agree_keys(transport, AesCtrPrf()), transport)
     bill = {"keys": KindBill(1, 0, transport.bytes_sent - sent, transport.rounds - rounds)}
     bill["keys"].seconds = time.perf_counter() - started
     counts, shuffles = pooled(plan)

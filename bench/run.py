@@ -1,6 +1,6 @@
 """Benchmarks: each party in its own OS process over loopback TCP, one JSON line per run.
 
-    python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer|hm3]
+    python bench/run.py CASE [--parties N] [--rows N] [--groups G] [--tuples dealer|hm3|ot]
                              [--partitions P] [--key-bits L] [--padding domain] [--dp --clip]
                              [--net lan|wan|slow]
     CASE: mul ltz eq shuffle sort groupby bound (contribution bounding to 5 rows a unit)
@@ -23,7 +23,9 @@ tuple-service's hm3 code, over the sockets of the online phase
 (``hm3_offline.py``); ``offline_seconds`` is that generation, measured, and each
 kind of ``tuple_bill`` adds the bytes a party ``sent`` and the ``rounds`` and
 ``seconds`` it took (``keys``: the pairwise key agreement); ``total_seconds`` is
-offline + online.
+offline + online.  ``--tuples ot`` (any number of parties) is the same with the
+dealer-free ``ot`` generator (base OTs on the ``keys`` line, OT extension for every
+kind, shuffle correlations by oblivious switching networks): nothing trusted.
 
 ``--net lan|wan|slow`` runs each party in its own network namespace, its uplink
 shaped by netem (``tally.netns``: lan 10 Gbit/s 0.2 ms RTT, wan 1 Gbit/s 20 ms,
@@ -135,18 +137,18 @@ def party_main(
         tuple_bytes = plan_bytes(record.requests, len(addresses))
         bill, offline_sent, offline_rounds = dealer_bill(record.requests, len(addresses)), 0, 0
         lazy = False
-        if tuples == "hm3":
+        if tuples in ("hm3", "ot"):
             import hm3_offline
 
             if tuple_bytes > memory_budget:
                 raise BenchError(
-                    f"--tuples hm3 keeps each party's whole tuple plan in memory: "
+                    f"--tuples {tuples} keeps each party's whole tuple plan in memory: "
                     f"{tuple_bytes / 2**30:.1f} GiB per party process, more than its share "
                     f"of this machine's available memory ({memory_budget / 2**30:.1f} GiB); "
                     "use fewer --rows"
                 )
             transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
-            made = hm3_offline.generate(transport, record.requests, f"bench-{seed}")
+            made = hm3_offline.generate(transport, record.requests, f"bench-{seed}", tuples)
             source: Any = made.source
             offline = made.seconds
             bill = {name: entry.line() for name, entry in made.bill.items()}
@@ -245,7 +247,7 @@ def run_case(
         "tuples": tuples,
         "online_seconds": round(online, 4),
         "offline_seconds": round(offline, 4),
-        **({"total_seconds": round(online + offline, 4)} if tuples == "hm3" else {}),
+        **({"total_seconds": round(online + offline, 4)} if tuples != "dealer" else {}),
         "tuple_bytes_per_party": max(r.tuple_bytes for r in reports),
         "tuple_bill": _bill_line([r.bill for r in reports]),
         "baseline_seconds": round(baseline, 6),
@@ -255,11 +257,11 @@ def run_case(
         "rounds": max(r.rounds for r in reports),
         "rows_per_second": round(rows / max(online, 1e-9)),
     }
-    if tuples == "hm3":
+    if tuples != "dealer":
         line["offline_bytes_per_party"] = max(r.offline_sent for r in reports)
         line["offline_rounds"] = max(r.offline_rounds for r in reports)
     if shape is not None:
-        line.update(_floors(shape, reports, online, offline, tuples == "hm3"))
+        line.update(_floors(shape, reports, online, offline, tuples != "dealer"))
     line["correct"] = bool(correct)
     return line
 
@@ -419,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-bits", type=int, default=0, help="0: just enough for --groups")
     parser.add_argument(
         "--tuples",
-        choices=["dealer", "hm3"],
+        choices=["dealer", "hm3", "ot"],
         default="dealer",
-        help="hm3: three parties generate the tuple plan in the run (offline_seconds)",
+        help="hm3 (three parties) or ot (any number, no dealer): the parties generate "
+        "the tuple plan in the run (offline_seconds)",
     )
     parser.add_argument(
         "--net",

@@ -8,12 +8,14 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes
 from tally.mpc.offline.ot import OtError, OtGenerator, keep_freed_buffers, transpose_bits
 from tally.mpc.simulate import run_transports
 from tally.mpc.transport import Transport
+from tally.mpc.tuples import HelperShare, PermuterShare
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 
@@ -144,13 +146,94 @@ def test_short_ot_message_fails_cleanly(short_round: int, reason: str) -> None:
         run_transports(2, program, TIMEOUT)
 
 
+def check_shuffle(out: list[Any], rows: int, kinds: str) -> None:
+    """Every permuter's Delta = pi(sum of the helpers' masks) + sum of their outputs."""
+    parties = len(out)
+    xor = np.array([kind == "x" for kind in kinds], dtype=bool)
+    for step in range(parties):
+        permuter = out[step][step]
+        assert isinstance(permuter, PermuterShare)
+        assert sorted(permuter.permutation.tolist()) == list(range(rows))
+        masks = np.zeros((rows, len(kinds)), dtype=np.uint64)
+        outputs = masks.copy()
+        for helper in (out[p][step] for p in range(parties) if p != step):
+            assert isinstance(helper, HelperShare)
+            masks = np.where(xor, masks ^ helper.mask, masks + helper.mask)
+            outputs = np.where(xor, outputs ^ helper.output, outputs + helper.output)
+        moved = masks[permuter.permutation]
+        np.testing.assert_array_equal(
+            permuter.delta, np.where(xor, moved ^ outputs, moved + outputs)
+        )
+
+
+@pytest.mark.parametrize("parties", [2, 3, 5])
+def test_shuffle_correlations_reconstruct(parties: int) -> None:
+    shapes = [(0, "ax"), (1, "a"), (2, "x"), (3, "ax"), (30, "xxa"), (257, "ax"), (5, "")]
+    if parties == 5:
+        shapes = [(0, "a"), (3, "ax"), (40, "xa")]
+    out = run(lambda g: [g.shuffle(b"s%d" % i, r, k) for i, (r, k) in enumerate(shapes)], parties)
+    for index, (rows, kinds) in enumerate(shapes):
+        check_shuffle([o[index] for o in out], rows, kinds)
+    permutations = [o[-1][o_index].permutation for o_index, o in enumerate(out)]
+    if parties == 2:  # fresh, uniform-looking permutations (not the identity)
+        big = [o[5][i].permutation for i, o in enumerate(out)]
+        assert all(not np.array_equal(p, np.arange(257)) for p in big)
+        assert not np.array_equal(big[0], big[1])
+    assert all(len(p) == shapes[-1][0] for p in permutations)
+
+
+def test_switch_corrections_are_uniform_and_short_ones_fail_cleanly() -> None:
+    seen: list[np.ndarray] = []
+
+    def program(transport: Transport) -> Any:
+        original = transport._exchange  # type: ignore[attr-defined]
+
+        def recording(outgoing: Any, expect: list[int]) -> Any:
+            received = original(outgoing, expect)
+            if transport.party == 1 and transport.rounds == 4:  # the switch corrections
+                seen.extend(np.ascontiguousarray(a) for a in received[0])
+            return received
+
+        transport._exchange = recording  # type: ignore[attr-defined]
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).shuffle(b"s", 500, "ax")
+
+    run_transports(2, program, TIMEOUT)
+    (corrections,) = seen
+    data = corrections.view(np.uint8).reshape(-1)
+    counts = np.bincount(data, minlength=256)
+    expected = data.size / 256
+    assert float(((counts - expected) ** 2 / expected).sum()) < 350
+
+    def short(transport: Transport) -> Any:
+        if transport.party == 0:
+            honest = transport._exchange  # type: ignore[attr-defined]
+
+            def truncating(outgoing: Any, expect: list[int]) -> Any:
+                if transport.rounds == 4:
+                    outgoing = {p: [a[:-1] for a in arrays] for p, arrays in outgoing.items()}
+                return honest(outgoing, expect)
+
+            transport._exchange = truncating  # type: ignore[attr-defined]
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).shuffle(b"s", 50, "a")
+
+    with pytest.raises(OtError, match="party 0 sent a malformed switch corrections"):
+        run_transports(2, short, TIMEOUT)
+
+
 @pytest.mark.parametrize("parties", [2, 3])
 def test_engine_protocols_on_ot_tuples(parties: int) -> None:
+    from tests.mpc.test_shuffle import (
+        assert_is_row_permutation,
+        reconstruct_columns,
+        share_columns,
+    )
+
     from tally.mpc.arithmetic import multiply
     from tally.mpc.compare import equal, less_than_zero
     from tally.mpc.offline.ot import OtSource
     from tally.mpc.party import Party
     from tally.mpc.ring import decode_int, encode_int, reconstruct, split
+    from tally.mpc.shuffle import shuffle_columns
 
     rng = np.random.default_rng(3)
     x = rng.integers(-(2**40), 2**40, 100)
@@ -158,15 +241,52 @@ def test_engine_protocols_on_ot_tuples(parties: int) -> None:
     y[:10] = x[:10]
     xs, ys = split(encode_int(x), parties, rng), split(encode_int(y), parties, rng)
 
+    table = np.stack([np.arange(100, dtype=np.uint64), encode_int(x)], axis=1)
+    columns = share_columns(table, "ax", parties)
+
     def program(g: OtGenerator) -> Any:
         party = Party(g.party, g.transport, OtSource(g))
         (product,) = multiply(party, [(xs[g.party], ys[g.party])])
-        return product, less_than_zero(party, xs[g.party]), equal(party, xs[g.party], ys[g.party])
+        return (
+            product,
+            less_than_zero(party, xs[g.party]),
+            equal(party, xs[g.party], ys[g.party]),
+            shuffle_columns(party, columns[g.party], "ax"),
+        )
 
     out = run(program, parties)
     np.testing.assert_array_equal(decode_int(reconstruct([o[0] for o in out])), x * y)
     np.testing.assert_array_equal(reconstruct([o[1] for o in out]), (x < 0).astype(np.uint64))
     np.testing.assert_array_equal(reconstruct([o[2] for o in out]), (x == y).astype(np.uint64))
+    shuffled = reconstruct_columns([o[3] for o in out], "ax")
+    permutation = assert_is_row_permutation(shuffled, table)
+    assert not np.array_equal(permutation, np.arange(100))
+
+
+def test_a_group_by_end_to_end_on_ot_tuples() -> None:
+    """Two parties, nothing trusted: sort-based group-by on ot tuples against pandas."""
+    from tally.mpc.offline.ot import OtSource
+    from tally.mpc.party import Party
+    from tally.mpc.table import ColumnSpec, share_table, table_from_share_set
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"region": rng.integers(0, 6, 120), "views": rng.integers(-50, 90, 120)})
+    specs = {"region": ColumnSpec("key", bits=3), "views": ColumnSpec("int")}
+    shares = share_table(dict(frame.items()), specs, 2, rng=np.random.default_rng(6))
+
+    def program(g: OtGenerator) -> Any:
+        party = Party(g.party, g.transport, OtSource(g))
+        table = table_from_share_set(party, shares[g.party], specs)
+        grouped = table.group_by("region").agg(total=("views", "sum"), n=("views", "count"))
+        return grouped.reveal()
+
+    first, second = run(program, 2)
+    expected = frame.groupby("region").agg(total=("views", "sum"), n=("views", "count"))
+    for result in (first, second):
+        got = pd.DataFrame(result).set_index("region").sort_index()
+        np.testing.assert_array_equal(got["total"].to_numpy(), expected["total"].to_numpy())
+        np.testing.assert_array_equal(got["n"].to_numpy(), expected["n"].to_numpy())
+        np.testing.assert_array_equal(got.index.to_numpy(), expected.index.to_numpy())
 
 
 def test_hash_is_the_tweakable_construction_block_by_block() -> None:
