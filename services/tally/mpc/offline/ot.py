@@ -581,13 +581,10 @@ class OtGenerator:
             chosen = choice.reshape(len(layers), switches).astype(bool)
             for p in peers:  # as permuter: the message of each switch's bit
                 (arrays,) = _receive(received, p, 1, "switch corrections")
-                sent = _check(arrays, np.uint64, (m, words), p, "switch corrections")
+                corrections = _check(arrays, np.uint64, (m, words), p, "switch corrections")
                 pad = self.hash.hash_wide(np.repeat(t_rows[p], width, axis=0), tweaks)
-                message = np.where(
-                    choice.astype(bool)[:, None],
-                    sent ^ pad.reshape(m, words),
-                    pad.reshape(m, words),
-                )
+                pads = pad.reshape(m, words)
+                message = np.where(chosen.reshape(m)[:, None], corrections ^ pads, pads)
                 total = _combine(total, message.reshape(total.shape), xor)
             for i, layer in enumerate(layers):
                 before = delta[wiring[layer]].reshape(switches, 2, width)
