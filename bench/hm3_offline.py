@@ -42,6 +42,7 @@ from tally.mpc.ring import Shares
 from tally.mpc.transport import Transport
 from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
 from tally.tuples.generation import chunk_label, hm3_chunk
+from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
@@ -163,7 +164,9 @@ def generate(transport: Transport, plan: Plan, session: str, tuples: str = "hm3"
     generator: Hm3Generator | OtGenerator
     if tuples == "ot":
         keep_freed_buffers()
-        generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session.encode())
+        generator = OtGenerator(
+            transport, AesCtrPrf(), AesBlockHash(), session.encode(), group=Ed25519Group()
+        )
     else:
         generator = Hm3Generator(agree_keys(transport, AesCtrPrf()), transport)
     bill = {"keys": KindBill(1, 0, transport.bytes_sent - sent, transport.rounds - rounds)}

@@ -17,6 +17,7 @@ from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
 from tally.mpc.processes import free_ports
 from tally.mpc.transport import SocketTransport
 from tally.mpc.tuples import Dealer
+from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 
@@ -26,7 +27,9 @@ def party(index: int, addresses: list[tuple[str, int]], count: int, batch: int, 
     transport = SocketTransport(index, addresses, connect_timeout=30.0, io_timeout=600.0)
     try:
         started = time.perf_counter()
-        generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), b"bench")
+        generator = OtGenerator(
+            transport, AesCtrPrf(), AesBlockHash(), b"bench", group=Ed25519Group()
+        )
         setup_seconds = time.perf_counter() - started
         setup_bytes = transport.bytes_sent
         started = time.perf_counter()

@@ -12,10 +12,17 @@ import pandas as pd
 import pytest
 
 from tally.mpc.bits import from_planes, unpack_lanes
-from tally.mpc.offline.ot import OtError, OtGenerator, keep_freed_buffers, transpose_bits
+from tally.mpc.offline.ot import (
+    ModpGroup,
+    OtError,
+    OtGenerator,
+    keep_freed_buffers,
+    transpose_bits,
+)
 from tally.mpc.simulate import run_transports
 from tally.mpc.transport import Transport
 from tally.mpc.tuples import HelperShare, PermuterShare
+from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 
@@ -26,7 +33,9 @@ def run(program: Callable[[OtGenerator], Any], parties: int) -> list[Any]:
     """``program`` at every party over its own ``ot`` generator; the first error re-raised."""
     return run_transports(
         parties,
-        lambda transport: program(OtGenerator(transport, AesCtrPrf(), AesBlockHash())),
+        lambda transport: program(
+            OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group())
+        ),
         TIMEOUT,
     )
 
@@ -107,7 +116,9 @@ def test_messages_a_party_receives_are_uniform() -> None:
                 return received
 
             transport._exchange = recording  # type: ignore[attr-defined]
-        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).triples(b"t", 64)
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group()).triples(
+            b"t", 64
+        )
 
     run_transports(2, program, TIMEOUT)
     u_columns = seen[2]  # after the two base-OT messages
@@ -140,7 +151,9 @@ def test_short_ot_message_fails_cleanly(short_round: int, reason: str) -> None:
                 return honest(outgoing, expect)
 
             transport._exchange = truncating  # type: ignore[attr-defined]
-        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).triples(b"t", 16)
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group()).triples(
+            b"t", 16
+        )
 
     with pytest.raises(OtError, match=reason):
         run_transports(2, program, TIMEOUT)
@@ -195,7 +208,9 @@ def test_switch_corrections_are_uniform_and_short_ones_fail_cleanly() -> None:
             return received
 
         transport._exchange = recording  # type: ignore[attr-defined]
-        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).shuffle(b"s", 500, "ax")
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group()).shuffle(
+            b"s", 500, "ax"
+        )
 
     run_transports(2, program, TIMEOUT)
     (corrections,) = seen
@@ -214,7 +229,9 @@ def test_switch_corrections_are_uniform_and_short_ones_fail_cleanly() -> None:
                 return honest(outgoing, expect)
 
             transport._exchange = truncating  # type: ignore[attr-defined]
-        return OtGenerator(transport, AesCtrPrf(), AesBlockHash()).shuffle(b"s", 50, "a")
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group()).shuffle(
+            b"s", 50, "a"
+        )
 
     with pytest.raises(OtError, match="party 0 sent a malformed switch corrections"):
         run_transports(2, short, TIMEOUT)
@@ -311,3 +328,31 @@ def test_hash_is_the_tweakable_construction_block_by_block() -> None:
         second = pi(tweaked + first[8:])
         expected = int.from_bytes(second[:8], "little") ^ int.from_bytes(first[:8], "little")
         assert int(value) == expected
+
+
+@pytest.mark.parametrize("group", [ModpGroup(), Ed25519Group()], ids=["modp", "ed25519"])
+def test_base_ots_in_either_group_and_elements_outside_it_are_refused(group: Any) -> None:
+    def program(transport: Transport) -> Any:
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=group).triples(b"t", 50)
+
+    out = run_transports(2, program, TIMEOUT)
+    a, b, c = (sum(o[k] for o in out) for k in range(3))
+    np.testing.assert_array_equal(a * b, c)
+    # the identity (small order, cofactor) or a non-element is refused before any use
+    bad = b"\x01" + bytes(31) if isinstance(group, Ed25519Group) else bytes(group.element_bytes)
+    assert not group.valid(bad)
+
+    def lying(transport: Transport) -> Any:
+        if transport.party == 0:
+            honest = transport._exchange  # type: ignore[attr-defined]
+
+            def swap(outgoing: Any, expect: list[int]) -> Any:
+                if transport.rounds == 1:
+                    outgoing = {p: [np.frombuffer(bad, np.uint8).copy()] for p in outgoing}
+                return honest(outgoing, expect)
+
+            transport._exchange = swap  # type: ignore[attr-defined]
+        return OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=group)
+
+    with pytest.raises(OtError, match="party 0 sent a base-OT key outside the group"):
+        run_transports(2, lying, TIMEOUT)

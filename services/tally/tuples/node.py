@@ -38,6 +38,7 @@ from tally.mpc.offline.wire import WireParts, encode_shuffle_parts
 from tally.mpc.transport import TransportError
 from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.link import GrpcTransport, Mailboxes
+from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
 from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
@@ -110,7 +111,9 @@ class TupleNode:
             self.party, self.stubs, self.mailboxes, session_id, self.settings.rpc_timeout_s
         )
         if self.settings.generator == "ot":
-            generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), session_id.encode())
+            generator = OtGenerator(
+                transport, AesCtrPrf(), AesBlockHash(), session_id.encode(), group=Ed25519Group()
+            )
             session = Session(session_id, None, generator)
         else:
             keys = agree_keys(transport, self.prf)
