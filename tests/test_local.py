@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,12 +78,28 @@ def test_up_status_down_up_keeps_state(home: dict[str, str], tmp_path: Path) -> 
     assert not state.exists()
 
 
-def test_two_parties_need_the_dealer_asked_for(home: dict[str, str], tmp_path: Path) -> None:
-    with pytest.raises(DeploymentError, match="no secure tuple generator for 2 parties"):
-        LocalDeployment(tmp_path / "two", parties=2)
-    refused = tally_cli(home, "local", "up", "--parties", "2", "--dir", str(tmp_path / "two"))
-    assert refused.returncode != 0 and "tuples dealer" in refused.stderr
-    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+def test_two_parties_default_to_ot_and_group_by_with_nothing_trusted(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: two organisations get the dealer-free ot generator by default, and a
+    group-by (a sort: shuffle correlations too) runs through the services on it."""
+    with pytest.raises(DeploymentError, match="hm3 generator needs exactly 3 parties"):
+        LocalDeployment(tmp_path / "two-hm3", parties=2, tuples="hm3")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(
+        {"region": rng.choice(["n", "s", "e"], 300), "views": rng.integers(0, 50, 300)}
+    )
+    with tally.local(parties=2, show_progress=False) as cluster:
+        assert "DEALER" not in capfd.readouterr().err
+        assert cluster.deployment.meta["tuples"] == "ot"
+        states = cluster.deployment.status()  # 2 x (secret-store, tuples, execution), no dealer
+        assert len(states) == 6 and all(s.state == "ready" for s in states)
+        cluster.upload(frame, name="views")
+        got = cluster.table("views").group_by("region").agg(views=("views", "sum")).to_pandas()
+    expected = frame.groupby("region", as_index=False).agg(views=("views", "sum"))
+    assert got.to_dict("list") == expected.to_dict("list")
 
 
 def test_two_party_dealer_deployment_warns_and_computes(
@@ -128,7 +145,7 @@ def test_a_service_that_dies_while_starting_is_started_once_more(
 
 def test_separate_networks_refuse_the_dealer_that_no_namespace_reaches(tmp_path: Path) -> None:
     networks = [("ns-a", "10.231.1.1"), ("ns-b", "10.231.1.2")]
-    with pytest.raises(DeploymentError, match="use hm3 tuples with separate networks"):
+    with pytest.raises(DeploymentError, match="use hm3 or ot tuples with separate networks"):
         LocalDeployment(tmp_path / "state", parties=2, tuples="dealer", networks=networks)
     with pytest.raises(DeploymentError, match="one network per party"):
         LocalDeployment(tmp_path / "other", parties=3, networks=networks)

@@ -103,9 +103,10 @@ def _state_dir(directory: str | None) -> Path | None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False), help="state folder")
 @click.option(
     "--tuples",
-    type=click.Choice(["hm3", "dealer"]),
+    type=click.Choice(["hm3", "ot", "dealer"]),
     default=None,
-    help="tuple generator: hm3 (3 parties) or the insecure development dealer",
+    help="tuple generator: hm3 (3 parties, the default there), ot (any number, the "
+    "default otherwise) or the insecure development dealer",
 )
 @click.option("--identity", "identities", multiple=True, help="also make tokens for this identity")
 def local_up(

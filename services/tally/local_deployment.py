@@ -16,11 +16,11 @@ and local directories under one state folder::
       client/              the client's job records and key dictionary
 
 State survives ``down``/``up``: datasets, tuples and job records stay; ports are
-kept while they are free.  Tuples: ``hm3`` for three parties (no dealer).  Two
-parties have no secure generator in this release (``ot`` is not implemented), so
-they need ``tuples="dealer"``: a separate dealer process (``python -m
-tally.tuples.dealer``) deals to the parties' tuple-services; it is insecure (it sees
-every tuple) and says so loudly.
+kept while they are free.  Tuples: ``hm3`` for three parties, ``ot`` (oblivious
+transfer, secure against all parties but one) for any other number; no dealer
+either way.  ``tuples="dealer"`` asks for the development dealer: a separate process
+(``python -m tally.tuples.dealer``) deals to the parties' tuple-services; it is
+insecure (it sees every tuple) and says so loudly.
 
 The processes are started detached (their own session); ``down`` stops them with
 SIGTERM (then SIGKILL) by the ids recorded in ``pids.json``.  Tokens are written
@@ -179,7 +179,7 @@ class LocalDeployment:
             if self.meta["tuples"] == DEALER:
                 raise DeploymentError(
                     "the dealer listens on this machine's loopback, which the parties' "
-                    "namespaces do not reach: use hm3 tuples with separate networks"
+                    "namespaces do not reach: use hm3 or ot tuples with separate networks"
                 )
             self.meta["networks"] = [list(pair) for pair in networks]
 
@@ -208,17 +208,13 @@ class LocalDeployment:
         if parties < 2:
             raise DeploymentError("a deployment needs at least 2 parties")
         if tuples in (None, "auto"):
-            if parties == 3:
-                return "hm3"
-            raise DeploymentError(
-                f"no secure tuple generator for {parties} parties in this release: hm3 needs "
-                "exactly 3 and ot is not implemented yet. Use 3 parties, or ask for the "
-                "insecure development dealer explicitly (tuples='dealer', --tuples dealer)"
-            )
+            return "hm3" if parties == 3 else "ot"
         if tuples == "hm3" and parties != 3:
-            raise DeploymentError("the hm3 generator needs exactly 3 parties")
-        if tuples not in ("hm3", "dealer"):
-            raise DeploymentError(f"unknown tuple generator {tuples!r}: use hm3 or dealer")
+            raise DeploymentError(
+                f"the hm3 generator needs exactly 3 parties; use ot for {parties}"
+            )
+        if tuples not in ("hm3", "ot", "dealer"):
+            raise DeploymentError(f"unknown tuple generator {tuples!r}: use hm3, ot or dealer")
         return tuples
 
     def _secrets(self) -> dict[str, Any]:

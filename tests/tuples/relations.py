@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from tally.mpc.bits import from_planes, unpack_lanes
@@ -21,9 +23,6 @@ EVERY_KIND = {
 }
 """A reservation holding every kind (sizes are what :func:`check_every_kind` reads)."""
 
-EVERY_KIND_BUT_SHUFFLES = {k: v for k, v in EVERY_KIND.items() if k != "shuffle"}
-"""The same for a generator without shuffle correlations (``ot``, for now)."""
-
 
 def sources(cluster: Cluster, reservation_id: str) -> list[ReservedSource]:
     """Every party's ``ReservedSource`` over its own tuple-service (with its token)."""
@@ -40,9 +39,8 @@ def xor_reconstruct(shares: list[np.ndarray]) -> np.ndarray:
     return combined
 
 
-def check_every_kind(readers: list[ReservedSource], shuffles: bool = True) -> None:
-    """c = a·b, bits agree across domains, edaBit value = its bits, shuffles reconstruct
-    (unless ``shuffles`` is false)."""
+def check_every_kind(readers: list[ReservedSource]) -> None:
+    """c = a·b, bits agree across domains, edaBit value = its bits, shuffles reconstruct."""
     triples = [s.triples(5000) for s in readers]
     a, b, c = (reconstruct([t[k] for t in triples]) for k in range(3))
     np.testing.assert_array_equal(c, a * b)
@@ -64,9 +62,8 @@ def check_every_kind(readers: list[ReservedSource], shuffles: bool = True) -> No
         assert width == 64 or int(value.max()) < 2**width
     masks = [s.input_masks(100) for s in readers]
     assert len(np.unique(np.concatenate(masks))) == 300
-    if not shuffles:
-        return
-    correlation = [s.shuffle(30, "ax") for s in readers]
+    with ThreadPoolExecutor(len(readers)) as pool:  # ot generates when every party asks
+        correlation = list(pool.map(lambda s: s.shuffle(30, "ax"), readers))
     xor = np.array([False, True])
     for step in range(3):
         permuter = correlation[step][step]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.tuples.cluster import Cluster
-from tests.tuples.relations import EVERY_KIND_BUT_SHUFFLES, check_every_kind, sources
+from tests.tuples.relations import EVERY_KIND, check_every_kind, sources
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,8 @@ def test_ot_tuples_from_three_processes_reconstruct(cluster: Cluster) -> None:
     response = cluster.post(
         0,
         "/v1/reservations",
-        {"job_id": "ot", "tuples": EVERY_KIND_BUT_SHUFFLES, "generate_missing": True},
+        {"job_id": "ot", "tuples": EVERY_KIND, "generate_missing": True},
     )
     assert response.status_code == 201, response.text
-    check_every_kind(sources(cluster, response.json()["reservation_id"]), shuffles=False)
+    # shuffles included: each is generated when every party's reader asks for it
+    check_every_kind(sources(cluster, response.json()["reservation_id"]))

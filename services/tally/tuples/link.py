@@ -56,6 +56,12 @@ class Mailboxes:
             return
         self.box(envelope.session, envelope.sender).put(envelope)
 
+    def discard(self, session: str) -> None:
+        """Forget a finished session's boxes (a late envelope makes a new, unread one)."""
+        with self._lock:
+            for key in [key for key in self._boxes if key[0] == session]:
+                del self._boxes[key]
+
     def close(self, session: str, parties: int = 3) -> None:
         """Abandon a session: every waiting and future receive of it fails at once."""
         with self._lock:

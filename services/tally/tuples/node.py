@@ -196,17 +196,41 @@ class TupleNode:
                 raise ReservationError(f"the dealer refused the shuffle: {reply.detail}")
             correlation = bytes(reply.correlation)
             return [correlation], len(correlation)
+        if self.settings.generator == "ot":
+            return self._ot_shuffle(reservation_id, session_id, index, rows, kinds)
         session = self.sessions.get(session_id)
         if session is None:
             raise ReservationError("the reservation's key session is gone (restarted?)")
-        if isinstance(session.generator, OtGenerator):
-            raise ReservationError(
-                "the ot generator has no shuffle correlations yet; run jobs that shuffle "
-                "(sorts, group-bys) with hm3 (3 parties) or the development dealer"
-            )
         self.store.take_shuffle(reservation_id, index)
         label = f"{session_id}/reservation/{reservation_id}/shuffle/{index}".encode()
         return encode_shuffle_parts(session.generator.shuffle(label, rows, kinds))
+
+    def _ot_shuffle(
+        self, reservation_id: str, session_id: str, index: int, rows: int, kinds: str
+    ) -> tuple[WireParts, int]:
+        """ot: generated with every party when each party's worker asks for its share.
+
+        Each correlation runs on a TupleLink channel of its own (named by the
+        reservation and index, so it never mixes with pool generation or another
+        shuffle) with fresh base OTs (edwards25519: about 0.05 s per pair), so no OT
+        state is shared between correlations.  The index is taken before generating:
+        a failed run leaves it consumed, never served twice.
+        """
+        self.store.take_shuffle(reservation_id, index)
+        channel = f"{session_id}/reservation/{reservation_id}/shuffle/{index}"
+        transport = GrpcTransport(
+            self.party, self.stubs, self.mailboxes, channel, self.settings.rpc_timeout_s
+        )
+        try:
+            generator = OtGenerator(
+                transport, AesCtrPrf(), AesBlockHash(), channel.encode(), group=Ed25519Group()
+            )
+            correlation = generator.shuffle(channel.encode(), rows, kinds)
+        except TransportError as error:
+            raise ReservationError(f"the ot shuffle {index} failed: {error}") from error
+        finally:
+            self.mailboxes.discard(channel)
+        return encode_shuffle_parts(correlation)
 
     # -- leader --------------------------------------------------------------------------
 
