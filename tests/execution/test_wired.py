@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from tally.common.job_ids import scoped_job_id
-from tally.mpc.table import share_table
+from tally.mpc.table import ColumnSpec, share_table
 from tests.execution.cluster import GROUPBY, SPECS
 from tests.execution.deployment import Deployment
 
@@ -337,3 +337,90 @@ def test_a_failed_job_releases_its_reservation(wired: Wired) -> None:
         _assert_released(deployment, job_id)
     finally:
         deployment.execution.start(2)
+
+
+JOIN_VIEWS = {"user_id": ColumnSpec("int"), "campaign": ColumnSpec("key", bits=3)}
+JOIN_BUYS = {"user_id": ColumnSpec("int"), "amount": ColumnSpec("int")}
+
+
+def _attribution_plan(threshold: int) -> dict[str, Any]:
+    """purchases (bob, one row per user) joined to views (alice), amount > threshold,
+    sum and count per campaign: the plan's canonical JSON object."""
+    joined = {
+        "type": "Join",
+        "unique": {"type": "Scan", "table": "buys"},
+        "many": {"type": "Scan", "table": "views"},
+        "on": "user_id",
+    }
+    predicate = {
+        "type": "Binary",
+        "op": ">",
+        "left": {"type": "Col", "name": "amount"},
+        "right": {"type": "Lit", "value": threshold},
+    }
+    return {
+        "type": "Aggregate",
+        "input": {"type": "Filter", "input": joined, "predicate": predicate},
+        "keys": ["campaign"],
+        "aggregations": [["total", "amount", "sum"], ["n", "amount", "count"]],
+        "domain": None,
+    }
+
+
+def test_a_query_joins_two_owners_datasets_filters_and_aggregates(wired: Wired) -> None:
+    """Issue 15, through the services: alice's views joined to bob's purchases on the
+    user id, filtered, summed per campaign — against pandas; bob's policy gates it."""
+    deployment = wired.deployment
+    rng = np.random.default_rng(15)
+    users = rng.permutation(4000)[:600]
+    buys = {"user_id": users, "amount": rng.integers(-20, 200, len(users))}
+    views = {"user_id": rng.choice(users[:500], 900), "campaign": rng.integers(0, 6, 900)}
+    views["user_id"][:50] = 5000 + np.arange(50)  # users who bought nothing: no match
+    ids = {
+        "views": deployment.upload("views", share_table(views, JOIN_VIEWS, 3), JOIN_VIEWS),
+        "buys": deployment.upload(
+            "buys",
+            share_table(buys, JOIN_BUYS, 3),
+            JOIN_BUYS,
+            owner="bob",
+            use={"alice": ["query"]},
+        ),
+    }
+    job = {
+        "id": "attribution",
+        "program": "query",
+        "inputs": {"views": ids["views"], "buys": ids["buys"]},
+        "params": {"plan": _attribution_plan(0)},
+        "outputs": {"result": {"kind": "shares", "recipients": ["alice"]}},
+    }
+    # bob's dataset allows the aggregates only until bob lists query
+    refused = deployment.execution.submit(job)
+    assert [r.status_code for r in refused] == [403] * 3, [r.text for r in refused]
+    assert all(
+        "rule programs: program 'query' is not allowed" in r.json()["detail"] for r in refused
+    )
+    # a plan that cannot run is refused before anything runs, with its reason
+    bad = {
+        **job,
+        "id": "attribution-bad",
+        "params": {"plan": {**_attribution_plan(0), "keys": ["region"]}},
+    }
+    deployment.set_policy(ids["buys"], {"programs": ["groupby", "query"]}, "bob")
+    answers = deployment.execution.submit(bad)
+    assert [r.status_code for r in answers] == [422] * 3, [r.text for r in answers]
+    assert "unknown group-by column 'region'" in answers[0].json()["detail"]
+    accepted = deployment.execution.submit(job)
+    assert [r.status_code for r in accepted] == [201] * 3, [r.text for r in accepted]
+    states = deployment.execution.wait("attribution", timeout=180)
+    assert {s["phase"] for s in states} == {"Succeeded"}, states
+    (dataset,) = {s["results"]["result"][0] for s in states}
+    got = pd.DataFrame(deployment.open_result(dataset, "alice")).set_index("campaign").sort_index()
+    merged = pd.DataFrame(views).merge(pd.DataFrame(buys), on="user_id")
+    expected = (
+        merged[merged["amount"] > 0]
+        .groupby("campaign")
+        .agg(total=("amount", "sum"), n=("amount", "count"))
+    )
+    assert list(got.index) == list(expected.index)
+    np.testing.assert_array_equal(got["total"].to_numpy(), expected["total"].to_numpy())
+    np.testing.assert_array_equal(got["n"].to_numpy(), expected["n"].to_numpy())

@@ -356,3 +356,48 @@ def test_base_ots_in_either_group_and_elements_outside_it_are_refused(group: Any
 
     with pytest.raises(OtError, match="party 0 sent a base-OT key outside the group"):
         run_transports(2, lying, TIMEOUT)
+
+
+def test_a_partys_view_does_not_depend_on_the_other_partys_secrets() -> None:
+    """The simulator argument on small parameters: what party 1 receives while making
+    triples (IKNP columns and Gilboa corrections) has the same distribution whether party
+    0's a and b are all zero or random (two-sample chi-square on the bytes).  A simulator
+    that knows only party 1's own input and output produces it: uniform bytes."""
+
+    def view(fixed: bool, seed: int) -> np.ndarray:
+        seen: list[np.ndarray] = []
+
+        def program(transport: Transport) -> Any:
+            generator = OtGenerator(transport, AesCtrPrf(), AesBlockHash(), group=Ed25519Group())
+            if transport.party == 0 and fixed:  # party 0's secrets: zero instead of random
+                generator._words = lambda label, count: np.zeros(count, np.uint64)  # type: ignore[method-assign]
+            if transport.party == 1:
+                original = transport._exchange  # type: ignore[attr-defined]
+
+                def recording(outgoing: Any, expect: list[int]) -> Any:
+                    received = original(outgoing, expect)
+                    if transport.rounds > 2:  # after the base OTs
+                        seen.extend(
+                            np.ascontiguousarray(a).view(np.uint8).reshape(-1) for a in received[0]
+                        )
+                    return received
+
+                transport._exchange = recording  # type: ignore[attr-defined]
+            return generator.triples(b"t%d" % seed, 256)
+
+        out = run_transports(2, program, TIMEOUT)
+        a, b, c = (sum(o[k] for o in out) for k in range(3))
+        np.testing.assert_array_equal(a * b, c)  # the relation holds in both worlds
+        return np.concatenate(seen)
+
+    real = np.concatenate([view(False, seed) for seed in range(3)])
+    zeroed = np.concatenate([view(True, seed) for seed in range(3)])
+    counts = np.stack([np.bincount(real, minlength=256), np.bincount(zeroed, minlength=256)])
+    expected = counts.sum(axis=0) * counts.sum(axis=1)[:, None] / counts.sum()
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 350  # 255 degrees of freedom: p about 1e-4
+    # and a simulator's uniform bytes against the real view
+    simulated = np.random.default_rng(1).integers(0, 256, real.size, dtype=np.uint8)
+    counts = np.stack([np.bincount(real, minlength=256), np.bincount(simulated, minlength=256)])
+    expected = counts.sum(axis=0) * counts.sum(axis=1)[:, None] / counts.sum()
+    assert float(((counts - expected) ** 2 / expected).sum()) < 350

@@ -1,7 +1,8 @@
 """Which program a job runs, what it reads, and checks made before anything runs.
 
-A job names a built-in program (``groupby``, ``sort``, ``sum``, ``count``) or any
-registered program by the SHA-256 of its source.  Built-ins are always allowed;
+A job names a built-in program (``groupby``, ``sort``, ``sum``, ``count``, ``query``:
+a relational plan, :mod:`tally.execution.query`) or any registered program by the
+SHA-256 of its source.  Built-ins are always allowed;
 any other program must be listed by digest in this party's ``allowed_programs``.
 """
 
@@ -12,16 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from tally.execution import query  # noqa: F401 - registers the query program
 from tally.execution.jobs import JobCreate, JobRecord
 from tally.execution.ports import DatasetInfo, InputError, InputStore
 from tally.execution.settings import ExecutionSettings
 from tally.mpc.groupby import FUNCTIONS
 from tally.mpc.party import Party
 from tally.mpc.program import Program, get_program
+from tally.mpc.relational.plan import PlanError
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec, SecretTable
 
-BUILTINS = ("groupby", "sort", "sum", "count")
+BUILTINS = ("groupby", "sort", "sum", "count", "query")
 
 
 def resolve_program(name_or_digest: str, settings: ExecutionSettings) -> Program:
@@ -113,6 +116,24 @@ def check_params(
             column(key, "sort key")
     elif program.name == "sum":
         column(params.get("column"), "summed column")
+
+
+def check_query(
+    program: Program,
+    inputs: Mapping[str, tuple[Mapping[str, ColumnSpec], int]],
+    params: Mapping[str, Any],
+) -> None:
+    """A query's plan checked against every input's public schema (422 if it cannot run)."""
+    if program.name != "query":
+        return
+    if set(params) - {"plan"}:
+        raise InputError(422, "bad_params", f"query takes params.plan only, not {sorted(params)}")
+    if "plan" not in params:
+        raise InputError(422, "bad_params", "query needs params.plan, a relational plan")
+    try:
+        query.check_plan(params["plan"], {name: specs for name, (specs, _) in inputs.items()})
+    except PlanError as error:
+        raise InputError(422, "bad_plan", f"the plan cannot run: {error}") from None
 
 
 def stage_inputs(

@@ -54,6 +54,7 @@ from tally.execution.ports import (
 )
 from tally.execution.programs import (
     check_params,
+    check_query,
     dataset_ids,
     describe_inputs,
     resolve_program,
@@ -181,6 +182,7 @@ class JobManager:
         meta = self._worker_inputs(spec, submitter, described)
         for columns, _ in meta.values():
             check_params(program, columns, spec.params)
+        check_query(program, meta, spec.params)
         try:
             staged = build_stages(program, meta, _params(spec))
         except (TypeError, ValueError, KeyError) as error:

@@ -1,0 +1,48 @@
+"""The built-in ``query`` program: a relational plan over the job's named inputs.
+
+``params.plan`` is a plan of :mod:`tally.mpc.relational.plan` (its canonical JSON
+object, or that JSON as a string); every ``Scan`` names one of the job's inputs.  The
+job's spec hash covers the plan, so every party runs the same one; each party's
+service checks it against the inputs' public schemas before anything is reserved
+(:func:`check_plan`: unknown columns, type and key-width mismatches are a 422).
+
+What a query reveals, to whom: its ``result`` goes only where the job's outputs say
+(the owners' ``recipients`` rules apply as to every program); a plan ending in an
+``Aggregate`` releases the groups (their keys, and their number unless a ``domain``
+is given), any other root releases rows (filtered-out rows stay in the output with
+``valid`` 0, so their number is not revealed); a ``Join`` opens one bit to every
+party — whether the unique side holds a key twice, which refuses the job.  Because a
+plan can release rows and that bit, a dataset's owner must list ``query`` in its
+policy's ``programs`` (the default allows the aggregates only); ``min_group_size`` and
+``dp`` rules refuse a query (only ``groupby`` honours them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tally.mpc.program import program
+from tally.mpc.relational.plan import Node, PlanError, check, execute, from_json
+from tally.mpc.table import ColumnSpec, SecretTable
+
+
+def parse_plan(value: Any) -> Node:
+    """A plan from ``params.plan``: the JSON object or its text (``PlanError`` if bad)."""
+    if isinstance(value, str):
+        return from_json(value)
+    if isinstance(value, dict):
+        return from_json(json.dumps(value))
+    raise PlanError("params.plan is a relational plan: a JSON object")
+
+
+def check_plan(plan: Any, inputs: Mapping[str, Mapping[str, ColumnSpec]]) -> dict[str, ColumnSpec]:
+    """The output schema of ``plan`` over the job's inputs (``PlanError`` if it cannot run)."""
+    return check(parse_plan(plan), inputs)
+
+
+@program("query")
+def query(tables: Mapping[str, SecretTable], *, plan: Any) -> dict[str, SecretTable]:
+    """Run a relational plan over the input tables (by input name); output ``result``."""
+    return {"result": execute(parse_plan(plan), tables)}
