@@ -434,6 +434,25 @@ def run_count(context: Context, /, datasets: Sequence[str], **options: Any) -> N
     _submit(context, lambda cluster: cluster.table(*names).count(), options)
 
 
+@cli.command("query")
+@click.argument("statement")
+@_job_options
+@pass_context
+def query_command(context: Context, /, statement: str, **options: Any) -> None:
+    """Run one SQL statement: tables are dataset names, the table after JOIN has the
+    unique key.
+
+    \b
+    Examples:
+      tally query "SELECT campaign, SUM(amount) AS total FROM views
+                   JOIN purchases USING (user_id) WHERE amount > 0 GROUP BY campaign"
+      tally query "SELECT region, COUNT(*) AS n FROM sales WHERE age >= 18 GROUP BY region"
+    """
+    if options.pop("inputs"):
+        raise click.UsageError("a query names its datasets in FROM and JOIN, not --input")
+    _submit(context, lambda cluster: cluster.sql(statement), options)
+
+
 # ---------------------------------------------------------------------- policy
 
 

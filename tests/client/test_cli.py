@@ -225,3 +225,51 @@ def test_policy_show_and_set_from_the_command_line(
     assert json.loads(out) == policy
     code, out, err = tally(capsys, "policy", "set", "web-policy", "--clip", "views=9")
     assert code != 0 and "--clip" in err and "Traceback" not in err
+
+
+def test_sql_query_joins_filters_and_groups_and_unsupported_sql_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 15: ``tally query "SELECT …"`` over two datasets against pandas; SQL the
+    front end cannot run is refused by name, with no traceback and nothing submitted."""
+    rng = np.random.default_rng(8)
+    users = rng.permutation(500)[:90]
+    buys = pd.DataFrame({"user_id": users, "amount": rng.integers(1, 300, 90)})
+    views = pd.DataFrame(
+        {
+            "user_id": rng.choice(np.concatenate([users, 900 + np.arange(20)]), 140),
+            "campaign": rng.choice(["spring", "summer", "autumn"], 140),
+            "age": rng.integers(10, 70, 140),
+        }
+    )
+    paths = {"qviews": tmp_path / "views.csv", "qbuys": tmp_path / "buys.csv"}
+    views.to_csv(paths["qviews"], index=False)
+    buys.to_csv(paths["qbuys"], index=False)
+    for name, path in paths.items():
+        extra = ["--domain", "campaign=spring,summer,autumn"] if name == "qviews" else []
+        code, _, err = tally(capsys, "upload", str(path), "--name", name, *extra)
+        assert code == 0, err
+    csv = tmp_path / "answer.csv"
+    statement = (
+        "SELECT campaign, SUM(amount) AS total, COUNT(*) AS n FROM qviews "
+        "JOIN qbuys USING (user_id) WHERE age >= 18 GROUP BY campaign"
+    )
+    code, out, err = tally(capsys, "query", statement, "--output", str(csv))
+    assert code == 0, err
+    assert out.splitlines()[0].split() == ["campaign", "total", "n"]
+    merged = views.merge(buys, on="user_id")
+    expected = (
+        merged[merged["age"] >= 18]
+        .groupby("campaign", as_index=False)
+        .agg(total=("amount", "sum"), n=("amount", "count"))
+    )
+    got = pd.read_csv(csv).sort_values("campaign").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected.sort_values("campaign").reset_index(drop=True))
+    for bad, reason in [
+        (statement + " ORDER BY campaign", "ORDER BY is not supported"),
+        (statement.replace("SUM(amount)", "SUM(amount) OVER ()"), "window functions"),
+        (statement.replace("qbuys", "nosuch"), "nosuch"),
+    ]:
+        code, out, err = tally(capsys, "query", bad)
+        assert code != 0 and reason in err, (bad, err)
+        assert err.count("\n") == 1 and "Traceback" not in err

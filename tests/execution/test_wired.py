@@ -424,3 +424,24 @@ def test_a_query_joins_two_owners_datasets_filters_and_aggregates(wired: Wired) 
     assert list(got.index) == list(expected.index)
     np.testing.assert_array_equal(got["total"].to_numpy(), expected["total"].to_numpy())
     np.testing.assert_array_equal(got["n"].to_numpy(), expected["n"].to_numpy())
+    # the same question as SQL in params.sql: every party compiles the same plan
+    sql = (
+        "SELECT campaign, SUM(amount) AS total, COUNT(*) AS n FROM views "
+        "JOIN buys USING (user_id) WHERE amount > 0 GROUP BY campaign"
+    )
+    as_sql = {**job, "id": "attribution-sql", "params": {"sql": sql}}
+    accepted = deployment.execution.submit(as_sql)
+    assert [r.status_code for r in accepted] == [201] * 3, [r.text for r in accepted]
+    states = deployment.execution.wait("attribution-sql", timeout=180)
+    assert {s["phase"] for s in states} == {"Succeeded"}, states
+    (dataset,) = {s["results"]["result"][0] for s in states}
+    again = pd.DataFrame(deployment.open_result(dataset, "alice")).set_index("campaign")
+    pd.testing.assert_frame_equal(again.sort_index(), got)
+    window = {
+        **job,
+        "id": "attribution-window",
+        "params": {"sql": sql.replace(")", ") OVER ()", 1)},
+    }
+    answers = deployment.execution.submit(window)
+    assert [r.status_code for r in answers] == [422] * 3, [r.text for r in answers]
+    assert "window functions are not supported" in answers[0].json()["detail"]

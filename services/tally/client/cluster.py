@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -289,16 +290,59 @@ class Cluster:
         flat = [n for name in names for n in ([name] if isinstance(name, str) else name)]
         return Table(self, [self.dataset(name) for name in flat])
 
+    def sql(self, statement: str) -> Query:
+        """A query from one SQL statement: ``cluster.sql("SELECT campaign, SUM(amount)
+        FROM views JOIN purchases USING (user_id) WHERE amount > 0 GROUP BY campaign")``.
+
+        Tables are dataset names; the table after ``JOIN`` is the one whose key is unique.
+        ``.to_pandas()`` runs it; unsupported SQL is refused by name before anything is
+        submitted (:mod:`tally.common.sql`).  Every dataset's owner must allow the
+        ``query`` program in its policy.
+        """
+        from tally.common.sql import SqlError, compile_sql
+        from tally.mpc.relational.plan import PlanError, check, to_json
+        from tally.mpc.table import ColumnSpec
+
+        try:
+            names = compile_sql(statement).tables
+            tables = {name: self.table(name) for name in names}
+            schemas = {
+                name: {
+                    c: ColumnSpec(col["kind"], int(col["bits"]), int(col["frac_bits"]))
+                    for c, col in table.columns.items()
+                }
+                for name, table in tables.items()
+            }
+            kinds = {n: {c: spec.kind for c, spec in v.items()} for n, v in schemas.items()}
+            compiled = compile_sql(statement, kinds)
+            check(compiled.plan, schemas)
+        except (SqlError, PlanError) as error:
+            raise InputError(str(error)) from None
+        owner = {key: next(t for t in tables.values() if key in t.columns) for key in compiled.keys}
+        decode: dict[str, dict[str, Any]] = {}
+        for key, table in owner.items():
+            decode.update(table.decoders([key]) if table.columns[key]["kind"] == "key" else {})
+        first = tables[compiled.tables[0]]
+        return Query(
+            first,
+            "query",
+            {"plan": json.loads(to_json(compiled.plan))},
+            f"sql: {' '.join(statement.split())}",
+            decode=decode,
+            post={"sort_by": list(compiled.keys)},
+            inputs={name: [d.id for d in t.datasets] for name, t in tables.items()},
+        )
+
     # ------------------------------------------------------------------ jobs
 
     def submit(self, query: Query) -> Job:
         """Submit to every party (same id and spec); cancel everywhere if one refuses."""
         job_id = new_job_id()
-        inputs = [d.id for d in query.table.datasets]
+        named = query.inputs or {"table": [d.id for d in query.table.datasets]}
         spec: dict[str, Any] = {
             "id": job_id,
             "program": query.program,
-            "inputs": {"table": inputs if len(inputs) > 1 else inputs[0]},
+            "inputs": {name: ids if len(ids) > 1 else ids[0] for name, ids in named.items()},
             "params": query.params,
             "outputs": {"result": {"kind": "open", "recipients": [self.identity]}},
             "partitions": query.table.partitions,

@@ -42,6 +42,8 @@ class Query:
     decode: dict[str, dict[str, Any]] = field(default_factory=dict)
     dp: dict[str, float] | None = None
     post: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, list[str]] | None = None
+    """Dataset ids per input name (a query over several tables); None: ``table``'s."""
 
     def run(self) -> Job:
         """Submit to every party; returns the :class:`Job` (it runs in the background)."""
@@ -62,6 +64,7 @@ class Query:
             self.decode,
             self.dp,
             {"sort_by": names, "descending": descending},
+            self.inputs,
         )
 
 

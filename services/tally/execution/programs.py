@@ -126,14 +126,10 @@ def check_query(
     """A query's plan checked against every input's public schema (422 if it cannot run)."""
     if program.name != "query":
         return
-    if set(params) - {"plan"}:
-        raise InputError(422, "bad_params", f"query takes params.plan only, not {sorted(params)}")
-    if "plan" not in params:
-        raise InputError(422, "bad_params", "query needs params.plan, a relational plan")
     try:
-        query.check_plan(params["plan"], {name: specs for name, (specs, _) in inputs.items()})
+        query.plan_of(params, {name: specs for name, (specs, _) in inputs.items()})
     except PlanError as error:
-        raise InputError(422, "bad_plan", f"the plan cannot run: {error}") from None
+        raise InputError(422, "bad_plan", f"the query cannot run: {error}") from None
 
 
 def stage_inputs(
