@@ -40,6 +40,20 @@ def test_valid_spec_becomes_the_execution_request() -> None:
     }
 
 
+def test_a_query_job_carries_its_sql_to_the_execution_service() -> None:
+    """Issue 15: an AnalyticsJob with ``program: query`` and ``params.sql``."""
+    sql = "SELECT campaign, SUM(amount) FROM views JOIN buys USING (user_id) GROUP BY campaign"
+    spec = {
+        **{k: VALID[k] for k in ("outputs", "credentials")},
+        "program": "query",
+        "inputs": [{"name": "views", "dataset": "ds-v"}, {"name": "buys", "dataset": "ds-b"}],
+        "params": {"sql": sql},
+    }
+    request = parse(spec).execution_request()
+    assert request["program"] == "query" and request["params"] == {"sql": sql}
+    assert request["inputs"] == {"views": "ds-v", "buys": "ds-b"}
+
+
 def test_defaults_come_from_the_limits() -> None:
     minimal = {k: VALID[k] for k in ("program", "inputs", "outputs", "credentials")}
     parsed = parse(minimal, default_max_restarts=7, default_consortium="acme")
