@@ -15,19 +15,20 @@ from typing import Any
 
 from tally.mpc.program import program
 
-__all__ = ["Cluster", "connect", "local", "program"]
+__all__ = ["Cluster", "col", "connect", "local", "program"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "connect": "tally.client.cluster",
     "Cluster": "tally.client.cluster",
     "local": "tally.local_deployment",
+    "col": "tally.client.relation",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``connect``, ``local`` and ``Cluster`` load on first use: ``import tally`` stays light,
-    and the services, which import this package too, never load the client."""
+    """``connect``, ``local``, ``Cluster`` and ``col`` load on first use: ``import tally``
+    stays light, and the services, which import this package too, never load the client."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tally' has no attribute {name!r}")

@@ -281,3 +281,50 @@ def test_every_rest_listener_of_the_embedded_deployment_is_https(
             verify=ssl.create_default_context(cafile=str(ca)),
         )
         assert verified.status_code == 200, state
+
+
+def test_polars_style_join_filter_with_columns_group_by_matches_pandas(cluster: Cluster) -> None:
+    """Issue 15's SDK front end: views ⋈ purchases (one row per user), adults only, revenue
+    = price × qty, per campaign; checked against pandas.  Mistakes fail before submitting."""
+    import tally
+
+    rng = np.random.default_rng(12)
+    users = rng.permutation(400)[:80]
+    purchases = pd.DataFrame(
+        {"user_id": users, "price": rng.integers(1, 4000, 80) / 8.0, "qty": rng.integers(1, 5, 80)}
+    )
+    views = pd.DataFrame(
+        {
+            "user_id": rng.choice(np.concatenate([users, 700 + np.arange(15)]), 130),
+            "campaign": rng.choice(["spring", "summer", "autumn"], 130),
+            "age": rng.integers(12, 70, 130),
+        }
+    )
+    cluster.upload(views, name="rel-views", domains={"campaign": ["spring", "summer", "autumn"]})
+    cluster.upload(purchases, name="rel-purchases")
+    query = (
+        cluster.table("rel-views")
+        .join(cluster.table("rel-purchases"), on="user_id")
+        .filter((tally.col("age") >= 18) & ~tally.col("qty").isin([4]))
+        .with_columns(revenue=tally.col("price") * tally.col("qty"))
+        .group_by("campaign")
+        .agg(revenue=("revenue", "sum"), buyers=("revenue", "count"))
+    )
+    got = query.to_pandas(timeout=120)
+    merged = views.merge(purchases, on="user_id")
+    kept = merged[(merged["age"] >= 18) & ~merged["qty"].isin([4])]
+    expected = (
+        kept.assign(revenue=kept["price"] * kept["qty"])
+        .groupby("campaign", as_index=False)
+        .agg(revenue=("revenue", "sum"), buyers=("revenue", "count"))
+    )
+    assert list(got["campaign"]) == list(expected["campaign"])
+    np.testing.assert_allclose(got["revenue"], expected["revenue"])
+    np.testing.assert_array_equal(got["buyers"], expected["buyers"])
+    views_table = cluster.table("rel-views")
+    with pytest.raises(InputError, match="unknown column 'agee'"):
+        views_table.filter(tally.col("agee") >= 18)
+    with pytest.raises(InputError, match="join key 'age' differs|unknown join column"):
+        views_table.join(cluster.table("rel-purchases"), on="age")
+    with pytest.raises(InputError, match="truth value"):
+        bool(tally.col("age") >= 18)

@@ -27,6 +27,7 @@ from tally.client.upload import KEYS_TAG, PARTITION_TAG
 if TYPE_CHECKING:
     from tally.client.cluster import Cluster, Dataset
     from tally.client.jobs import Job
+    from tally.client.relation import Expression, Relation
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max")
 
@@ -286,6 +287,25 @@ class Table:
             f"sort_by({', '.join(names)}) over {self.label}",
             decode=self.decoders(list(self.codings)),
         )
+
+    def join(self, other: Table | Relation, on: str) -> Relation:
+        """Inner PK–FK join (``other``'s key unique): a relational query
+        (:mod:`tally.client.relation`)."""
+        from tally.client.relation import Relation
+
+        return Relation.of(self).join(other, on)
+
+    def filter(self, predicate: Expression) -> Relation:
+        """Rows where ``predicate`` holds, e.g. ``tally.col("age") >= 18``."""
+        from tally.client.relation import Relation
+
+        return Relation.of(self).filter(predicate)
+
+    def with_columns(self, **columns: Expression) -> Relation:
+        """Computed columns, e.g. ``revenue=tally.col("price") * tally.col("qty")``."""
+        from tally.client.relation import Relation
+
+        return Relation.of(self).with_columns(**columns)
 
     def sum(self, column: str) -> Query:
         """The sum of a column over all rows."""

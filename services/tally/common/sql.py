@@ -14,7 +14,10 @@ and the output column order.  The shape it accepts:
 * ``WHERE`` with ``< <= > >= = <> !=``, ``BETWEEN``, ``IN (…)``, ``AND``, ``OR``,
   ``NOT`` over columns and numeric literals (``+ - *`` allowed inside);
 * ``SELECT`` the ``GROUP BY`` columns and ``SUM``, ``COUNT``, ``AVG``, ``MIN``, ``MAX``
-  (of a column or an arithmetic expression of columns), each with an optional alias.
+  (of a column or an arithmetic expression of columns), each with an optional alias;
+* ``HAVING`` over the group keys and the selected aggregates (by alias or written
+  out again): a ``Filter`` on the aggregated table, so a dropped group's row is kept
+  with ``valid`` 0 and never opened.
 
 Anything else is refused by name before anything runs, e.g. "window functions are not
 supported", "ORDER BY is not supported: results come back in group-key order".  SQL
@@ -85,7 +88,6 @@ _REFUSED: tuple[tuple[str, str], ...] = (
     ("order", "ORDER BY is not supported: results come back in group-key order"),
     ("limit", "LIMIT is not supported: every group is released"),
     ("offset", "OFFSET is not supported"),
-    ("having", "HAVING is not supported yet: filter the rows with WHERE"),
     ("distinct", "SELECT DISTINCT is not supported: use GROUP BY"),
     ("qualify", "QUALIFY is not supported"),
 )
@@ -128,6 +130,8 @@ def compile_sql(sql: str, schemas: Mapping[str, Mapping[str, str]] | None = None
     keys = tuple(_column_name(key, "a GROUP BY item") for key in group.expressions)
     aggregations: list[tuple[str, str, str]] = []
     columns: list[str] = []
+    by_text: dict[str, str] = {}
+    """The SQL text of each selected aggregate -> its output column (for HAVING)."""
     derived = 0
     for item in statement.expressions:
         alias = item.alias if isinstance(item, exp.Alias) else ""
@@ -161,10 +165,30 @@ def compile_sql(sql: str, schemas: Mapping[str, Mapping[str, str]] | None = None
             raise SqlError(f"output column {name!r} appears twice: give it another AS name")
         aggregations.append((name, column, function))
         columns.append(name)
+        by_text[value.sql()] = name
     if not aggregations:
         raise SqlError("select at least one aggregate (SUM, COUNT, AVG, MIN, MAX)")
-    plan = Aggregate(source, keys, tuple(aggregations))
+    plan: Node = Aggregate(source, keys, tuple(aggregations))
+    having = statement.args.get("having")
+    if having is not None:
+        plan = Filter(plan, _predicate(_outputs(having.this, by_text, set(columns))))
     return Compiled(plan, tables, tuple(columns), keys)
+
+
+def _outputs(condition: exp.Expression, by_text: Mapping[str, str], names: set[str]) -> Any:
+    """HAVING's aggregates as the output columns that hold them (selected ones only)."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if type(node) in _AGGREGATES:
+            name = by_text.get(node.sql())
+            if name is None:
+                raise SqlError(f"HAVING {node.sql()}: select that aggregate too")
+            return exp.column(name)
+        if isinstance(node, exp.Column) and node.name not in names:
+            raise SqlError(f"HAVING {node.sql()}: use a group key or a selected aggregate")
+        return node
+
+    return condition.transform(swap)
 
 
 def _table_name(node: Any) -> str:
