@@ -345,3 +345,45 @@ class JoinGroupBy(Case):
 
 
 CASES["join-groupby"] = JoinGroupBy
+
+
+class FilterRows(Case):
+    """Two predicates over a table: ``age >= 18 & country isin {1, 4, 7}`` (``filter_rows``).
+
+    Columns ``age`` (int, 0..99) and ``country`` (key, 0..9); the output is the table's
+    ``valid`` column after the filter, compared with pandas' mask.  The must-show compares
+    it with ``ltz --rows`` the same (one comparison per row).
+    """
+
+    COUNTRIES = (1, 4, 7)
+
+    def _specs(self) -> dict[str, Any]:
+        from tally.mpc.table import ColumnSpec
+
+        return {"age": ColumnSpec("int"), "country": ColumnSpec("key", bits=4)}
+
+    def make_input(self, rng: np.random.Generator) -> Any:
+        return {"age": rng.integers(0, 100, self.rows), "country": rng.integers(0, 10, self.rows)}
+
+    def share(self, plain: Any, parties: int, rng: np.random.Generator) -> list[Any]:
+        from tally.mpc.table import share_table
+
+        return share_table(plain, self._specs(), parties, rng=rng)
+
+    def run(self, party: Party, shares: Any) -> Any:
+        from tally.mpc.relational.filters import both, filter_rows, isin
+        from tally.mpc.table import table_from_share_set
+
+        table = table_from_share_set(party, shares, self._specs())
+        predicate = both(table["age"] >= 18, isin(table["country"], self.COUNTRIES))
+        return filter_rows(table, predicate).valid.shares
+
+    def baseline(self, plain: Any) -> Any:
+        import pandas as pd
+
+        frame = pd.DataFrame(plain)
+        mask = (frame["age"] >= 18) & frame["country"].isin(self.COUNTRIES)
+        return mask.to_numpy().astype(np.int64)
+
+
+CASES["filter"] = FilterRows

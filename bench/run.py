@@ -5,6 +5,7 @@
                              [--net lan|wan|slow]
     CASE: mul ltz eq shuffle sort groupby bound (contribution bounding to 5 rows a unit)
           join-groupby (--rows on each side, PK-FK join then sum per --groups campaigns)
+          filter (age >= 18 & country in {1, 4, 7} over --rows: filter_rows)
     python bench/run.py gen-triples --tuples hm3   (offline phase; see tuples_bench.py)
     python bench/run.py job-groupby [--rows N] [--groups G]   (services; see job_bench.py)
     python bench/run.py store-upload | store-meta   (the secret-store; see store.py)

@@ -91,6 +91,17 @@ def test_hm3_generates_the_plan_in_the_run(case: str, extra: tuple[str, ...]) ->
     assert "net" not in hm3 and "floor_seconds" not in hm3
 
 
+def test_ot_generates_the_plan_with_nothing_trusted_and_filter_is_correct() -> None:
+    """Issue 16's bench path (two parties, ot tuples, shuffles included) and issue 15's
+    filter case: both correct against their plain baselines."""
+    ot = _bench("groupby", "--rows", "300", "--groups", "5", "--parties", "2", "--tuples", "ot")
+    assert ot["correct"] is True and ot["tuples"] == "ot" and ot["parties"] == 2
+    assert ot["offline_seconds"] > 0 and ot["tuple_bill"]["shuffle"]["sent"] > 0
+    assert ot["tuple_bill"]["keys"]["sent"] > 0  # the base OTs
+    filtered = _bench("filter", "--rows", "500")
+    assert filtered["correct"] is True and filtered["rounds"] > 0
+
+
 def test_hm3_needs_three_parties() -> None:
     done = subprocess.run(
         [sys.executable, str(RUN), "mul", "--parties", "2", "--tuples", "hm3"],

@@ -204,3 +204,12 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
+
+
+def databases_for(request: Any) -> list[str] | None:
+    """Three fresh databases on the real PostgreSQL for a ``postgresql`` fixture param,
+    else None (each party's SQLite file)."""
+    if request.param != "postgresql":
+        return None
+    server = request.getfixturevalue("postgres_server")
+    return [server.create_database() for _ in range(3)]

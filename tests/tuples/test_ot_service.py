@@ -14,7 +14,7 @@ import pytest
 from tally.mpc.reserved import HttpTupleReader
 from tally.mpc.ring import reconstruct
 from tally.mpc.tuples import TupleReuseError
-from tests.tuples.cluster import Cluster
+from tests.tuples.cluster import Cluster, databases_for
 from tests.tuples.relations import EVERY_KIND, check_every_kind, sources
 
 
@@ -23,10 +23,7 @@ def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """Three ot tuple-services with SQLite files, or a database each on a real PostgreSQL."""
-    urls = None
-    if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server")
-        urls = [server.create_database() for _ in range(3)]
+    urls = databases_for(request)
     running = Cluster(
         tmp_path_factory.mktemp("ot"), database_urls=urls, chunk_size=1024, generator="ot"
     ).start_all()

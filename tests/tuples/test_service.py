@@ -21,7 +21,7 @@ from tally.mpc.ring import decode_int, encode_int, reconstruct, split
 from tally.mpc.shuffle import shuffle_columns
 from tally.mpc.transport import InProcessHub
 from tally.mpc.tuples import TupleReuseError
-from tests.tuples.cluster import MONITOR_TOKEN, Cluster
+from tests.tuples.cluster import MONITOR_TOKEN, Cluster, databases_for
 from tests.tuples.relations import EVERY_KIND, check_every_kind, sources
 
 CHUNK = 4096
@@ -32,10 +32,7 @@ def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """Three services with SQLite files, or with a database each on a real PostgreSQL."""
-    urls = None
-    if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server")
-        urls = [server.create_database() for _ in range(3)]
+    urls = databases_for(request)
     running = Cluster(
         tmp_path_factory.mktemp("tuples"), database_urls=urls, chunk_size=CHUNK
     ).start_all()

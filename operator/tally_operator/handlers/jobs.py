@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import kopf
@@ -157,19 +157,15 @@ async def create_job(
         placement=placement,
         template=worker_template(runtime.config),
     )
-    try:
-        await runtime.kube.create_job(namespace, manifest)
-    except KubeConflict:
-        pass  # created by an earlier attempt of this handler
-    except KubeInvalid as exc:  # before, a 422 was taken for "already exists"
-        await _cancel_quietly(runtime, job_spec.job_id)
-        message = f"cannot create the worker Job: {exc}"
-        _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
-        raise kopf.PermanentError(message) from exc
-    except KubeUnavailable as exc:
-        raise kopf.TemporaryError(
-            f"cannot create the worker Job: {exc}", delay=RETRY_DELAY
-        ) from exc
+    await _create_once(
+        runtime.kube.create_job(namespace, manifest),
+        "the worker Job",
+        job_spec,
+        body,
+        patch,
+        runtime,
+        now=now,
+    )
 
     phase = phase_of(state)
     where = f"zone {zone} (from {zone_source})" if zone else "any zone (none configured)"
@@ -245,19 +241,42 @@ async def _create_worker_secret(
         _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
         raise kopf.PermanentError(message) from exc
     secret = build_worker_secret(owner=owner, spec=job_spec, token=token)
+    # an existing Secret is an earlier attempt's: its token is still valid
+    await _create_once(
+        runtime.kube.create_secret(owner.namespace, secret),
+        "the workers' Secret",
+        job_spec,
+        body,
+        patch,
+        runtime,
+        now=now,
+    )
+
+
+async def _create_once(
+    creation: Awaitable[None],
+    what: str,
+    job_spec: AnalyticsJobSpec,
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    runtime: Runtime,
+    *,
+    now: str,
+) -> None:
+    """Create an object of the job's; one that exists (an earlier attempt of this
+    handler) is kept, a refused one fails the job with its reason (and releases its
+    tuples), an unreachable API server is retried."""
     try:
-        await runtime.kube.create_secret(owner.namespace, secret)
+        await creation
     except KubeConflict:
-        pass  # created by an earlier attempt of this handler: its token is still valid
-    except KubeInvalid as exc:
+        pass
+    except KubeInvalid as exc:  # before, a 422 was taken for "already exists"
         await _cancel_quietly(runtime, job_spec.job_id)
-        message = f"cannot create the workers' Secret: {exc}"
+        message = f"cannot create {what}: {exc}"
         _reject(body, patch, reason="WorkersInvalid", message=message, now=now)
         raise kopf.PermanentError(message) from exc
     except KubeUnavailable as exc:
-        raise kopf.TemporaryError(
-            f"cannot create the workers' Secret: {exc}", delay=RETRY_DELAY
-        ) from exc
+        raise kopf.TemporaryError(f"cannot create {what}: {exc}", delay=RETRY_DELAY) from exc
 
 
 async def _submit(
