@@ -17,6 +17,7 @@ import numpy as np
 
 from tally.mpc.arithmetic import add_public, multiply
 from tally.mpc.columns import SecretColumn
+from tally.mpc.compare import equal
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec, SecretTable
 
@@ -53,9 +54,10 @@ def isin(column: SecretColumn, values: Iterable[object]) -> SecretColumn:
     members = list(dict.fromkeys(values))
     if not members:
         return SecretColumn.public(column.party, np.zeros(len(column), np.int64))
-    total = np.zeros(len(column), np.uint64)
-    for member in members:
-        total = total + (column == member).shares
+    # every member's equality in one batch: the rounds of one equality, not |S| of them
+    differences = np.concatenate([(column - member).shares for member in members])
+    bits = equal(column.party, differences, np.zeros_like(differences))
+    total = bits.reshape(len(members), len(column)).sum(axis=0, dtype=np.uint64)
     return _bit(column, total)
 
 
