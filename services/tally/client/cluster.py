@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -299,39 +298,20 @@ class Cluster:
         submitted (:mod:`tally.common.sql`).  Every dataset's owner must allow the
         ``query`` program in its policy.
         """
+        from tally.client.relation import plan_query, schemas_of
         from tally.common.sql import SqlError, compile_sql
-        from tally.mpc.relational.plan import PlanError, check, to_json
-        from tally.mpc.table import ColumnSpec
+        from tally.mpc.relational.plan import PlanError, check
 
         try:
-            names = compile_sql(statement).tables
-            tables = {name: self.table(name) for name in names}
-            schemas = {
-                name: {
-                    c: ColumnSpec(col["kind"], int(col["bits"]), int(col["frac_bits"]))
-                    for c, col in table.columns.items()
-                }
-                for name, table in tables.items()
-            }
+            tables = {name: self.table(name) for name in compile_sql(statement).tables}
+            schemas = schemas_of(tables)
             kinds = {n: {c: spec.kind for c, spec in v.items()} for n, v in schemas.items()}
             compiled = compile_sql(statement, kinds)
             check(compiled.plan, schemas)
         except (SqlError, PlanError) as error:
             raise InputError(str(error)) from None
-        owner = {key: next(t for t in tables.values() if key in t.columns) for key in compiled.keys}
-        decode: dict[str, dict[str, Any]] = {}
-        for key, table in owner.items():
-            decode.update(table.decoders([key]) if table.columns[key]["kind"] == "key" else {})
-        first = tables[compiled.tables[0]]
-        return Query(
-            first,
-            "query",
-            {"plan": json.loads(to_json(compiled.plan))},
-            f"sql: {' '.join(statement.split())}",
-            decode=decode,
-            post={"sort_by": list(compiled.keys)},
-            inputs={name: [d.id for d in t.datasets] for name, t in tables.items()},
-        )
+        description = f"sql: {' '.join(statement.split())}"
+        return plan_query(compiled.plan, tables, compiled.keys, description)
 
     # ------------------------------------------------------------------ jobs
 

@@ -128,7 +128,7 @@ class Relation:
         self.node = node
         self.tables = dict(tables)
         try:
-            self.schema = ir.check(node, {name: _specs(t) for name, t in self.tables.items()})
+            self.schema = ir.check(node, schemas_of(self.tables))
         except ir.PlanError as error:
             raise InputError(str(error)) from None
 
@@ -183,8 +183,6 @@ class RelationGroupBy:
 
     def agg(self, **aggregations: tuple[str, str]) -> Query:
         """``agg(total=("amount", "sum"), n=("amount", "count"))``."""
-        from tally.client.table import Query
-
         if not aggregations:
             raise InputError('agg() needs at least one aggregation, e.g. n=("amount", "count")')
         named = []
@@ -193,25 +191,40 @@ class RelationGroupBy:
                 raise InputError(f"aggregation {name!r}: give (column, one of {FUNCTIONS})")
             named.append((name, str(pair[0]), str(pair[1])))
         node = ir.Aggregate(self.relation.node, tuple(self.keys), tuple(named))
-        relation = Relation(node, self.relation.tables)
-        tables = relation.tables
-        decode: dict[str, dict[str, Any]] = {}
-        for key in self.keys:
-            owner = next(t for t in tables.values() if key in t.columns)
-            if owner.columns[key]["kind"] == "key":
-                decode.update(owner.decoders([key]))
-        first = next(iter(tables.values()))
+        relation = Relation(node, self.relation.tables)  # checks the aggregate
         text = ", ".join(f"{n}={c}:{f}" for n, c, f in named)
-        return Query(
-            first,
-            "query",
-            {"plan": json.loads(ir.to_json(node))},
-            f"query group_by({', '.join(self.keys)}).agg({text}) over "
-            + " ⋈ ".join(t.label for t in tables.values()),
-            decode=decode,
-            post={"sort_by": list(self.keys)},
-            inputs={name: [d.id for d in t.datasets] for name, t in tables.items()},
+        description = f"query group_by({', '.join(self.keys)}).agg({text}) over " + " ⋈ ".join(
+            t.label for t in relation.tables.values()
         )
+        return plan_query(node, relation.tables, self.keys, description)
+
+
+def plan_query(
+    node: ir.Node, tables: Mapping[str, Table], keys: Sequence[str], description: str
+) -> Query:
+    """The ``query`` job for a checked plan over named tables: group keys decoded as the
+    table holding each was coded, the result in key order."""
+    from tally.client.table import Query
+
+    decode: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        owner = next(t for t in tables.values() if key in t.columns)
+        if owner.columns[key]["kind"] == "key":
+            decode.update(owner.decoders([key]))
+    return Query(
+        next(iter(tables.values())),
+        "query",
+        {"plan": json.loads(ir.to_json(node))},
+        description,
+        decode=decode,
+        post={"sort_by": list(keys)},
+        inputs={name: [d.id for d in t.datasets] for name, t in tables.items()},
+    )
+
+
+def schemas_of(tables: Mapping[str, Table]) -> dict[str, dict[str, ColumnSpec]]:
+    """Each table's public column specs, by table name."""
+    return {name: _specs(table) for name, table in tables.items()}
 
 
 def _specs(table: Table) -> dict[str, ColumnSpec]:

@@ -301,7 +301,7 @@ def create_app(settings: ExecutionSettings | None = None) -> FastAPI:
     async def issue_worker_token(job_id: str, who: CurrentPrincipal) -> dict[str, str]:
         """A credential for the job's pods: they attach and report that job only (service
         credential; the operator puts it in the pods' Secret)."""
-        if isinstance(who, WorkerPrincipal) or not who.service:
+        if not who.service:  # a worker token is no service credential
             raise ApiError(
                 403, "forbidden", "worker tokens are issued to the party's service credential"
             )

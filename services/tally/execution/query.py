@@ -6,7 +6,7 @@ object, or that JSON as a string), or ``params.sql`` one SQL statement that
 every party); every ``Scan`` names one of the job's inputs.  The
 job's spec hash covers the plan, so every party runs the same one; each party's
 service checks it against the inputs' public schemas before anything is reserved
-(:func:`check_plan`: unknown columns, type and key-width mismatches are a 422).
+(:func:`plan_of`: unknown columns, type and key-width mismatches are a 422).
 
 What a query reveals, to whom: its ``result`` goes only where the job's outputs say
 (the owners' ``recipients`` rules apply as to every program); a plan ending in an

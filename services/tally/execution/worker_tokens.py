@@ -10,9 +10,9 @@ secret-store and tuple-service credentials with the attach).  Everything else is
 ``out_of_scope``.
 
 Tokens live in this process's memory only, as SHA-256 digests: a restart fails every
-unfinished job anyway (:mod:`tally.execution.service`), and with it their tokens.  A
-token is dropped when its job is forgotten; after the job ends it still attaches, but
-an attach then carries no credentials.
+unfinished job anyway (:mod:`tally.execution.service`), and with it their tokens.
+After its job ends a token still attaches, but an attach then carries no credentials
+(they are revoked with the job); the table grows by one digest per job.
 """
 
 from __future__ import annotations
@@ -61,12 +61,6 @@ class WorkerTokens:
             self._jobs[_digest(token)] = job_id
         audit("worker_token.issue", identity=issuer.identity, job=job_id)
         return token
-
-    def forget(self, job_id: str) -> None:
-        """Drop every token of ``job_id``."""
-        with self._lock:
-            for digest in [d for d, job in self._jobs.items() if job == job_id]:
-                del self._jobs[digest]
 
     def authenticate(self, token: str, method: str, path: str) -> WorkerPrincipal:
         """The principal of a token on a route of its job's workers; else 401 or 403."""

@@ -620,7 +620,7 @@ class OtGenerator:
         masks = {
             p: self._words(label + b"/a%d" % p, size * width).reshape(size, width) for p in peers
         }
-        inputs = {p: mask.copy() for p, mask in masks.items()}
+        inputs = dict(masks)  # the first layer's masks: every layer rebinds, none mutates
         delta = np.zeros((size, width), dtype=np.uint64)
         per_batch = max(1, 4 * BATCH_OTS // (switches * width))  # hash blocks per round
         for start in range(0, len(wiring), per_batch):
