@@ -61,8 +61,10 @@ from cases import CASES, Case  # noqa: E402
 from tally import netns  # noqa: E402
 from tally.mpc.party import Party  # noqa: E402
 from tally.mpc.processes import free_ports  # noqa: E402
+from tally.mpc.replicated import Replicated  # noqa: E402
 from tally.mpc.transport import SocketTransport  # noqa: E402
 from tally.mpc.tuples import Dealer  # noqa: E402
+from tally.tuples.prf import AesCtrPrf  # noqa: E402
 
 
 @dataclass
@@ -127,13 +129,14 @@ def party_main(
     tuples: str = "dealer",
     namespace: str | None = None,
     memory_budget: float = float("inf"),
+    sharing: str = "additive",
 ) -> None:
     try:
         if namespace is not None:
             netns.enter(namespace)
         transport = SocketTransport(index, addresses)
         record = Dealer(len(addresses), seed=seed, only_party=index)
-        party = Party(index, transport, record.source(index))
+        party = Party(index, transport, record.source(index), _replicated(transport, sharing))
         case.run(party, inputs[index])  # warm-up, records the tuple plan
         tuple_bytes = plan_bytes(record.requests, len(addresses))
         bill, offline_sent, offline_rounds = dealer_bill(record.requests, len(addresses)), 0, 0
@@ -165,10 +168,11 @@ def party_main(
                 dealer.prefetch(record.requests)
             offline = time.perf_counter() - started
             source = dealer.source(index)
-        party = Party(index, transport, source)
         transport.broadcast([np.zeros(1, np.uint64)])  # line up the parties
         sent, rounds = transport.bytes_sent, transport.rounds
         started = time.perf_counter()
+        # The replicated path's pairwise keys are agreed per job: inside the timed run.
+        party = Party(index, transport, source, _replicated(transport, sharing))
         output = case.run(party, inputs[index])
         online = time.perf_counter() - started
         if lazy:
@@ -194,6 +198,16 @@ def party_main(
             raise
 
 
+def _replicated(transport: SocketTransport, sharing: str) -> Replicated | None:
+    """The honest-majority path's keys (1 round), or None for the additive path."""
+    return Replicated.agree(transport, AesCtrPrf()) if sharing == "replicated" else None
+
+
+def default_sharing(tuples: str, parties: int) -> str:
+    """The path a deployment takes: replicated for three parties with hm3, else additive."""
+    return "replicated" if tuples == "hm3" and parties == 3 else "additive"
+
+
 def run_case(
     name: str,
     parties: int,
@@ -204,8 +218,12 @@ def run_case(
     seed: int,
     tuples: str = "dealer",
     net: str | None = None,
+    sharing: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
+    sharing = sharing or default_sharing(tuples, parties)
+    if sharing == "replicated" and parties != 3:
+        raise BenchError("--sharing replicated is the three-party honest-majority path")
     case = CASES[name](
         rows=rows, groups=groups, partitions=partitions, key_bits=key_bits, **options
     )
@@ -218,7 +236,7 @@ def run_case(
     shared_parts = case.share_partitions(plain, parties, rng)
     shape = netns.SHAPES[net] if net is not None else None
     with _networks(parties, shape) as networks:
-        all_reports = _run_parties(case, shared_parts, parties, seed, tuples, networks)
+        all_reports = _run_parties(case, shared_parts, parties, seed, tuples, networks, sharing)
     by_part = [all_reports[k * parties : (k + 1) * parties] for k in range(len(shared_parts))]
     outputs = [[r.output for r in part] for part in by_part]
     correct = case.check_partitions(outputs, expected, plain)
@@ -246,6 +264,7 @@ def run_case(
         "partitions": partitions,
         **options,
         "tuples": tuples,
+        "sharing": sharing,
         "online_seconds": round(online, 4),
         "offline_seconds": round(offline, 4),
         **({"total_seconds": round(online + offline, 4)} if tuples != "dealer" else {}),
@@ -284,6 +303,7 @@ def _run_parties(
     seed: int,
     tuples: str,
     networks: list[tuple[str, str]] | None,
+    sharing: str = "additive",
 ) -> list[PartyReport]:
     """Every partition's parties as processes; their reports, partition-major.
 
@@ -306,7 +326,7 @@ def _run_parties(
                     target=party_main,
                     args=(
                         *(index, addresses, case, part_inputs, seed, child),
-                        *(tuples, namespace, budget),
+                        *(tuples, namespace, budget, sharing),
                     ),
                     daemon=True,
                 )
@@ -434,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
+        "--sharing",
+        choices=["additive", "replicated"],
+        help="online path (default: replicated for --tuples hm3, three parties; else additive)",
+    )
+    parser.add_argument(
         "--sort", choices=["auto", "radix", "quick"], default="auto", help="sort only"
     )
     parser.add_argument(
@@ -474,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.tuples,
             args.net,
+            args.sharing,
             **options,
         )
     except netns.NetworkError as error:

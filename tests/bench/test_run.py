@@ -64,10 +64,11 @@ def _our_namespaces(pid: int) -> list[str]:
     [("ltz", ()), ("groupby", ("--groups", "7"))],
 )
 def test_hm3_generates_the_plan_in_the_run(case: str, extra: tuple[str, ...]) -> None:
-    hm3 = _bench(case, "--rows", "300", *extra, "--tuples", "hm3")
+    hm3 = _bench(case, "--rows", "300", *extra, "--tuples", "hm3", "--sharing", "additive")
     dealer = _bench(case, "--rows", "300", *extra)
     assert hm3["correct"] is True and dealer["correct"] is True
     assert hm3["tuples"] == "hm3" and hm3["parties"] == 3
+    assert hm3["sharing"] == dealer["sharing"] == "additive"
     assert hm3["offline_seconds"] > 0 and hm3["online_seconds"] > 0
     assert hm3["total_seconds"] == pytest.approx(
         hm3["offline_seconds"] + hm3["online_seconds"], abs=2e-4
@@ -89,6 +90,43 @@ def test_hm3_generates_the_plan_in_the_run(case: str, extra: tuple[str, ...]) ->
     assert 0 < hm3["offline_bytes_per_party"] <= 16 + sum(e["sent"] for e in bill.values())
     assert hm3["tuple_bytes_per_party"] >= max(e["bytes"] for e in bill.values())
     assert "net" not in hm3 and "floor_seconds" not in hm3
+
+
+@pytest.mark.parametrize(("case", "extra"), [("ltz", ()), ("groupby", ("--groups", "7"))])
+def test_hm3_takes_the_replicated_path_and_needs_no_triples(
+    case: str, extra: tuple[str, ...]
+) -> None:
+    """Issue 18: three parties with hm3 run the honest-majority path by default; what is
+    generated in the run is the shuffles alone (and the keys), and the result is right."""
+    line = _bench(case, "--rows", "300", *extra, "--tuples", "hm3")
+    assert line["correct"] is True and line["sharing"] == "replicated"
+    bill = line["tuple_bill"]
+    assert set(bill) == ({"keys", "shuffle"} if case == "groupby" else {"keys"})
+    assert line["total_seconds"] == pytest.approx(
+        line["offline_seconds"] + line["online_seconds"], abs=2e-4
+    )
+
+
+def test_replicated_sharing_needs_three_parties() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "mul",
+            "--rows",
+            "10",
+            "--parties",
+            "2",
+            "--sharing",
+            "replicated",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "three-party" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_ot_generates_the_plan_with_nothing_trusted_and_filter_is_correct() -> None:
@@ -174,7 +212,7 @@ def test_missing_iproute2_is_a_clear_error() -> None:
 def test_an_hm3_plan_beyond_memory_is_refused_clearly() -> None:
     script = (
         "import sys; sys.argv = ['run.py']; import run; run.HM3_MEMORY_SHARE = 1e-9; "
-        "sys.exit(run.main(['ltz', '--rows', '100', '--tuples', 'hm3']))"
+        "sys.exit(run.main(['ltz', '--rows', '100', '--tuples', 'hm3', '--sharing', 'additive']))"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -157,6 +157,7 @@ def run_two_tables(
     left: pd.DataFrame,
     right: pd.DataFrame,
     program: Callable[[SecretTable, SecretTable], Any],
+    replicated: bool = False,
 ) -> list[Any]:
     rng = np.random.default_rng(5)
     left_shares = share_table(
@@ -172,7 +173,7 @@ def run_two_tables(
             table_from_share_set(party, right_shares[party.id], VIEW_SPECS),
         )
 
-    return run_parties(parties, run, seed=2024, timeout=60.0)
+    return run_parties(parties, run, seed=2024, timeout=60.0, replicated=replicated)
 
 
 def advertisers(users: np.ndarray, seed: int = 3) -> pd.DataFrame:  # type: ignore[type-arg]

@@ -51,10 +51,16 @@ def run_on_table(
     *,
     valid: ArrayLike | None = None,
     seed: int | None = 2024,
+    replicated: bool = False,
 ) -> dict[str, np.ndarray]:
     """Share ``frame``, run ``program(table)`` at every party; check they agree, return one."""
     results = run_frame_at_every_party(
-        parties, frame, specs, program, valid=valid, seed=seed, share_seed=5, timeout=TIMEOUT
+        *(parties, frame, specs, program),
+        valid=valid,
+        seed=seed,
+        share_seed=5,
+        timeout=TIMEOUT,
+        replicated=replicated,
     )
     for other in results[1:]:
         assert list(other) == list(results[0])

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tally.mpc import replicated
 from tally.mpc.opening import open_vector
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
@@ -42,19 +43,24 @@ def multiply(party: Party, pairs: Sequence[tuple[Shares, Shares]]) -> list[Share
     e = y - b together; (2) z = c + d*b + e*a, and party 0 adds d*e.
     Rounds: 1.  Communication: 16 bytes per product to each of the n-1 peers.
     d and e are x and y masked by the uniformly random a and b, used once, so
-    they are uniform and independent of x and y.
+    they are uniform and independent of x and y.  With a replicated context
+    (three parties, honest majority) no triple is used:
+    :func:`tally.mpc.replicated.multiply`, 1 round, 16 bytes per product to one peer.
     """
     if not pairs:
         return []
     shapes = [np.shape(x) for x, _ in pairs]
     xs = np.concatenate([np.asarray(x, dtype=np.uint64).ravel() for x, _ in pairs])
     ys = np.concatenate([np.asarray(y, dtype=np.uint64).ravel() for _, y in pairs])
-    a, b, c = party.tuples.triples(xs.size)
-    d, e = open_values(party, [xs - a, ys - b])
-    product = c + d * b
-    product += e * a
-    if party.is_leader:
-        product += d * e
+    if party.replicated is not None:
+        product = replicated.multiply(party.replicated, party.transport, xs, ys)
+    else:
+        a, b, c = party.tuples.triples(xs.size)
+        d, e = open_values(party, [xs - a, ys - b])
+        product = c + d * b
+        product += e * a
+        if party.is_leader:
+            product += d * e
     out, offset = [], 0
     for shape in shapes:
         size = int(np.prod(shape))

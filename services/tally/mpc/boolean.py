@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tally.mpc import replicated
 from tally.mpc.opening import open_vector
 from tally.mpc.party import Party
 from tally.mpc.ring import Shares
@@ -36,19 +37,24 @@ def and_words(party: Party, pairs: Sequence[tuple[Shares, Shares]]) -> list[Shar
     and e = y XOR b together; (2) z = c XOR (d AND b) XOR (e AND a), and
     party 0 also XORs d AND e.  Rounds: 1.  Communication: 2 bits per AND gate
     (16 bytes per 64 lanes) to each of the n-1 peers.  d and e are one-time
-    pads of x and y with the uniform a and b.
+    pads of x and y with the uniform a and b.  With a replicated context no bit
+    triple is used (:func:`tally.mpc.replicated.and_words`: 1 round, 2 bits per gate
+    to one peer).
     """
     if not pairs:
         return []
     shapes = [np.shape(x) for x, _ in pairs]
     xs = np.concatenate([np.asarray(x, dtype=np.uint64).ravel() for x, _ in pairs])
     ys = np.concatenate([np.asarray(y, dtype=np.uint64).ravel() for _, y in pairs])
-    a, b, c = party.tuples.bit_triples(xs.size)
-    d, e = open_bits(party, [xs ^ a, ys ^ b])
-    result = c ^ (d & b)
-    result ^= e & a
-    if party.is_leader:
-        result ^= d & e
+    if party.replicated is not None:
+        result = replicated.and_words(party.replicated, party.transport, xs, ys)
+    else:
+        a, b, c = party.tuples.bit_triples(xs.size)
+        d, e = open_bits(party, [xs ^ a, ys ^ b])
+        result = c ^ (d & b)
+        result ^= e & a
+        if party.is_leader:
+            result ^= d & e
     out, offset = [], 0
     for shape in shapes:
         size = int(np.prod(shape))

@@ -6,13 +6,19 @@ r is uniform over Z_2^64 (its low bits come from the edaBit, its high bits
 from each party's own random share), c is uniform and says nothing about x.
 The rest is a binary circuit between the public c and the shared bits of r,
 evaluated bit-sliced on ``(bits, words)`` planes.
+
+With a replicated context (three parties, honest majority; :mod:`tally.mpc.replicated`)
+no edaBit or daBit is used: x is split into two summands a + b, a held by P0 and b by
+P1 (1 round, 8 bytes per element from P2 to P1), and the same circuits run on the
+sum a + b of two private inputs instead of c - r: the leaves a_i AND b_i cost one
+round of ANDs where the public c made them free, and nothing is opened.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tally.mpc import bits
+from tally.mpc import bits, replicated
 from tally.mpc.arithmetic import add_public, open_values
 from tally.mpc.boolean import and_words, open_bits, xor_public
 from tally.mpc.party import Party
@@ -41,8 +47,11 @@ def bits_to_arithmetic(party: Party, planes: Shares, rows: int) -> Shares:
     Steps, with a daBit s per bit (known as XOR and arithmetic shares):
     (1) open t = b XOR s; (2) b = t + s - 2*t*s, local because t is public.
     Rounds: 1.  Communication: 1 bit per converted bit to each peer.  t is b
-    under the one-time pad s.
+    under the one-time pad s.  Replicated: :func:`tally.mpc.replicated.bits_to_arithmetic`
+    (2 rounds, no daBit).
     """
+    if party.replicated is not None:
+        return replicated.bits_to_arithmetic(party.replicated, party.transport, planes, rows)
     planes = planes.reshape(-1, planes.shape[-1]) if planes.ndim != 2 else planes
     count, words = planes.shape
     if rows == 0 or words == 0:
@@ -105,10 +114,17 @@ def less_than_zero(party: Party, values: Shares) -> Shares:
     about 118 AND gates at 2 bits (29.5 bytes) + 1 bit: about 38 bytes.
     Opened: c (uniform, masked by r), the AND gates' d and e (masked by bit
     triples) and t (masked by a daBit); none depends on x.
+    Replicated: two summands (1 round), leaves a_i AND b_i (1 round, 63 ANDs), the
+    carry tree (6 rounds) and the conversion (2 rounds): 10 rounds, about 60 bytes
+    per element to one peer, nothing opened.
     """
     rows = values.shape[0]
     if rows == 0:
         return np.zeros(0, dtype=np.uint64)
+    if party.replicated is not None:
+        a, b = _summand_planes(party, values, 64)
+        sign: Shares = bits_to_arithmetic(party, _sum_bit(party, a, b, 63)[None, :], rows)[0]
+        return sign
     opened, r_planes = _masked_open(party, values, 64)
     c_planes = bits.to_planes(opened, 64)
     not_c = ~c_planes[:63]
@@ -130,12 +146,20 @@ def equal(party: Party, left: Shares, right: Shares, width: int = 64) -> Shares:
     Rounds: 2 + ceil(log2 width) (8 for 64 bits).  Communication per element to
     each peer: 8 bytes + (width - 1) * 2 bits + 1 bit (about 24 bytes for 64).
     Opened: c (uniform), AND-gate masks and t (one-time pads).
+    Replicated: x - y = a + b with a at P0 and b at P1 (1 round); x == y iff
+    a == -b mod 2^width, the same AND tree on NOT(a_i XOR (-b)_i), then the
+    conversion (2 rounds); nothing opened.
     """
     rows = left.shape[0]
     if rows == 0:
         return np.zeros(0, dtype=np.uint64)
     if not 1 <= width <= 64:
         raise ValueError("equality width must be 1..64")
+    if party.replicated is not None:
+        a, b = _summand_planes(party, left - right, width, negate_b=True)
+        same = xor_public(party, a ^ b, ALL_ONES)
+        flags: Shares = bits_to_arithmetic(party, _and_tree(party, same)[None, :], rows)[0]
+        return flags
     opened, r_planes = _masked_open(party, left - right, width)
     c_planes = bits.to_planes(opened, width)
     same = xor_public(party, r_planes, ~c_planes)
@@ -157,12 +181,28 @@ def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
     """
     if not 1 <= width <= 64:
         raise ValueError("bit width must be 1..64")
+    if party.replicated is not None:
+        a, b = _summand_planes(party, values, width)
+        (generate,) = and_words(party, [(a, b)])
+        total = a ^ b
+        total[1:] ^= _kogge_stone(party, generate, total.copy())[:-1]
+        total ^= party.replicated.zeros_xor(total.size).reshape(total.shape)
+        return total
     opened, r_planes = _masked_open(party, values, width)
     c_planes = bits.to_planes(opened, width)
     not_c = ~c_planes
-    generate = r_planes & not_c
-    propagate = xor_public(party, r_planes, not_c)
-    step = 1
+    generate = _kogge_stone(party, r_planes & not_c, xor_public(party, r_planes, not_c))
+    difference = xor_public(party, r_planes, c_planes)
+    difference[1:] ^= generate[:-1]
+    return difference
+
+
+def _kogge_stone(party: Party, generate: Shares, propagate: Shares) -> Shares:
+    """Every prefix's generate bit (carry or borrow out of positions 0..i), in place.
+
+    Rounds: ceil(log2 k) for k positions, 2 ANDs per position per level.
+    """
+    step, width = 1, generate.shape[0]
     while step < width:
         products = and_words(
             party, [(propagate[step:], generate[:-step]), (propagate[step:], propagate[:-step])]
@@ -170,9 +210,37 @@ def bit_decompose(party: Party, values: Shares, width: int) -> Shares:
         generate = np.concatenate([generate[:step], generate[step:] ^ products[0]])
         propagate = np.concatenate([propagate[:step], products[1]])
         step *= 2
-    difference = xor_public(party, r_planes, c_planes)
-    difference[1:] ^= generate[:-1]
-    return difference
+    return generate
+
+
+def _summand_planes(
+    party: Party, values: Shares, width: int, negate_b: bool = False
+) -> tuple[Shares, Shares]:
+    """Trivial XOR sharings of the low ``width`` bits of x's summands a (P0) and b (P1).
+
+    With ``negate_b``, of -b instead of b.  Rounds: 1 (:func:`replicated.two_summands`).
+    """
+    if party.replicated is None:
+        raise ValueError("two summands need the replicated path")
+    a, b = replicated.two_summands(party.replicated, party.transport, values)
+    if negate_b:
+        b = np.uint64(0) - b
+    return (
+        replicated.summand_planes(a, width, party.id == 0),
+        replicated.summand_planes(b, width, party.id == 1),
+    )
+
+
+def _sum_bit(party: Party, a: Shares, b: Shares, position: int) -> Shares:
+    """XOR shares of bit ``position`` of a + b, for planes a, b of at least position + 1 bits.
+
+    The carry into ``position``: leaves g_i = a_i AND b_i (1 round), p_i = a_i XOR b_i,
+    then the prefix tree (ceil(log2 position) rounds).
+    """
+    (generate,) = and_words(party, [(a[:position], b[:position])])
+    carry = _prefix_tree(party, generate, a[:position] ^ b[:position])
+    top: Shares = a[position] ^ b[position] ^ carry
+    return top
 
 
 def less_than_bounded(party: Party, left: Shares, right: Shares, width: int) -> Shares:
@@ -186,12 +254,17 @@ def less_than_bounded(party: Party, left: Shares, right: Shares, width: int) -> 
     Rounds: 1 + ceil(log2 width).  Communication per element to each peer: 8 bytes +
     about 2 * width AND gates at 2 bits.  Opened: c (uniform) and AND-gate masks.
     The result stays XOR-shared (no daBit): the caller opens or converts it.
+    Replicated: bit ``width`` of the two summands' sum (1 + 1 + ceil(log2 width)
+    rounds), no edaBit.
     """
     if not 1 <= width <= 62:
         raise ValueError("bounded comparison width must be 1..62")
     if left.shape[0] == 0:
         return np.zeros(0, dtype=np.uint64)
     shifted = add_public(party, left - right, np.uint64(1 << width))
+    if party.replicated is not None:
+        a, b = _summand_planes(party, shifted, width + 1)
+        return xor_public(party, _sum_bit(party, a, b, width), ALL_ONES)
     opened, r_planes = _masked_open(party, shifted, width + 1)
     c_planes = bits.to_planes(opened, width + 1)
     not_c = ~c_planes[:width]

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tally.mpc.transport import Transport
 from tally.mpc.tuples import TupleSource
 
+if TYPE_CHECKING:
+    from tally.mpc.replicated import Replicated
+
 
 @dataclass
 class Party:
-    """Everything a protocol needs at one party: its id, its transport and its tuple source."""
+    """Everything a protocol needs at one party: its id, its transport and its tuple source.
+
+    ``replicated`` (three parties, honest majority only) holds the pairwise keys of
+    :mod:`tally.mpc.replicated`: products, ANDs and comparisons then use no triples,
+    daBits or edaBits; the tuple source still serves shuffles, input masks and the
+    random bits of DP noise.
+    """
 
     id: int
     transport: Transport
     tuples: TupleSource
+    replicated: Replicated | None = None
 
     @property
     def parties(self) -> int:

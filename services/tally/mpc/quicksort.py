@@ -248,7 +248,12 @@ def comparison_budget(rows: int) -> tuple[int, int]:
 
 
 def _comparison_party(party: Party, comparator: str, width: int, rows: int) -> Party:
-    """The party with a :class:`ChunkedSource`: the planned budget, then chunks of m/8."""
+    """The party with a :class:`ChunkedSource`: the planned budget, then chunks of m/8.
+
+    On the replicated path the comparisons use no tuples: the party itself.
+    """
+    if party.replicated is not None:
+        return party
     comparisons, levels = comparison_budget(rows)
     if comparator == "arithmetic":
         gates, lanes = tree_gates(width), 64

@@ -6,7 +6,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from tally.mpc.offline.prf import ShakePrf
 from tally.mpc.party import Party
+from tally.mpc.replicated import Replicated
 from tally.mpc.transport import InProcessHub, Transport, TransportError
 from tally.mpc.tuples import Dealer
 
@@ -55,19 +57,21 @@ def run_parties(
     seed: int | None = None,
     timeout: float = 600.0,
     dealer: Dealer | None = None,
+    replicated: bool = False,
 ) -> list[Result]:
     """Run ``program(party)`` at every party concurrently; return each party's result.
 
     Parties talk through an :class:`InProcessHub` and draw tuples from one
     shared :class:`Dealer` (``dealer``, else a new one, seeded when ``seed`` is given).  The first
-    exception raised at any party is re-raised here.
+    exception raised at any party is re-raised here.  ``replicated`` (three parties):
+    the parties agree pairwise keys first and take the honest-majority path of
+    :mod:`tally.mpc.replicated`.
     """
     dealer = dealer or Dealer(parties, seed=seed)
     source = dealer  # bound for the closure (mypy keeps the Optional otherwise)
-    return run_transports(
-        parties,
-        lambda transport: program(
-            Party(transport.party, transport, source.source(transport.party))
-        ),
-        timeout,
-    )
+
+    def run(transport: Transport) -> Result:
+        keys = Replicated.agree(transport, ShakePrf()) if replicated else None
+        return program(Party(transport.party, transport, source.source(transport.party), keys))
+
+    return run_transports(parties, run, timeout)
