@@ -6,7 +6,7 @@ by kind, as a job's reservation asks the tuple-service for it (``triples``,
 ``bit_triples``, ``dabits``, ``edabits:<k>``, ``input_masks``, and the shuffle
 correlations one by one), and generated with the tuple-service's own code: fresh
 pairwise keys (:func:`~tally.mpc.offline.agree_keys`) under its PRF (AES-128-CTR,
-:class:`~tally.tuples.prf.AesCtrPrf`, its default), then each kind in chunks of
+:class:`~tally.common.prf.AesCtrPrf`, its default), then each kind in chunks of
 its default chunk size through :func:`~tally.tuples.generation.hm3_chunk` with its
 chunk labels, over the same socket transport the online phase uses (daBits and
 edaBits talk; the other kinds are computed locally from the keys).  Shuffle
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tally.common.prf import AesCtrPrf
 from tally.mpc.offline import Hm3Generator, agree_keys
 from tally.mpc.offline.layout import from_arrays, parse_kind
 from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
@@ -44,7 +45,6 @@ from tally.mpc.tuples import ShuffleShare, TupleReuseError, TupleSource
 from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
-from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
 
 CHUNK = int(TuplesSettings.model_fields["chunk_size"].default)

@@ -13,13 +13,13 @@ import multiprocessing as mp
 import time
 from typing import Any
 
+from tally.common.prf import AesCtrPrf
 from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
 from tally.mpc.processes import free_ports
 from tally.mpc.transport import SocketTransport
 from tally.mpc.tuples import Dealer
 from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
-from tally.tuples.prf import AesCtrPrf
 
 
 def party(index: int, addresses: list[tuple[str, int]], count: int, batch: int, pipe: Any) -> None:

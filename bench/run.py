@@ -59,12 +59,12 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 
 from cases import CASES, Case  # noqa: E402
 from tally import netns  # noqa: E402
+from tally.common.prf import AesCtrPrf  # noqa: E402
 from tally.mpc.party import Party  # noqa: E402
 from tally.mpc.processes import free_ports  # noqa: E402
 from tally.mpc.replicated import Replicated  # noqa: E402
 from tally.mpc.transport import SocketTransport  # noqa: E402
 from tally.mpc.tuples import Dealer  # noqa: E402
-from tally.tuples.prf import AesCtrPrf  # noqa: E402
 
 
 @dataclass

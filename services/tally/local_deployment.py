@@ -354,6 +354,8 @@ class LocalDeployment:
             "TALLY_EXECUTION_PEERS": json.dumps(
                 [f"{self._public(q)}:{p}" for q, p in enumerate(ports["control"])]
             ),
+            # hm3 with three parties: the online phase takes the replicated path.
+            "TALLY_EXECUTION_TUPLE_GENERATOR": self.meta["tuples"],
             "TALLY_EXECUTION_CONTROL_HOST": self._bind(),
             "TALLY_EXECUTION_WORKER_HOST": POD_ADDRESS
             if self.meta.get("networks")

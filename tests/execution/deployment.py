@@ -81,6 +81,7 @@ class Deployment:
                 "TALLY_EXECUTION_TUPLES_URL": self.tuples.url(party),
                 "TALLY_EXECUTION_TUPLES_TOKEN": self.tuples.token(party),
                 "TALLY_EXECUTION_TUPLE_WAIT_S": "120",
+                "TALLY_EXECUTION_TUPLE_GENERATOR": "hm3",  # the replicated path by default
                 **self.execution_env,
             }
             for party in range(3)

@@ -322,6 +322,28 @@ def test_spec_mismatch_fails_with_a_clear_reason(cluster: Cluster) -> None:
     assert all(cluster.worker_status(p, "mismatch") == {} for p in range(3))
 
 
+def test_a_party_on_another_online_path_fails_the_job_clearly(tmp_path: Path) -> None:
+    """Issue 18: parties 0 and 1 take the replicated path, party 2 the additive one: the
+    job fails at every party before any stage runs, with a reason naming the setting.
+    (The replicated path itself runs through the services in test_wired.py.)"""
+    replicated = {"TALLY_EXECUTION_SHARING": "replicated"}
+    env = {0: replicated, 1: replicated, 2: {"TALLY_EXECUTION_SHARING": "additive"}}
+    cluster = Cluster(tmp_path, accept_timeout=6.0, extra_env=env)
+    cluster.start()
+    try:
+        data, valid = _events(500, seed=17)
+        cluster.put("events", [[s] for s in share_table(data, SPECS, 3, valid=valid)], SPECS)
+        spec = _job("mixed", inputs={"events": "events"})
+        assert all(r.status_code == 201 for r in cluster.submit(spec))
+        states = cluster.wait("mixed", timeout=30)
+        assert {s["phase"] for s in states} == {"Failed"}, states
+        for state in states:
+            assert "TALLY_EXECUTION_SHARING" in state["reason"], state["reason"]
+            assert state["stage"] == 0
+    finally:
+        cluster.stop()
+
+
 def test_party_that_never_comes_back_fails_the_job_everywhere(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, peer_timeout=4.0)
     cluster.start()

@@ -110,3 +110,18 @@ def test_the_endpoint_binds_its_container_port_not_the_public_one() -> None:
     behind = ExecutionSettings(party=1, peers=peers, control_port=7100)
     assert behind.endpoint_port == 7100
     assert ExecutionSettings(party=1, peers=peers).endpoint_port == 443
+
+
+def test_three_parties_on_hm3_take_the_replicated_path_by_default() -> None:
+    """Issue 18: the hm3 trust model runs its online phase without triples."""
+    assert ExecutionSettings(peers=PEERS, tuple_generator="hm3").online_sharing == "replicated"
+    assert ExecutionSettings(peers=PEERS, tuple_generator="ot").online_sharing == "additive"
+    assert ExecutionSettings(peers=PEERS).online_sharing == "additive"
+    assert ExecutionSettings(peers=PEERS[:2], tuple_generator="hm3").sharing == "additive"
+    chosen = ExecutionSettings(peers=PEERS, tuple_generator="hm3", sharing="additive")
+    assert chosen.online_sharing == "additive"
+
+
+def test_the_replicated_path_is_refused_for_other_party_counts() -> None:
+    with pytest.raises(ValueError, match="three-party honest-majority path"):
+        ExecutionSettings(peers=PEERS[:2], sharing="replicated")

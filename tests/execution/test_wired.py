@@ -167,6 +167,8 @@ def test_groupby_from_secret_stores_with_hm3_tuples_matches_pandas(wired: Wired)
     views = [deployment.reservations(p, "wired", "released") for p in range(3)]
     assert [len(v) for v in views] == [1, 1, 1], views
     assert views[0][0]["kinds"] == views[1][0]["kinds"] == views[2][0]["kinds"]
+    # three parties on hm3 take the replicated path: only shuffles are reserved (issue 18)
+    assert set(views[0][0]["kinds"]) == {"shuffle"}, views[0][0]["kinds"]
     for party in range(3):
         leases = {entry["lease"] for entry in deployment.ledger(party, "wired")}
         assert leases == {views[0][0]["reservation_id"]}, party

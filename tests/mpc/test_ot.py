@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tally.common.prf import AesCtrPrf
 from tally.mpc.bits import from_planes, unpack_lanes
 from tally.mpc.offline.ot import (
     ModpGroup,
@@ -24,7 +25,6 @@ from tally.mpc.transport import Transport
 from tally.mpc.tuples import HelperShare, PermuterShare
 from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
-from tally.tuples.prf import AesCtrPrf
 
 TIMEOUT = 60.0
 

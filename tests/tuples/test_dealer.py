@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from tally._generated import tuples_pb2, tuples_pb2_grpc
+from tally.common.prf import AesCtrPrf
 from tally.common.tls import PeerTLS, channel, party_name
 from tally.mpc.offline.wire import decode_shuffle, encode_shuffle
 from tally.mpc.tuples import ShuffleShare
 from tally.tuples.generation import dealer_shuffle
-from tally.tuples.prf import AesCtrPrf
 from tests.tuples.cluster import Cluster
 from tests.tuples.conftest import DEALT_CHUNK
 from tests.tuples.relations import EVERY_KIND, check_every_kind, sources

@@ -134,6 +134,8 @@ class JobRecord(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     workers: list[WorkerStatus] = Field(default_factory=list)
     stages_total: int = 0
+    sharing: Literal["additive", "replicated"] = "additive"
+    """The online path this party's workers take (its settings' at submission)."""
 
     def public(self) -> JobPublic:
         """The REST view: progress summed over workers (stage: the slowest worker's)."""

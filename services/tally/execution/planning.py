@@ -83,9 +83,14 @@ class TuplePlan:
 
 
 def dry_run(
-    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+    program: Program,
+    inputs: InputsMeta,
+    params: Mapping[str, Any],
+    parties: int,
+    replicated: bool = False,
 ) -> DryRun:
-    """What one run on zero shares of these sizes asks its dealer for."""
+    """What one run on zero shares of these sizes asks its dealer for (``replicated``: on
+    the three-party path of :mod:`tally.mpc.replicated`, which asks for no triples)."""
     staged = build_stages(program, inputs, params)
     dealer = Dealer(parties, seed=0)
 
@@ -104,7 +109,7 @@ def dry_run(
             state = stage.run(party, state)
         staged.finish(party, state)
 
-    run_parties(parties, run, timeout=120.0, dealer=dealer)
+    run_parties(parties, run, timeout=120.0, dealer=dealer, replicated=replicated)
     counts: dict[str, int] = {}
     calls: dict[str, int] = {}
     shuffles: list[tuple[int, str]] = []
@@ -130,16 +135,21 @@ def _line(low: float, high: float, at: int) -> float:
 
 
 def plan_tuples(
-    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+    program: Program,
+    inputs: InputsMeta,
+    params: Mapping[str, Any],
+    parties: int,
+    replicated: bool = False,
 ) -> TuplePlan:
     """One worker's consumption at the real size (module docstring); empty if a run fails."""
     largest = max((rows for _, rows in inputs.values()), default=0)
     try:
         if largest <= DRY_ROWS[1]:
-            exact = dry_run(program, inputs, params, parties)
+            exact = dry_run(program, inputs, params, parties, replicated)
             return TuplePlan(exact.counts, exact.shuffles)
         small, large = (
-            dry_run(program, _scaled(inputs, r, largest), params, parties) for r in DRY_ROWS
+            dry_run(program, _scaled(inputs, r, largest), params, parties, replicated)
+            for r in DRY_ROWS
         )
     except MemoryError:
         raise
@@ -163,10 +173,14 @@ def plan_tuples(
 
 
 def estimate_tuples(
-    program: Program, inputs: InputsMeta, params: Mapping[str, Any], parties: int
+    program: Program,
+    inputs: InputsMeta,
+    params: Mapping[str, Any],
+    parties: int,
+    replicated: bool = False,
 ) -> dict[str, int]:
     """Tuples per kind one worker needs (see the module docstring); {} if the plan fails."""
-    return plan_tuples(program, inputs, params, parties).needs
+    return plan_tuples(program, inputs, params, parties, replicated).needs
 
 
 class PlanTooLarge(Exception):
@@ -186,10 +200,11 @@ def _plan_in_child(
     inputs: InputsMeta,
     params: Mapping[str, Any],
     parties: int,
+    replicated: bool,
 ) -> None:
     try:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        conn.send(("ok", estimate_tuples(program, inputs, params, parties)))
+        conn.send(("ok", estimate_tuples(program, inputs, params, parties, replicated)))
     except MemoryError:
         conn.send(("memory", {}))
     finally:
@@ -202,6 +217,7 @@ def estimate_tuples_bounded(
     params: Mapping[str, Any],
     parties: int,
     *,
+    replicated: bool = False,
     memory_bytes: int,
     timeout_s: float,
 ) -> dict[str, int]:
@@ -214,7 +230,9 @@ def estimate_tuples_bounded(
     context = multiprocessing.get_context("fork")  # the program object needs no pickling
     receive, send = context.Pipe(duplex=False)
     child = context.Process(
-        target=_plan_in_child, args=(send, limit, program, inputs, params, parties), daemon=True
+        target=_plan_in_child,
+        args=(send, limit, program, inputs, params, parties, replicated),
+        daemon=True,
     )
     child.start()
     send.close()

@@ -264,6 +264,7 @@ class JobManager:
                 meta,
                 _params(record.spec),
                 self.settings.parties,
+                replicated=record.sharing == "replicated",
                 memory_bytes=self.settings.dry_run_memory_bytes,
                 timeout_s=self.settings.dry_run_timeout_s,
             )
@@ -287,6 +288,7 @@ class JobManager:
             spec_hash=digest,
             submitter=submitter,
             stages_total=stages_total,
+            sharing=self.settings.online_sharing,
             timings={"submitted": time.time()},
             workers=[WorkerStatus() for _ in range(spec.partitions)],
         )

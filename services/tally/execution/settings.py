@@ -23,14 +23,14 @@ environment, so they see the same settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tally.common.auth import TokenSpec
 from tally.common.blobstore import BlobStore, make_blob_store
-from tally.common.consortium import PeerDirectory, peers_from_file
+from tally.common.consortium import PeerDirectory, load_consortium, peers_from_file
 from tally.common.https import HttpsListener, check_service_url
 from tally.common.oidc import IdentitySettings
 from tally.common.settings import ENV_FIELD, ConfigurationError, Environment, check_secret
@@ -142,6 +142,19 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         "there with service: true)",
     )
 
+    sharing: Literal["additive", "replicated"] | None = Field(
+        default=None,
+        description="the online path: replicated (three parties, honest majority: the hm3 "
+        "trust model; products and comparisons use no triples, daBits or edaBits) or "
+        "additive (any number of parties).  Default: replicated when the consortium has "
+        "three parties and its tuple generator is hm3 (CONSORTIUM_FILE, or TUPLE_GENERATOR), "
+        "else additive.  Every party must use the same; a job fails clearly otherwise",
+    )
+    tuple_generator: Literal["hm3", "ot", "dealer"] | None = Field(
+        default=None,
+        description="the consortium's tuple generator, when no CONSORTIUM_FILE says it "
+        "(it picks the default SHARING)",
+    )
     tuples: Literal["dealer", "service"] = Field(
         default="dealer",
         description="where tuples come from: 'service' (reservations from this party's "
@@ -249,6 +262,17 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
             self.peers, self.party = peers_from_file(
                 self.consortium_file, "partyLink", given, service="execution service"
             )
+            generator = load_consortium(self.consortium_file).tuple_generator
+            if generator is not None:
+                self.tuple_generator = cast(Literal["hm3", "ot", "dealer"], generator)
+        if self.sharing is None:
+            hm3 = self.tuple_generator == "hm3" and len(self.peers) == 3
+            self.sharing = "replicated" if hm3 else "additive"
+        if self.sharing == "replicated" and self.peers and len(self.peers) != 3:
+            raise ConfigurationError(
+                f"SHARING=replicated is the three-party honest-majority path; this "
+                f"consortium has {len(self.peers)} parties (use additive)"
+            )
         if self.peers and not 0 <= self.party < len(self.peers):
             raise ConfigurationError(
                 f"party {self.party} has no entry in PEERS ({len(self.peers)} parties)"
@@ -322,6 +346,11 @@ class ExecutionSettings(BaseSettings, HttpsListener, IdentitySettings):
         return PeerDirectory(
             self.peers, path=self.consortium_file, key="partyLink", party=self.party
         )
+
+    @property
+    def online_sharing(self) -> Literal["additive", "replicated"]:
+        """The resolved ``sharing`` (validation sets it)."""
+        return self.sharing or "additive"
 
     @property
     def parties(self) -> int:

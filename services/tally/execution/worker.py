@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tally.common.blobstore import BlobStore
+from tally.common.prf import AesCtrPrf
 from tally.execution.checkpoint import CheckpointStore, encode_state
 from tally.execution.control import ControlClient
 from tally.execution.jobs import FINAL_PHASES, JobFiles, JobRecord, WorkerStatus
@@ -50,6 +51,7 @@ from tally.execution.settings import ExecutionSettings, blob_store, load_tls
 from tally.execution.stages import StagedProgram, State, build_stages, initial_state, table_to_state
 from tally.mpc.party import Party
 from tally.mpc.program import Program
+from tally.mpc.replicated import Replicated
 from tally.mpc.reserved import TupleServiceError
 from tally.mpc.ring import Shares
 from tally.mpc.table import ColumnSpec, SecretTable
@@ -59,6 +61,8 @@ from tally.mpc.tuples import TupleReuseError, TupleSource
 log = logging.getLogger("tally.execution.worker")
 
 FAILED_EXIT = 3
+SHARING_CODES = {"additive": 1, "replicated": 2}
+"""What a worker sends its peers to check that all take the same online path."""
 
 
 class JobFailed(Exception):
@@ -231,7 +235,7 @@ class Worker:
                 self._prefetch(source, program)
                 mesh.broadcast([np.zeros(1, np.uint64)])  # every party holds its material
                 online_started = online_started or time.perf_counter()
-                party = Party(self.settings.party, mesh, source)
+                party = Party(self.settings.party, mesh, source, self._replicated(mesh))
                 if memory is not None and memory[0] == resume:
                     state = memory[1]
                 elif resume == 0:
@@ -262,13 +266,40 @@ class Worker:
                 self.generation += 1
                 self.report(phase="Connecting", generation=self.generation)
 
+    def _replicated(self, mesh: PartyLinkTransport) -> Replicated | None:
+        """The replicated path's pairwise keys for this mesh, or None on the additive path.
+
+        One round first checks that every party's job takes the same path (each party's
+        record carries its own settings' ``sharing``); then, on the replicated path, one
+        round agrees fresh keys (16 bytes per party; a new mesh agrees new ones).
+        """
+        mine = SHARING_CODES[self.record.sharing]
+        for peer, arrays in mesh.broadcast([np.array([mine], np.uint64)]).items():
+            theirs = int(np.asarray(arrays[0]).ravel()[0]) if np.size(arrays[0]) else -1
+            if theirs != mine:
+                named = {code: name for name, code in SHARING_CODES.items()}
+                raise JobFailed(
+                    f"party {peer} runs this job on the {named.get(theirs, 'unknown')} path, "
+                    f"this party on the {self.record.sharing} path: every party must set the "
+                    "same TALLY_EXECUTION_SHARING"
+                )
+        if self.record.sharing != "replicated":
+            return None
+        return Replicated.agree(mesh, AesCtrPrf())
+
     def _prefetch(self, source: TupleSource, program: Program) -> None:
         """A first run's tuples from the tuple-service into memory, before the online phase."""
         limit = self.settings.tuple_prefetch_bytes
         if not isinstance(source, LeasedSource) or source.epoch != 0 or limit <= 0:
             return
         started = time.perf_counter()
-        plan = plan_tuples(program, self._meta, self._params(), self.settings.parties)
+        plan = plan_tuples(
+            program,
+            self._meta,
+            self._params(),
+            self.settings.parties,
+            replicated=self.record.sharing == "replicated",
+        )
         source.prefetch(plan.shuffles, limit)
         self.report(prefetch_seconds=time.perf_counter() - started)
 

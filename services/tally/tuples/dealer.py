@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from tally._generated import tuples_pb2, tuples_pb2_grpc
+from tally.common.prf import AesCtrPrf
 from tally.common.settings import ConfigurationError
 from tally.common.tls import PeerTLS, party_name
 from tally.mpc.offline.layout import parse_kind
@@ -34,7 +35,6 @@ from tally.mpc.offline.prf import KEY_BYTES
 from tally.mpc.offline.wire import encode_shuffle
 from tally.tuples.generation import dealer_chunks, dealer_shuffle
 from tally.tuples.link import CHANNEL_OPTIONS, connect
-from tally.tuples.prf import AesCtrPrf
 from tally.tuples.server import LEADER, require_caller
 from tally.tuples.settings import DealerSettings
 

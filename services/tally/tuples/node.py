@@ -30,6 +30,7 @@ from typing import TypeVar
 import grpc
 
 from tally._generated import tuples_pb2, tuples_pb2_grpc
+from tally.common.prf import AesCtrPrf
 from tally.mpc.offline import Hm3Generator, PairKeys, ShakePrf, agree_keys
 from tally.mpc.offline.layout import parse_kind
 from tally.mpc.offline.ot import OtGenerator, keep_freed_buffers
@@ -40,7 +41,6 @@ from tally.tuples.generation import chunk_label, hm3_chunk
 from tally.tuples.link import GrpcTransport, Mailboxes
 from tally.tuples.ot_group import Ed25519Group
 from tally.tuples.ot_hash import AesBlockHash
-from tally.tuples.prf import AesCtrPrf
 from tally.tuples.settings import TuplesSettings
 from tally.tuples.store import SHUFFLE, ChunkStore, ReservationError, ReservationSpec
 

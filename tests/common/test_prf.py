@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tally.tuples.prf import AesCtrPrf
+from tally.common.prf import AesCtrPrf
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3, 1001, (1 << 17) - 1, 1 << 17, 3 * (1 << 17) + 5])

@@ -1,4 +1,4 @@
-"""AES-128-CTR as the ``hm3`` PRF (``cryptography``, AES-NI): about 9 GB/s on one core.
+"""AES-128-CTR as the PRF of ``hm3`` and of the online replicated path (AES-NI, ~9 GB/s).
 
 PRF(k, label) = AES-CTR under the subkey BLAKE2b-128(label; key=k), from a
 zero counter.  Keyed BLAKE2b is a PRF, so subkeys of distinct labels are
