@@ -481,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         reason = netns.available(shaping=True)
         if reason is not None:
             parser.error(f"--net {args.net} runs the parties in network namespaces: {reason}")
-        # A SIGTERM unwinds like Ctrl-C, so the namespaces are removed.
+        # A SIGTERM unwinds like Ctrl-C, so the namespaces are removed.  Ctrl-C itself
+        # too, even when started in the background of a script (which ignores SIGINT).
         signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     options: dict[str, Any] = {}
     if args.case == "groupby":
         options = {"padding": "domain" if args.dp else args.padding, "dp": args.dp}
