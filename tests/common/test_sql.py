@@ -113,6 +113,21 @@ def test_single_table_in_or_not_and_a_computed_sum() -> None:
     np.testing.assert_array_equal(got["weighted"], expected["weighted"])
 
 
+def test_variance_and_stddev_of_a_join_match_pandas() -> None:
+    """Issue 15 item 4: VARIANCE/VAR_SAMP and STDDEV are pandas' var and std (ddof 1)."""
+    got = run_sql(
+        "SELECT campaign, VARIANCE(qty) AS v, VAR_SAMP(age) AS va, STDDEV(qty) AS s "
+        "FROM views JOIN buys USING (user) GROUP BY campaign",
+        3,
+    )
+    data = frames()
+    merged = data["views"].merge(data["buys"], on="user")
+    expected = expect(merged, ["campaign"], v=("qty", "var"), va=("age", "var"), s=("qty", "std"))
+    np.testing.assert_array_equal(got["campaign"], expected["campaign"])
+    for column in ("v", "va", "s"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-12, err_msg=column)
+
+
 def test_having_keeps_the_groups_it_names_and_hides_the_rest() -> None:
     got = run_sql(
         "SELECT campaign, SUM(qty) AS units, COUNT(*) AS n FROM views JOIN buys USING (user) "
@@ -176,6 +191,8 @@ def test_join_on_and_a_fixed_point_product() -> None:
             "compare with numbers",
         ),
         ("SELECT campaign, SUM(age / 2) FROM views GROUP BY campaign", "division is not supported"),
+        ("SELECT campaign, VAR_POP(age) FROM views GROUP BY campaign", "population variance"),
+        ("SELECT campaign, STDDEV_POP(age) FROM views GROUP BY campaign", "population variance"),
         ("DELETE FROM views", "only SELECT is supported"),
         ("SELECT campaign FROM views UNION SELECT campaign FROM buys", "UNION is not supported"),
         ("SELECT campaign, COUNT(*) FROM views GROUP BY campaign; SELECT 1", "exactly one SELECT"),

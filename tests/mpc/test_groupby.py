@@ -12,6 +12,7 @@ import pytest
 from numpy.typing import ArrayLike
 from tests.mpc.tables import run_frame_at_every_party
 
+from tally.mpc.dp import DP
 from tally.mpc.party import Party
 from tally.mpc.simulate import run_parties
 from tally.mpc.table import ColumnSpec, SecretTable, share_table, table_from_share_set
@@ -35,6 +36,8 @@ ALL_FUNCTIONS = {
     "avg_price": ("price", "mean"),
     "cheapest": ("price", "min"),
     "dearest": ("price", "max"),
+    "spread": ("views", "var"),
+    "sd": ("views", "std"),
 }
 
 
@@ -443,6 +446,26 @@ def test_without_padding_the_output_has_one_row_per_group() -> None:
 def run_misuse(program: Callable[[SecretTable], Any]) -> None:
     frame = make_frame(10, regions=3, seed=25)
     run_on_table(2, frame, SPECS, program)
+
+
+def test_var_and_std_refuse_fixed_point_columns_and_dp() -> None:
+    """Issue 15 item 4: var and std of an integer column work (ALL_FUNCTIONS, against
+    pandas); of a fixed-point column they would need truncation, and under dp their
+    sensitivity drowns them: both refused before anything runs."""
+    frame = make_frame(40, regions=3, seed=71)
+
+    def fixed(table: SecretTable) -> Any:
+        return table.group_by("region").agg(v=("price", "var"))
+
+    with pytest.raises(ValueError, match="truncation protocol"):
+        run_on_table(2, frame, SPECS, fixed)
+
+    def noisy(table: SecretTable) -> Any:
+        grouped = table.group_by("region", domain=[0, 1, 2])
+        return grouped.agg(dp=DP(1.0, 1e-6, clip={"views": (0, 10)}), s=("views", "std"))
+
+    with pytest.raises(ValueError, match="var and std are refused"):
+        run_on_table(2, frame, SPECS, noisy)
 
 
 @pytest.mark.parametrize(

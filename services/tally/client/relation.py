@@ -33,7 +33,7 @@ from tally.mpc.table import ColumnSpec
 if TYPE_CHECKING:
     from tally.client.table import Query, Table
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max")
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std")
 
 
 class Expression:

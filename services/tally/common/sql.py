@@ -81,6 +81,9 @@ _AGGREGATES: dict[type[exp.Expression], str] = {
     exp.Avg: "mean",
     exp.Min: "min",
     exp.Max: "max",
+    exp.Variance: "var",  # VARIANCE, VAR_SAMP: the sample variance, as pandas
+    exp.Stddev: "std",
+    exp.StddevSamp: "std",
 }
 
 _REFUSED: tuple[tuple[str, str], ...] = (
@@ -145,8 +148,15 @@ def compile_sql(sql: str, schemas: Mapping[str, Mapping[str, str]] | None = None
             columns.append(name)
             continue
         function = _AGGREGATES.get(type(value))
+        if isinstance(value, exp.VariancePop | exp.StddevPop):
+            raise SqlError(
+                f"{value.sql()!r}: the population variance is not supported; "
+                "VARIANCE/VAR_SAMP and STDDEV/STDDEV_SAMP give the sample ones"
+            )
         if function is None:
-            raise SqlError(f"{value.sql()!r}: select group keys and SUM/COUNT/AVG/MIN/MAX only")
+            raise SqlError(
+                f"{value.sql()!r}: select group keys and SUM/COUNT/AVG/MIN/MAX/VARIANCE/STDDEV only"
+            )
         argument = value.this
         if isinstance(argument, exp.Star) or (function == "count" and argument is None):
             column = keys[0]  # COUNT(*): counts valid rows; any column will do
@@ -167,7 +177,9 @@ def compile_sql(sql: str, schemas: Mapping[str, Mapping[str, str]] | None = None
         columns.append(name)
         by_text[value.sql()] = name
     if not aggregations:
-        raise SqlError("select at least one aggregate (SUM, COUNT, AVG, MIN, MAX)")
+        raise SqlError(
+            "select at least one aggregate (SUM, COUNT, AVG, MIN, MAX, VARIANCE, STDDEV)"
+        )
     plan: Node = Aggregate(source, keys, tuple(aggregations))
     having = statement.args.get("having")
     if having is not None:

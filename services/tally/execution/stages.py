@@ -33,6 +33,7 @@ from tally.mpc.analytics import (
     sort_keys,
     weighted,
 )
+from tally.mpc.arithmetic import multiply
 from tally.mpc.columns import SecretColumn
 from tally.mpc.dp import DP
 from tally.mpc.party import Party
@@ -176,6 +177,7 @@ def groupby_stages(
     with_domain = domain is not None
     padded_rows = rows + (len(domain) if domain is not None else 0)
     summed = engine_groupby.summed_columns(named)
+    squared = engine_groupby.squared_columns(named)
     extreme_requests = sorted({(c, f) for c, f in named.values() if f in ("min", "max")})
     key_specs = [specs[k] for k in keys]
     group_widths = _key_widths(key_specs)
@@ -197,6 +199,9 @@ def groupby_stages(
         out.arrays["present"] = present
         for column, product in zip(summed, weighted(table, summed) if summed else [], strict=True):
             out.arrays[f"w:{column}"] = product.shares
+        squares = multiply(party, [(out.arrays[f"w:{c}"], table[c].shares) for c in squared])
+        for column, square in zip(squared, squares, strict=True):
+            out.arrays[f"q:{column}"] = square
         return out
 
     stages.append(Stage("prepare", prepare))
@@ -230,8 +235,9 @@ def groupby_stages(
         key_list = merge_keys([*group_keys, bit_key(party, present)])
         carried = [table[k].shares for k in keys] + [table.valid.shares, present]
         columns = carried + [state.arrays[f"w:{c}"] for c in summed]
+        columns += [state.arrays[f"q:{c}"] for c in squared]
         out = State(dict(state.arrays), dict(state.public))
-        for prefix in ("w:", "gk", "vk", "present"):
+        for prefix in ("w:", "q:", "gk", "vk", "present"):
             out = _without(out, prefix)
         # From here on only the input's specs are read (by assemble): its arrays are
         # carried empty, so that checkpoints and memory hold the sort's payload only.
@@ -279,7 +285,7 @@ def groupby_stages(
                 party, state.arrays["destinations"], payload, "a" * payload.shape[1]
             )
         kept = engine_groupby.keep_group_ends(
-            party, payload, len(keys), 1 + len(summed), domain, max_groups
+            party, payload, len(keys), 1 + len(summed) + len(squared), domain, max_groups
         )
         out = State(
             {k: v for k, v in state.arrays.items() if k.startswith("t:")}, dict(state.public)
@@ -296,7 +302,7 @@ def groupby_stages(
             table,
             keys,
             named,
-            summed,
+            (summed, squared),
             extreme_requests,
             engine_groupby.Kept(
                 state.arrays["payload"],

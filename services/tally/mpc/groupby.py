@@ -31,7 +31,10 @@ Steps, for a table of m rows:
      domain form no output row (membership is decided in MPC); absent domain
      keys come out with count 0, as pandas' reindex.
    The padded shapes reveal neither which keys occur nor how many.
-8. Means are opened as sum and count and divided by the recipient.
+8. Means are opened as sum and count and divided by the recipient; ``var`` and
+   ``std`` (sample, ddof 1, as pandas) as sum, sum of squares (each valid value
+   times itself, 1 round, carried and summed like the sums) and count.  So the
+   recipient of a var or std also learns its group's mean.
 9. Under ``dp``: counts and sums are rounded to their noise's unit and noised
    before any opening.
 
@@ -70,7 +73,9 @@ from tally.mpc.table import OVERFLOW_COLUMN, ColumnSpec, SecretTable
 if TYPE_CHECKING:
     from tally.mpc.table import GroupBy
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max")
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std")
+MOMENTS = ("var", "std")
+"""Aggregates opened as sum, sum of squares and count (integer columns only)."""
 OVERFLOW = OVERFLOW_COLUMN
 MAX_MIN_GROUP = 1 << 30
 
@@ -90,6 +95,12 @@ def _check(
         if function not in FUNCTIONS:
             raise ValueError(
                 f"unknown aggregation {function!r} for {name!r}; use one of {FUNCTIONS}"
+            )
+        if function in MOMENTS and table.spec(column).frac_bits:
+            raise ValueError(
+                f"aggregation {name!r}: {function} of the fixed-point column {column!r} would "
+                "need a truncation protocol, which the engine does not have; aggregate an "
+                "integer column (scale the values at upload)"
             )
         table.spec(column)
         if name in keys:
@@ -111,6 +122,13 @@ def check_dp(
     """
     if dp is None:
         return
+    moments = sorted(name for name, spec in aggregations.items() if spec[1] in MOMENTS)
+    if moments:
+        raise ValueError(
+            f"with dp, var and std are refused ({', '.join(moments)}): a sum of squares has "
+            "a sensitivity of the clip bound squared, which drowns a variance in noise; "
+            "release a noisy sum and count instead"
+        )
     extremes = sorted(name for name, spec in aggregations.items() if spec[1] in ("min", "max"))
     if extremes:
         raise ValueError(
@@ -130,8 +148,15 @@ def check_dp(
 
 
 def summed_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
-    """The columns a group-by sums (``sum`` and ``mean`` of one column share one sum)."""
-    return sorted({spec[0] for spec in aggregations.values() if spec[1] in ("sum", "mean")})
+    """The columns a group-by sums (``sum``, ``mean``, ``var``, ``std`` of one column share
+    one sum)."""
+    summing = ("sum", "mean", *MOMENTS)
+    return sorted({spec[0] for spec in aggregations.values() if spec[1] in summing})
+
+
+def squared_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
+    """The columns whose squares a group-by sums (for ``var`` and ``std``)."""
+    return sorted({spec[0] for spec in aggregations.values() if spec[1] in MOMENTS})
 
 
 def dp_releases(aggregations: Mapping[str, Sequence[str]]) -> int:
@@ -329,6 +354,9 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         flags = table.valid.shares
     party = table.party
     weights = weighted(table, summed) if summed else []
+    squared = squared_columns(aggregations)
+    weight_of = dict(zip(summed, weights, strict=True))
+    squares = multiply(party, [(weight_of[c].shares, table[c].shares) for c in squared])
 
     group_keys = value_keys(table, keys)
     extremes = _extremes(table, group_keys, extreme_requests)
@@ -336,7 +364,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     # and with a domain a domain key's dummy row is the last of its group.
     key_list = [*group_keys, flag_key(flags)]
     carried = [table[k].shares for k in keys] + [table.valid.shares, flags]
-    ordered = sort_columns(party, key_list, carried + [w.shares for w in weights])
+    ordered = sort_columns(party, key_list, carried + [w.shares for w in weights] + squares)
     width = len(keys)
     key_values, valid, flags = ordered[:width], ordered[width], ordered[width + 1]
     sums = ordered[width + 2 :]
@@ -357,7 +385,14 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
 
     kept = keep_group_ends(party, payload, width, len(running), group.domain, group.max_groups)
     return _assemble(
-        table, keys, aggregations, summed, extreme_requests, kept, dp, group.min_group_size
+        table,
+        keys,
+        aggregations,
+        (summed, squared),
+        extreme_requests,
+        kept,
+        dp,
+        group.min_group_size,
     )
 
 
@@ -434,7 +469,7 @@ def _assemble(
     table: SecretTable,
     keys: Sequence[str],
     aggregations: Mapping[str, Any],
-    summed: Sequence[str],
+    summed_and_squared: tuple[Sequence[str], Sequence[str]],
     extreme_requests: Sequence[tuple[str, str]],
     kept: Kept,
     dp: DP | None,
@@ -443,10 +478,15 @@ def _assemble(
     party: Party = table.party
     payload, ends = kept.payload, kept.ends
     width = len(keys)
+    summed, squared = summed_and_squared
     key_values = [np.ascontiguousarray(payload[:, i]) for i in range(width)]
     count = np.ascontiguousarray(payload[:, width])
-    totals = {c: np.ascontiguousarray(payload[:, width + 1 + i]) for i, c in enumerate(summed)}
-    base = width + 1 + len(summed)
+    # Sums of each summed column, then of each squared one (names as "^2" entries).
+    moment_names = [*summed, *(f"{c}^2" for c in squared)]
+    totals = {
+        c: np.ascontiguousarray(payload[:, width + 1 + i]) for i, c in enumerate(moment_names)
+    }
+    base = width + 1 + len(moment_names)
     extremes = {
         r: np.ascontiguousarray(payload[:, base + i]) for i, r in enumerate(extreme_requests)
     }
@@ -501,6 +541,12 @@ def _assemble(
             columns[helper] = SecretColumn(party, totals[column], spec.frac_bits)
             specs[helper] = value_spec
             derived[name] = ("mean", helper, count_name)
+        elif function in MOMENTS:
+            helper, square = f"__sum_{column}", f"__sumsq_{column}"
+            columns[helper] = SecretColumn(party, totals[column], spec.frac_bits)
+            columns[square] = SecretColumn(party, totals[f"{column}^2"])
+            specs[helper], specs[square] = value_spec, ColumnSpec("int")
+            derived[name] = (function, helper, square, count_name)
         else:
             columns[name] = SecretColumn(party, extremes[(column, function)], spec.frac_bits)
             specs[name] = value_spec

@@ -250,7 +250,9 @@ def finish_derived(
     """Compute derived output columns from opened helpers and drop the helpers.
 
     ``("mean", sum, count)``: sum / count, NaN for an empty group;
-    ``("extreme", count)``: the value, NaN for an empty group.
+    ``("extreme", count)``: the value, NaN for an empty group;
+    ``("var" | "std", sum, sum of squares, count)``: the sample variance (ddof 1, as
+    pandas) or its square root, NaN for a group of fewer than two rows.
     A set overflow flag (:data:`OVERFLOW_COLUMN`) is told as a :class:`GroupsDropped`
     warning.
     """
@@ -271,10 +273,24 @@ def finish_derived(
                 plain[name] = np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
         elif operation == "extreme":
             plain[name] = np.where(count > 0, plain[name].astype(np.float64), np.nan)
+        elif operation in ("var", "std"):
+            plain[name] = _sample_variance(plain[sources[0]], plain[sources[1]], plain[sources[2]])
+            if operation == "std":
+                plain[name] = np.sqrt(plain[name])
     names = list(order) if order is not None else [n for n in plain if not n.startswith("__")]
     if "valid" in plain and "valid" not in names:
         names.append("valid")
     return {n: plain[n] for n in names}
+
+
+def _sample_variance(total: NDArray[Any], squares: NDArray[Any], count: NDArray[Any]) -> Any:
+    """(n * sum(x^2) - sum(x)^2) / (n (n - 1)) per group, in exact integers, then float."""
+    out = np.full(len(count), np.nan)
+    rows = zip(total.tolist(), squares.tolist(), count.tolist(), strict=True)
+    for i, (s, q, n) in enumerate(rows):
+        if n > 1:
+            out[i] = (n * q - s * s) / (n * (n - 1))
+    return out
 
 
 @dataclass
