@@ -272,3 +272,25 @@ def test_background_replenishment_keeps_pools_above_low_water(tmp_path: Path) ->
             assert stats["triples"]["available"] >= 3 * CHUNK
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("down", [1, 2])
+def test_generating_with_a_follower_down_fails_in_seconds_not_a_round_timeout(
+    tmp_path: Path, down: int
+) -> None:
+    """Regression: with party 2 down, party 1's key agreement waited for party 2's key
+    message for the whole round timeout (30 s here), and the leader with it (twice:
+    the generation is retried in a new session).  Now the leader closes the session
+    at every party as soon as one cannot open it."""
+    running = Cluster(tmp_path, chunk_size=CHUNK).start_all()
+    try:
+        running.kill(down)
+        started = time.monotonic()
+        reply = running.post(0, "/v1/pools/triples/generate", {"tuples": CHUNK}, 120)
+        elapsed = time.monotonic() - started
+        assert reply.status_code >= 400, reply.text
+        assert elapsed < 10.0, elapsed
+        pools = {p["kind"]: p for p in running.get(0, "/v1/pools").json()}
+        assert pools.get("triples", {}).get("available", 0) == 0  # nothing half-made served
+    finally:
+        running.stop()

@@ -250,8 +250,8 @@ class TupleNode:
         """Leader: open a new session at every party.
 
         A follower that cannot open it (down, or still starting) closes the
-        session here at once, so the leader does not wait out the round timeout,
-        and then everywhere.
+        session at every party at once: the others' key agreement may be waiting
+        for that follower's message, and would otherwise wait out the round timeout.
         """
         self._require_leader()
         session_id = uuid.uuid4().hex
@@ -264,7 +264,7 @@ class TupleNode:
             except grpc.RpcError as error:
                 failure = f"unreachable: {error.details()}"
             if failure:
-                self.mailboxes.close(session_id, len(self.stubs) + 1)
+                self._close_everywhere(session_id)
             return failure
 
         futures = [self._pool.submit(open_at, stub) for stub in self.stubs.values()]
