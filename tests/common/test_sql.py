@@ -128,6 +128,20 @@ def test_variance_and_stddev_of_a_join_match_pandas() -> None:
         np.testing.assert_allclose(got[column], expected[column], rtol=1e-12, err_msg=column)
 
 
+def test_count_distinct_matches_pandas_nunique() -> None:
+    got = run_sql(
+        "SELECT campaign, COUNT(DISTINCT user) AS users, COUNT(*) AS n FROM views "
+        "WHERE age >= 18 GROUP BY campaign",
+        3,
+    )
+    views = frames()["views"]
+    kept = views[views["age"] >= 18]
+    expected = expect(kept, ["campaign"], users=("user", "nunique"), n=("user", "count"))
+    np.testing.assert_array_equal(got["campaign"], expected["campaign"])
+    np.testing.assert_array_equal(got["users"], expected["users"])
+    np.testing.assert_array_equal(got["n"], expected["n"])
+
+
 def test_having_keeps_the_groups_it_names_and_hides_the_rest() -> None:
     got = run_sql(
         "SELECT campaign, SUM(qty) AS units, COUNT(*) AS n FROM views JOIN buys USING (user) "
@@ -184,7 +198,14 @@ def test_join_on_and_a_fixed_point_product() -> None:
         ),
         ("SELECT SUM(age) FROM views", "needs GROUP BY"),
         ("SELECT campaign, age FROM views GROUP BY campaign", "neither grouped nor aggregated"),
-        ("SELECT campaign, COUNT(DISTINCT user) FROM views GROUP BY campaign", "DISTINCT …"),
+        (
+            "SELECT campaign, COUNT(DISTINCT user, age) FROM views GROUP BY campaign",
+            "COUNT\\(DISTINCT column\\) only",
+        ),
+        (
+            "SELECT campaign, SUM(DISTINCT age) FROM views GROUP BY campaign",
+            "COUNT\\(DISTINCT column\\) only",
+        ),
         ("SELECT campaign, COUNT(*) FROM views WHERE age IS NULL GROUP BY campaign", "no NULLs"),
         (
             "SELECT campaign, COUNT(*) FROM views WHERE campaign = 'summer' GROUP BY campaign",

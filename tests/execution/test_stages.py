@@ -37,6 +37,18 @@ PARAMS: list[tuple[str, dict[str, Any]]] = [
         "groupby",
         {"keys": ["region"], "aggregations": {"n": ["views", "count"]}, "domain": [0, 1, 7]},
     ),
+    (
+        "groupby",
+        {
+            "keys": ["region"],
+            "aggregations": {
+                "kinds": ["views", "count_distinct"],
+                "spread": ["views", "var"],
+                "lo": ["views", "min"],
+            },
+            "max_groups": 8,
+        },
+    ),
     ("sort", {"keys": ["region"]}),
     ("sum", {"column": "views"}),
 ]

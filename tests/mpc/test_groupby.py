@@ -38,7 +38,11 @@ ALL_FUNCTIONS = {
     "dearest": ("price", "max"),
     "spread": ("views", "var"),
     "sd": ("views", "std"),
+    "kinds": ("views", "count_distinct"),
+    "price_points": ("price", "count_distinct"),
 }
+PANDAS_NAMES = {"count_distinct": "nunique"}
+"""Where pandas names an aggregate otherwise."""
 
 
 def rows_for(parties: int) -> int:
@@ -93,7 +97,8 @@ def expected_groupby(
     valid: ArrayLike | None = None,
 ) -> pd.DataFrame:
     real = frame if valid is None else frame[np.asarray(valid) == 1]
-    return real.groupby(keys, sort=True).agg(**aggregations).reset_index()
+    named = {n: (c, PANDAS_NAMES.get(f, f)) for n, (c, f) in aggregations.items()}
+    return real.groupby(keys, sort=True).agg(**named).reset_index()
 
 
 def assert_matches(
@@ -293,8 +298,9 @@ def expected_over_domain(
     grouped = expected_groupby(frame, [key], aggregations, valid).set_index(key)
     full = grouped.reindex(sorted(domain))
     for name, (_, function) in aggregations.items():
-        if function in ("sum", "count"):
-            full[name] = full[name].fillna(0).astype(np.int64 if function == "count" else float)
+        if function in ("sum", "count", "count_distinct"):
+            integral = function != "sum"
+            full[name] = full[name].fillna(0).astype(np.int64 if integral else float)
     return full.rename_axis(key).reset_index()
 
 
@@ -446,6 +452,27 @@ def test_without_padding_the_output_has_one_row_per_group() -> None:
 def run_misuse(program: Callable[[SecretTable], Any]) -> None:
     frame = make_frame(10, regions=3, seed=25)
     run_on_table(2, frame, SPECS, program)
+
+
+def test_count_distinct_under_dp_is_noised_and_charged_as_a_release() -> None:
+    """Issue 15 item 4: count_distinct makes sense under dp (sensitivity k), so it gets
+    noise of its own and counts as one more release in the job's epsilon."""
+    from tally.mpc.groupby import dp_epsilon
+
+    frame = make_frame(300, regions=4, seed=73)
+    frame["views"] = frame["views"] % 20
+    dp = DP(10.0, 1e-6)
+    aggregations = {"n": ("views", "count"), "kinds": ("views", "count_distinct")}
+    assert dp_epsilon(aggregations, dp) == pytest.approx(2 * 10.0)
+
+    def program(table: SecretTable) -> Any:
+        grouped = table.group_by("region", domain=[0, 1, 2, 3])
+        return grouped.agg(dp=dp, **aggregations).reveal()
+
+    got = run_on_table(3, frame, SPECS, program)
+
+    exact = frame.groupby("region")["views"].nunique().to_numpy()
+    assert np.all(np.abs(got["kinds"] - exact) <= 8), (got["kinds"], exact)
 
 
 def test_var_and_std_refuse_fixed_point_columns_and_dp() -> None:

@@ -33,7 +33,7 @@ from tally.mpc.table import ColumnSpec
 if TYPE_CHECKING:
     from tally.client.table import Query, Table
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std")
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std", "count_distinct")
 
 
 class Expression:

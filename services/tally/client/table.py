@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tally.client.jobs import Job
     from tally.client.relation import Expression, Relation
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std")
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std", "count_distinct")
 
 
 @dataclass

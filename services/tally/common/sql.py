@@ -163,7 +163,13 @@ def compile_sql(sql: str, schemas: Mapping[str, Mapping[str, str]] | None = None
         elif isinstance(argument, exp.Column):
             column = _column_name(argument, "an aggregated column")
         elif isinstance(argument, exp.Distinct):
-            raise SqlError(f"{value.sql()!r}: COUNT(DISTINCT …) is not supported yet")
+            distinct = argument.expressions
+            if function != "count" or len(distinct) != 1 or not isinstance(distinct[0], exp.Column):
+                raise SqlError(
+                    f"{value.sql()!r}: DISTINCT is supported as COUNT(DISTINCT column) only"
+                )
+            function = "count_distinct"
+            column = _column_name(distinct[0], "a counted column")
         else:
             derived += 1
             column = f"_expr{derived}"

@@ -178,6 +178,7 @@ def groupby_stages(
     padded_rows = rows + (len(domain) if domain is not None else 0)
     summed = engine_groupby.summed_columns(named)
     squared = engine_groupby.squared_columns(named)
+    distinct = engine_groupby.distinct_columns(named)
     extreme_requests = sorted({(c, f) for c, f in named.values() if f in ("min", "max")})
     key_specs = [specs[k] for k in keys]
     group_widths = _key_widths(key_specs)
@@ -206,7 +207,7 @@ def groupby_stages(
 
     stages.append(Stage("prepare", prepare))
 
-    if extreme_requests:
+    if extreme_requests or distinct:
 
         def extreme_keys(party: Party, state: State) -> State:
             table = table_from_state(party, state, "t:")
@@ -222,11 +223,13 @@ def groupby_stages(
             stages.extend(
                 _extreme_stages(number, column, function, specs, group_widths, padded_rows)
             )
+        for number, column in enumerate(distinct):
+            stages.extend(_distinct_stages(number, column, keys, specs, group_widths, padded_rows))
 
     def main_keys(party: Party, state: State) -> State:
         table = table_from_state(party, state, "t:")
         present = state.arrays["present"]
-        if extreme_requests:  # decomposed once, by "extremes: keys"
+        if extreme_requests or distinct:  # decomposed once, by "extremes: keys"
             group_keys = [
                 SortKey(state.arrays[f"gk{i}"], width) for i, width in enumerate(group_widths)
             ]
@@ -265,6 +268,7 @@ def groupby_stages(
         )
         last = engine_groupby.group_end_bits(party, same, present, with_domain)
         running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
+        running += [state.arrays[f"d{i}"] for i in range(len(distinct))]
         extremes = [state.arrays[f"x{i}"] for i in range(len(extreme_requests))]
         payload = engine_groupby.end_payload(
             key_values, running, extremes, present, last, with_domain
@@ -285,7 +289,9 @@ def groupby_stages(
                 party, state.arrays["destinations"], payload, "a" * payload.shape[1]
             )
         kept = engine_groupby.keep_group_ends(
-            party, payload, len(keys), 1 + len(summed) + len(squared), domain, max_groups
+            *(party, payload, len(keys), 1 + len(summed) + len(squared) + len(distinct)),
+            domain,
+            max_groups,
         )
         out = State(
             {k: v for k, v in state.arrays.items() if k.startswith("t:")}, dict(state.public)
@@ -302,7 +308,7 @@ def groupby_stages(
             table,
             keys,
             named,
-            (summed, squared),
+            (summed, squared, distinct),
             extreme_requests,
             engine_groupby.Kept(
                 state.arrays["payload"],
@@ -381,6 +387,61 @@ def _extreme_stages(
             )
         ]
     )
+
+
+def _distinct_stages(
+    number: int,
+    column: str,
+    keys: Sequence[str],
+    specs: Mapping[str, ColumnSpec],
+    group_widths: Sequence[int],
+    rows: int,
+) -> list[Stage]:
+    """count_distinct(column): the sort by (keys, valid, value) carrying keys, value and
+    valid, one stage per pass, then the running distinct count (``d<number>``), as
+    :func:`tally.mpc.groupby.distinct_runs` does in one go."""
+    name = f"distinct{number}"
+    spec = specs[column]
+    carried_specs = [*(specs[k] for k in keys), spec]
+
+    def value_key(party: Party, state: State) -> State:
+        table = table_from_state(party, state, "t:")
+        group_keys = [
+            SortKey(state.arrays[f"gk{i}"], width) for i, width in enumerate(group_widths)
+        ]
+        key = key_from_values(party, table[column].shares, spec.sort_width, spec.sort_offset)
+        carried = [*(table[k].shares for k in keys), table[column].shares, table.valid.shares]
+        out = State(dict(state.arrays), dict(state.public))
+        keys_list = merge_keys([*group_keys, SortKey(state.arrays["vk"], 1), key])
+        _put_progress(out, name, radix_start(keys_list, np.stack(carried, axis=1)))
+        return out
+
+    def count(party: Party, state: State) -> State:
+        moved = _get_progress(state, name).payload
+        columns = [np.ascontiguousarray(moved[:, i]) for i in range(moved.shape[1])]
+        out = _without(State(dict(state.arrays), dict(state.public)), name)
+        running = engine_groupby.distinct_running(party, columns[:-1], carried_specs, columns[-1])
+        out.arrays[f"d{number}"] = running
+        return out
+
+    empty = np.zeros(0, np.uint64)
+    widths = [
+        k.width
+        for k in merge_keys(
+            [SortKey(empty, w) for w in group_widths]
+            + [SortKey(empty, 1), SortKey(empty, spec.sort_width)]
+        )
+    ]
+    label = f"count_distinct({column})"
+    sorts = [
+        Stage(f"{label}: {s.name.split(' ', 1)[1]}", s.run)
+        for s in _sort_stages(name, radix_passes(widths, rows))
+    ]
+    return [
+        Stage(f"{label}: value key", value_key),
+        *sorts,
+        Stage(f"{label}: count", count),
+    ]
 
 
 # -- sort, and single-stage programs ------------------------------------------------------------

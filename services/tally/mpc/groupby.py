@@ -34,7 +34,12 @@ Steps, for a table of m rows:
 8. Means are opened as sum and count and divided by the recipient; ``var`` and
    ``std`` (sample, ddof 1, as pandas) as sum, sum of squares (each valid value
    times itself, 1 round, carried and summed like the sums) and count.  So the
-   recipient of a var or std also learns its group's mean.
+   recipient of a var or std also learns its group's mean.  ``count_distinct``:
+   one more sort by (keys, valid, value) carrying keys, value and valid; a row
+   counts when it is valid and its (keys, value) differs from the previous valid
+   row's (one equality, 2 products); its running count is row-aligned with the
+   main sort's groups, so it is differenced like the sums.  Only each group's
+   number of distinct values reaches the recipient.
 9. Under ``dp``: counts and sums are rounded to their noise's unit and noised
    before any opening.
 
@@ -73,7 +78,7 @@ from tally.mpc.table import OVERFLOW_COLUMN, ColumnSpec, SecretTable
 if TYPE_CHECKING:
     from tally.mpc.table import GroupBy
 
-FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std")
+FUNCTIONS = ("sum", "count", "mean", "min", "max", "var", "std", "count_distinct")
 MOMENTS = ("var", "std")
 """Aggregates opened as sum, sum of squares and count (integer columns only)."""
 OVERFLOW = OVERFLOW_COLUMN
@@ -159,9 +164,15 @@ def squared_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
     return sorted({spec[0] for spec in aggregations.values() if spec[1] in MOMENTS})
 
 
+def distinct_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
+    """The columns whose distinct values a group-by counts."""
+    return sorted({spec[0] for spec in aggregations.values() if spec[1] == "count_distinct"})
+
+
 def dp_releases(aggregations: Mapping[str, Sequence[str]]) -> int:
-    """How many noisy releases a group-by makes: the count and each summed column."""
-    return 1 + len(summed_columns(aggregations))
+    """How many noisy releases a group-by makes: the count, each summed column and each
+    distinct count."""
+    return 1 + len(summed_columns(aggregations)) + len(distinct_columns(aggregations))
 
 
 def dp_epsilon(aggregations: Mapping[str, Sequence[str]], dp: DP) -> float:
@@ -305,6 +316,48 @@ def _extremes(
     return out
 
 
+def distinct_runs(
+    table: SecretTable,
+    keys: Sequence[str],
+    group_keys: Sequence[AnyKey],
+    columns: Sequence[str],
+) -> list[Shares]:
+    """Per column, the running number of distinct valid (keys, value) pairs, row by row.
+
+    One sort by (keys, valid, value) per column carries the keys, the value and valid
+    (:func:`distinct_running`).  Every group occupies the same rows as in the main sort
+    (sorted by keys first, the same rows per key), so the running count at a group's
+    last row is the number of distinct values up to the end of that group.
+    """
+    party = table.party
+    valid_key = flag_key(table.valid.shares)
+    specs = [table.spec(k) for k in keys]
+    out = []
+    for column in columns:
+        (value_key,) = value_keys(table, [column])
+        carried = [*(table[k].shares for k in keys), table[column].shares, table.valid.shares]
+        moved = sort_columns(party, [*group_keys, valid_key, value_key], carried)
+        out.append(distinct_running(party, moved[:-1], [*specs, table.spec(column)], moved[-1]))
+    return out
+
+
+def distinct_running(
+    party: Party, values: Sequence[Shares], specs: Sequence[ColumnSpec], valid: Shares
+) -> Shares:
+    """Running count of the rows that are valid and whose values differ from the previous
+    valid row's, for rows sorted by (values..., valid).  Rounds: one equality + 2."""
+    if valid.shape[0] < 2:
+        return prefix_sum(valid)
+    same = adjacent_equal(
+        party, [(v, s.sort_width, s.kind == "key") for v, s in zip(values, specs, strict=True)]
+    )
+    (repeat,) = multiply(party, [(same, valid[:-1])])
+    (repeated,) = multiply(party, [(valid[1:], repeat)])
+    first = valid.copy()
+    first[1:] -= repeated
+    return prefix_sum(first)
+
+
 def _differences(running: Shares) -> Shares:
     previous = np.concatenate([np.zeros(1, dtype=np.uint64), running[:-1]])
     differences: Shares = running - previous
@@ -360,6 +413,8 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
 
     group_keys = value_keys(table, keys)
     extremes = _extremes(table, group_keys, extreme_requests)
+    distinct = distinct_columns(aggregations)
+    distinct_running_counts = distinct_runs(table, keys, group_keys, distinct)
     # Sort by (keys, flag): a group's last row is present whenever any of its rows is,
     # and with a domain a domain key's dummy row is the last of its group.
     key_list = [*group_keys, flag_key(flags)]
@@ -375,7 +430,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         [(v, s.sort_width, s.kind == "key") for v, s in zip(key_values, specs, strict=True)],
     )
     last = group_end_bits(party, same, flags, with_domain)
-    running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums]
+    running = [prefix_sum(valid)] + [prefix_sum(s) for s in sums] + distinct_running_counts
     payload = end_payload(
         key_values, running, [extremes[r] for r in extreme_requests], flags, last, with_domain
     )
@@ -388,7 +443,7 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
         table,
         keys,
         aggregations,
-        (summed, squared),
+        (summed, squared, distinct),
         extreme_requests,
         kept,
         dp,
@@ -469,7 +524,7 @@ def _assemble(
     table: SecretTable,
     keys: Sequence[str],
     aggregations: Mapping[str, Any],
-    summed_and_squared: tuple[Sequence[str], Sequence[str]],
+    running_names: tuple[Sequence[str], Sequence[str], Sequence[str]],
     extreme_requests: Sequence[tuple[str, str]],
     kept: Kept,
     dp: DP | None,
@@ -478,11 +533,11 @@ def _assemble(
     party: Party = table.party
     payload, ends = kept.payload, kept.ends
     width = len(keys)
-    summed, squared = summed_and_squared
+    summed, squared, distinct = running_names
     key_values = [np.ascontiguousarray(payload[:, i]) for i in range(width)]
     count = np.ascontiguousarray(payload[:, width])
-    # Sums of each summed column, then of each squared one (names as "^2" entries).
-    moment_names = [*summed, *(f"{c}^2" for c in squared)]
+    # Sums of each summed column, of each squared one ("c^2"), distinct counts ("c#").
+    moment_names = [*summed, *(f"{c}^2" for c in squared), *(f"{c}#" for c in distinct)]
     totals = {
         c: np.ascontiguousarray(payload[:, width + 1 + i]) for i, c in enumerate(moment_names)
     }
@@ -500,9 +555,11 @@ def _assemble(
     if dp is not None:
         k = dp.max_contributions
         count = add_noise(party, count, dp, k)
-        for column, total in totals.items():
+        for column in summed:
             lo, hi = raw_bounds(table.spec(column), dp.clip[column])
-            totals[column] = add_noise(party, total, dp, max(abs(lo), abs(hi), 1) * k)
+            totals[column] = add_noise(party, totals[column], dp, max(abs(lo), abs(hi), 1) * k)
+        for column in distinct:  # a unit's k rows move k groups' counts by one each
+            totals[f"{column}#"] = add_noise(party, totals[f"{column}#"], dp, k)
     if min_group_size is not None and min_group_size > 1 and count.shape[0]:
         # [count >= k] from the (noisy, under dp) count, then everything times it
         large = one_minus(
@@ -531,6 +588,9 @@ def _assemble(
         value_spec = ColumnSpec(spec.kind if spec.kind != "key" else "int", 0, spec.frac_bits)
         if function == "count":
             columns[name], specs[name] = SecretColumn(party, count), ColumnSpec("int")
+        elif function == "count_distinct":
+            columns[name] = SecretColumn(party, totals[f"{column}#"])
+            specs[name] = ColumnSpec("int")
         elif function == "sum":
             columns[name], specs[name] = (
                 SecretColumn(party, totals[column], spec.frac_bits),

@@ -32,7 +32,7 @@ class PlanError(ValueError):
 ARITHMETIC = ("+", "-", "*")
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 LOGICAL = ("&", "|")
-AGGREGATES = ("sum", "count", "mean", "min", "max", "var", "std")
+AGGREGATES = ("sum", "count", "mean", "min", "max", "var", "std", "count_distinct")
 
 
 @dataclass(frozen=True)
