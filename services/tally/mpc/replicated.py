@@ -92,7 +92,7 @@ def _received(transport: Transport, outgoing: dict[int, list[Shares]], peer: int
 
 
 def _reshare(rep: Replicated, transport: Transport, values: list[Shares]) -> list[Shares]:
-    """Re-randomise each flat vector and send it to P_{i-1}; returns P_{i+1}'s (x'_{i+1})."""
+    """Send each (already re-randomised) flat vector to P_{i-1}; returns P_{i+1}'s."""
     keys = rep.keys
     got = _received(transport, {keys.prev_party: values}, keys.next_party)
     if [g.size for g in got] != [v.size for v in values]:
