@@ -321,7 +321,30 @@ def test_polars_style_join_filter_with_columns_group_by_matches_pandas(cluster: 
     assert list(got["campaign"]) == list(expected["campaign"])
     np.testing.assert_allclose(got["revenue"], expected["revenue"])
     np.testing.assert_array_equal(got["buyers"], expected["buyers"])
+    # having=, as SQL's HAVING: the groups below the threshold are not in the result
+    threshold = int(np.median(expected["buyers"]))
+    busy = (
+        cluster.table("rel-views")
+        .join(cluster.table("rel-purchases"), on="user_id")
+        .filter((tally.col("age") >= 18) & ~tally.col("qty").isin([4]))
+        .with_columns(revenue=tally.col("price") * tally.col("qty"))
+        .group_by("campaign")
+        .agg(
+            revenue=("revenue", "sum"),
+            buyers=("revenue", "count"),
+            having=tally.col("buyers") >= threshold,
+        )
+        .to_pandas(timeout=120)
+    )
+    kept_groups = expected[expected["buyers"] >= threshold].reset_index(drop=True)
+    assert 0 < len(kept_groups) < len(expected) or len(set(expected["buyers"])) == 1
+    assert list(busy["campaign"]) == list(kept_groups["campaign"])
+    np.testing.assert_array_equal(busy["buyers"], kept_groups["buyers"])
     views_table = cluster.table("rel-views")
+    with pytest.raises(InputError, match="having= takes an expression"):
+        views_table.join(cluster.table("rel-purchases"), on="user_id").group_by("campaign").agg(
+            n=("age", "count"), having="n > 3"
+        )
     with pytest.raises(InputError, match="unknown column 'agee'"):
         views_table.filter(tally.col("agee") >= 18)
     with pytest.raises(InputError, match="join key 'age' differs|unknown join column"):

@@ -181,8 +181,15 @@ class RelationGroupBy:
         self.relation = relation
         self.keys = keys
 
-    def agg(self, **aggregations: tuple[str, str]) -> Query:
-        """``agg(total=("amount", "sum"), n=("amount", "count"))``."""
+    def agg(self, having: Expression | None = None, **aggregations: tuple[str, str]) -> Query:
+        """``agg(total=("amount", "sum"), n=("amount", "count"))``.
+
+        ``having``: a predicate over the keys and these aggregates, e.g.
+        ``having=tally.col("n") >= 10``, as SQL's HAVING: the groups it drops stay in the
+        output with valid 0, so which groups were dropped is not opened.
+        """
+        if having is not None and not isinstance(having, Expression):
+            raise InputError("having= takes an expression, e.g. tally.col('n') >= 10")
         if not aggregations:
             raise InputError('agg() needs at least one aggregation, e.g. n=("amount", "count")')
         named = []
@@ -190,9 +197,13 @@ class RelationGroupBy:
             if not (isinstance(pair, tuple | list) and len(pair) == 2 and pair[1] in FUNCTIONS):
                 raise InputError(f"aggregation {name!r}: give (column, one of {FUNCTIONS})")
             named.append((name, str(pair[0]), str(pair[1])))
-        node = ir.Aggregate(self.relation.node, tuple(self.keys), tuple(named))
-        relation = Relation(node, self.relation.tables)  # checks the aggregate
+        node: ir.Node = ir.Aggregate(self.relation.node, tuple(self.keys), tuple(named))
+        if having is not None:
+            node = ir.Filter(node, having.node)
+        relation = Relation(node, self.relation.tables)  # checks the aggregate (and having)
         text = ", ".join(f"{n}={c}:{f}" for n, c, f in named)
+        if having is not None:
+            text += ", having"
         description = f"query group_by({', '.join(self.keys)}).agg({text}) over " + " ⋈ ".join(
             t.label for t in relation.tables.values()
         )
