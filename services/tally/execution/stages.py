@@ -362,14 +362,7 @@ def _extreme_stages(
         out.arrays[f"x{number}"] = np.ascontiguousarray(_get_progress(state, name).payload[:, 0])
         return out
 
-    empty = np.zeros(0, np.uint64)
-    widths = [
-        k.width
-        for k in merge_keys(
-            [SortKey(empty, w) for w in group_widths]
-            + [SortKey(empty, 1), SortKey(empty, spec.sort_width, function == "min")]
-        )
-    ]
+    widths = _value_sort_widths(group_widths, spec.sort_width, function == "min")
     passes = radix_passes(widths, rows)
     label = f"{function}({column})"
     sorts = _sort_stages(name, passes)
@@ -387,6 +380,16 @@ def _extreme_stages(
             )
         ]
     )
+
+
+def _value_sort_widths(
+    group_widths: Sequence[int], value_width: int, descending: bool = False
+) -> list[int]:
+    """The merged key widths of a sort by (group keys, valid, value): its radix passes."""
+    empty = np.zeros(0, np.uint64)
+    keys = [SortKey(empty, w) for w in group_widths]
+    keys += [SortKey(empty, 1), SortKey(empty, value_width, descending)]
+    return [k.width for k in merge_keys(keys)]
 
 
 def _distinct_stages(
@@ -424,14 +427,7 @@ def _distinct_stages(
         out.arrays[f"d{number}"] = running
         return out
 
-    empty = np.zeros(0, np.uint64)
-    widths = [
-        k.width
-        for k in merge_keys(
-            [SortKey(empty, w) for w in group_widths]
-            + [SortKey(empty, 1), SortKey(empty, spec.sort_width)]
-        )
-    ]
+    widths = _value_sort_widths(group_widths, spec.sort_width)
     label = f"count_distinct({column})"
     sorts = [
         Stage(f"{label}: {s.name.split(' ', 1)[1]}", s.run)
