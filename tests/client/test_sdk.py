@@ -302,13 +302,14 @@ def test_polars_style_join_filter_with_columns_group_by_matches_pandas(cluster: 
     )
     cluster.upload(views, name="rel-views", domains={"campaign": ["spring", "summer", "autumn"]})
     cluster.upload(purchases, name="rel-purchases")
-    query = (
+    relation = (
         cluster.table("rel-views")
         .join(cluster.table("rel-purchases"), on="user_id")
         .filter((tally.col("age") >= 18) & ~tally.col("qty").isin([4]))
         .with_columns(revenue=tally.col("price") * tally.col("qty"))
-        .group_by("campaign")
-        .agg(revenue=("revenue", "sum"), buyers=("revenue", "count"))
+    )
+    query = relation.group_by("campaign").agg(
+        revenue=("revenue", "sum"), buyers=("revenue", "count")
     )
     got = query.to_pandas(timeout=120)
     merged = views.merge(purchases, on="user_id")
@@ -324,11 +325,7 @@ def test_polars_style_join_filter_with_columns_group_by_matches_pandas(cluster: 
     # having=, as SQL's HAVING: the groups below the threshold are not in the result
     threshold = int(np.median(expected["buyers"]))
     busy = (
-        cluster.table("rel-views")
-        .join(cluster.table("rel-purchases"), on="user_id")
-        .filter((tally.col("age") >= 18) & ~tally.col("qty").isin([4]))
-        .with_columns(revenue=tally.col("price") * tally.col("qty"))
-        .group_by("campaign")
+        relation.group_by("campaign")
         .agg(
             revenue=("revenue", "sum"),
             buyers=("revenue", "count"),
