@@ -89,6 +89,21 @@ def test_staged_matches_engine(name: str, params: dict[str, Any]) -> None:
             assert np.array_equal(want, have)
 
 
+def test_staged_groupby_takes_the_planned_quicksort_as_one_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: where the planner picks the quicksort (large jobs), the staged group-by
+    sorts with it as the engine does (one stage, not one per radix pass); same values."""
+    import tally.mpc.sorting as sorting
+
+    monkeypatch.setattr(sorting, "choose_sort", lambda widths, rows: "quick")
+    params = {**GROUPBY, "max_groups": 8}
+    test_staged_matches_engine("groupby", params)
+    staged = build_stages(get_program("groupby"), {"events": (SPECS, 60)}, params)
+    names = [stage.name for stage in staged.stages]
+    assert "sort: quicksort" in names and not any(n.startswith("sort pass") for n in names)
+
+
 def test_groupby_resumes_from_every_stage_with_fresh_tuples() -> None:
     data, valid = _data(40, seed=3)
     shares = share_table(data, SPECS, 3, valid=valid, rng=np.random.default_rng(4))

@@ -88,10 +88,11 @@ def dry_run(
     params: Mapping[str, Any],
     parties: int,
     replicated: bool = False,
+    plan_rows: int | None = None,
 ) -> DryRun:
     """What one run on zero shares of these sizes asks its dealer for (``replicated``: on
     the three-party path of :mod:`tally.mpc.replicated`, which asks for no triples)."""
-    staged = build_stages(program, inputs, params)
+    staged = build_stages(program, inputs, params, plan_rows)
     dealer = Dealer(parties, seed=0)
 
     def run(party: Party) -> None:
@@ -148,7 +149,7 @@ def plan_tuples(
             exact = dry_run(program, inputs, params, parties, replicated)
             return TuplePlan(exact.counts, exact.shuffles)
         small, large = (
-            dry_run(program, _scaled(inputs, r, largest), params, parties, replicated)
+            dry_run(program, _scaled(inputs, r, largest), params, parties, replicated, largest)
             for r in DRY_ROWS
         )
     except MemoryError:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tally.mpc import groupby as engine_groupby
+from tally.mpc import sorting
 from tally.mpc.analytics import (
     adjacent_equal,
     bit_key,
@@ -167,8 +168,15 @@ def groupby_stages(
     max_groups: int | None = None,
     min_group_size: int | None = None,
     dp: Mapping[str, Any] | None = None,
+    plan_rows: int | None = None,
 ) -> StagedProgram:
-    """``group_by(keys).agg(**aggregations)`` as stages; see :mod:`tally.mpc.groupby`."""
+    """``group_by(keys).agg(**aggregations)`` as stages; see :mod:`tally.mpc.groupby`.
+
+    The main sort is the one :func:`tally.mpc.sorting.choose_sort` plans for the job's
+    size (``plan_rows`` when given: a dry run at a smaller size takes the real job's
+    choice).  A radix sort is one stage per pass; a quicksort is one stage (a stage
+    interrupted by a lost peer resumes from the sort's start).
+    """
     keys = list(keys)
     named = {name: (spec[0], spec[1]) for name, spec in aggregations.items()}
     noise = DP.from_params(dp) if dp else None
@@ -246,14 +254,25 @@ def groupby_stages(
         # carried empty, so that checkpoints and memory hold the sort's payload only.
         for name in [k for k in out.arrays if k.startswith("t:")]:
             out.arrays[name] = np.zeros(0, np.uint64)
-        _put_progress(out, "sort", radix_start(key_list, np.stack(columns, axis=1)))
+        if quick:
+            out.arrays["sorted"] = sorting.sort_rows(
+                party, key_list, np.stack(columns, axis=1), method="quick"
+            )
+        else:
+            _put_progress(out, "sort", radix_start(key_list, np.stack(columns, axis=1)))
         return out
 
-    stages.append(Stage("sort: keys", main_keys))
-    stages.extend(_sort_stages("sort", radix_passes(_key_widths(key_specs, [1]), padded_rows)))
+    main_widths = _key_widths(key_specs, [1])
+    planned = (plan_rows if plan_rows is not None else rows) + (padded_rows - rows)
+    quick = sorting.choose_sort(main_widths, planned) == "quick"
+    if quick:
+        stages.append(Stage("sort: quicksort", main_keys))
+    else:
+        stages.append(Stage("sort: keys", main_keys))
+        stages.extend(_sort_stages("sort", radix_passes(main_widths, padded_rows)))
 
     def group_ends(party: Party, state: State) -> State:
-        moved = _get_progress(state, "sort").payload
+        moved = state.arrays["sorted"] if quick else _get_progress(state, "sort").payload
         ordered = [np.ascontiguousarray(moved[:, i]) for i in range(moved.shape[1])]
         width = len(keys)
         key_values, valid, present = ordered[:width], ordered[width], ordered[width + 1]
@@ -507,10 +526,13 @@ def build_stages(
     program: Program,
     inputs: Mapping[str, tuple[Mapping[str, ColumnSpec], int]],
     params: Mapping[str, Any],
+    plan_rows: int | None = None,
 ) -> StagedProgram:
     """The stage list of a job: built-in groupby and sort are staged, the rest single-stage.
 
-    ``inputs``: per input name, its column specs and row count (public metadata).
+    ``inputs``: per input name, its column specs and row count (public metadata);
+    ``plan_rows``: the real job's rows when these are a dry run's smaller ones (the
+    group-by then plans its sort as the job will).
     The initial state holds the single input of a staged built-in under ``in:``,
     and input i of any other program under ``in<i>:``.
     """
@@ -519,7 +541,7 @@ def build_stages(
             raise ValueError(f"{program.name} takes one input table, got {len(inputs)}")
         specs, rows = next(iter(inputs.values()))
         if program.name == "groupby":
-            return groupby_stages(specs, rows, **params)
+            return groupby_stages(specs, rows, **params, plan_rows=plan_rows)
         return sort_stages(specs, rows, **params)
     return single_stage(program, list(inputs), params)
 
