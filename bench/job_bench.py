@@ -267,14 +267,14 @@ def main(
     rest_tls: bool = False,
 ) -> dict[str, Any]:
     """The job measurement plus the bare engine on the same sizes, as one JSON-able dict."""
-    from run import run_case  # bench/run.py, on sys.path when run from it
+    from run import default_sharing, run_case  # bench/run.py, on sys.path when run from it
 
     if tuples == "hm3":
         job = run_services_job(rows, groups, partitions, seed, tls, rest_tls)
     else:
         job = run_job(rows, groups, partitions, seed, tls)
     # The bare engine on the path the job's workers take (replicated for hm3).
-    sharing = "replicated" if tuples == "hm3" else "additive"
+    sharing = default_sharing(tuples, 3)
     engine = run_case("groupby", 3, rows, groups, partitions, 0, seed, sharing=sharing)
     overhead = job["online_seconds"] / max(engine["online_seconds"], 1e-9) - 1
     extra = {}

@@ -31,7 +31,7 @@ from tests.mpc.test_offline_engine import check, engine_program, make_inputs, sh
 from tests.mpc.test_relational import join_case, run_two_tables
 from tests.mpc.test_sort import assert_frame_equal, expected_sort, run_on_table, sorted_by
 
-from tally.mpc import bits, replicated
+from tally.mpc import bits
 from tally.mpc.arithmetic import multiply
 from tally.mpc.boolean import and_words
 from tally.mpc.compare import (
@@ -352,4 +352,3 @@ def test_the_replicated_path_refuses_other_party_counts() -> None:
 
     with pytest.raises(SetupError, match="exactly 3 parties"):
         run_transports(2, lambda transport: Replicated.agree(transport, ShakePrf()), TIMEOUT)
-    assert replicated.Replicated.__doc__

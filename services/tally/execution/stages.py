@@ -34,7 +34,6 @@ from tally.mpc.analytics import (
     sort_keys,
     weighted,
 )
-from tally.mpc.arithmetic import multiply
 from tally.mpc.columns import SecretColumn
 from tally.mpc.dp import DP
 from tally.mpc.party import Party
@@ -208,7 +207,8 @@ def groupby_stages(
         out.arrays["present"] = present
         for column, product in zip(summed, weighted(table, summed) if summed else [], strict=True):
             out.arrays[f"w:{column}"] = product.shares
-        squares = multiply(party, [(out.arrays[f"w:{c}"], table[c].shares) for c in squared])
+        weights = {c: out.arrays[f"w:{c}"] for c in summed}
+        squares = engine_groupby.squared_weights(table, weights, squared)
         for column, square in zip(squared, squares, strict=True):
             out.arrays[f"q:{column}"] = square
         return out

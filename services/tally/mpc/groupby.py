@@ -164,6 +164,13 @@ def squared_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
     return sorted({spec[0] for spec in aggregations.values() if spec[1] in MOMENTS})
 
 
+def squared_weights(
+    table: SecretTable, weights: Mapping[str, Shares], squared: Sequence[str]
+) -> list[Shares]:
+    """valid · x² for each squared column x, from its weight valid · x (1 round)."""
+    return multiply(table.party, [(weights[c], table[c].shares) for c in squared])
+
+
 def distinct_columns(aggregations: Mapping[str, Sequence[str]]) -> list[str]:
     """The columns whose distinct values a group-by counts."""
     return sorted({spec[0] for spec in aggregations.values() if spec[1] == "count_distinct"})
@@ -408,8 +415,9 @@ def aggregate(group: GroupBy, aggregations: Mapping[str, Any], dp: DP | None) ->
     party = table.party
     weights = weighted(table, summed) if summed else []
     squared = squared_columns(aggregations)
-    weight_of = dict(zip(summed, weights, strict=True))
-    squares = multiply(party, [(weight_of[c].shares, table[c].shares) for c in squared])
+    squares = squared_weights(
+        table, dict(zip(summed, (w.shares for w in weights), strict=True)), squared
+    )
 
     group_keys = value_keys(table, keys)
     extremes = _extremes(table, group_keys, extreme_requests)
